@@ -1,0 +1,1 @@
+"""Hardware abstraction: meters, power modules, RFID, relays. Knows nothing of OCPP."""
