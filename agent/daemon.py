@@ -1,0 +1,189 @@
+"""Wiring: config -> store -> device model -> station -> blocks -> connection.
+
+A `Runtime` is one life of the station's work, from boot to Reset or stop. A Reset from
+the CSMS ends the runtime and the daemon builds a fresh one from what is persisted (the
+same process: systemd sees no failure, and nothing is re-read from config but what the
+device model does not own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Callable, Literal
+
+from agent import __version__
+from agent.blocks.availability import Availability
+from agent.blocks.provisioning import (CLEAN_STOP, LAST_START, PENDING_BOOT_REASON, Identity,
+                                       Provisioning, decide_boot_reason, system_boot_time)
+from agent.blocks.variables import Variables
+from agent.clock import Clock, SystemClock, format_datetime
+from agent.config import Config
+from agent.model.definitions import standard_definitions
+from agent.model.device_model import DeviceModel
+from agent.model.types import Component, EvseSpec, StationSpec, Variable
+from agent.ocpp.connection import ConnectionManager
+from agent.ocpp.session import Router
+from agent.ocpp.transport import Endpoint
+from agent.station import Connector, Evse, Station
+from agent.store import Store
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["stop", "restart"]
+
+# The [csms] table of the config seeds network connection profile 1 on first start; from
+# then on the persisted profile is the truth (DESIGN.md).
+NETWORK_PROFILE = "network.profile.1"
+SEEDED = "daemon.seeded"
+
+
+class ModelCommSettings:
+    """OCPPCommCtrlr values for the connection, read at each use so SetVariables counts."""
+
+    def __init__(self, model: DeviceModel) -> None:
+        self._model = model
+
+    def message_timeout(self) -> float:
+        return self._model.get_int("OCPPCommCtrlr", "MessageTimeout", instance="Default")
+
+    def ping_interval(self) -> float:
+        return self._model.get_int("OCPPCommCtrlr", "WebSocketPingInterval")
+
+    def backoff(self) -> tuple[float, float, int]:
+        get = self._model.get_int
+        return (get("OCPPCommCtrlr", "RetryBackOffWaitMinimum"),
+                get("OCPPCommCtrlr", "RetryBackOffRandomRange"),
+                get("OCPPCommCtrlr", "RetryBackOffRepeatTimes"))
+
+
+def station_spec(config: Config) -> StationSpec:
+    return StationSpec(
+        vendor=config.station.vendor, model=config.station.model,
+        serial_number=config.station.serial_number,
+        firmware_version=config.station.firmware_version,
+        evses=tuple(EvseSpec(e.id, e.max_current_a, e.phases, e.nominal_voltage_v)
+                    for e in config.evses),
+        security_profile=config.csms.security_profile, identity=config.station.id)
+
+
+def seed_first_start(store: Store, model: DeviceModel, config: Config) -> None:
+    """What the config contributes only once: the first network profile and password."""
+    if store.get_meta(SEEDED):
+        return
+    profile = {"url": config.csms.url, "securityProfile": config.csms.security_profile}
+    with store.transaction():
+        store.set_meta(NETWORK_PROFILE, json.dumps(profile))
+        if config.csms.password is not None:
+            result = model.set(Component("SecurityCtrlr"), Variable("BasicAuthPassword"),
+                               config.csms.password)
+            if result.status != "Accepted":
+                raise ValueError(f"csms.password rejected by the device model: {result.reason_code}")
+        store.set_meta(SEEDED, "1")
+
+
+class Runtime:
+    def __init__(self, config: Config, store: Store, clock: Clock,
+                 on_frame: Callable[[str, str], None] | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self._outcome: asyncio.Future[Outcome] | None = None
+        self.model = DeviceModel(store, standard_definitions(station_spec(config)))
+        self.model.provide(Component("ClockCtrlr"), Variable("DateTime"),
+                           lambda: format_datetime(clock.now()))
+        seed_first_start(store, self.model, config)
+        self.station = Station([
+            Evse(e.id, e.max_current_a, e.phases, e.nominal_voltage_v,
+                 connectors={1: Connector(e.id, 1)}) for e in config.evses])
+        self.router = Router()
+        self.link = ConnectionManager(endpoint=self._endpoint, router=self.router, clock=clock,
+                                      settings=ModelCommSettings(self.model), on_frame=on_frame)
+        boot_reason = decide_boot_reason(
+            store.get_meta(PENDING_BOOT_REASON), _float(store.get_meta(LAST_START)),
+            store.get_meta(CLEAN_STOP) == "1", system_boot_time())
+        store.set_meta(LAST_START, repr(time.time()))
+        store.set_meta(CLEAN_STOP, "0")
+        self.provisioning = Provisioning(
+            link=self.link, router=self.router, model=self.model, clock=clock, store=store,
+            identity=Identity(config.station.vendor, config.station.model,
+                              config.station.serial_number, config.station.firmware_version),
+            boot_reason=boot_reason, restart=self.request_restart,
+            reset_evse=self.reset_evse, is_idle=lambda evse_id: True)
+        self.variables = Variables(link=self.link, router=self.router, model=self.model,
+                                   clock=clock)
+        self.availability = Availability(link=self.link, station=self.station, clock=clock)
+
+    def _endpoint(self) -> Endpoint:
+        profile = json.loads(self.store.get_meta(NETWORK_PROFILE) or "{}")
+        password = None
+        if profile.get("securityProfile", 1) in (1, 2):
+            password = self.model.get_str("SecurityCtrlr", "BasicAuthPassword") or None
+        return Endpoint(url=profile.get("url", self.config.csms.url),
+                        station_id=self.config.station.id, password=password)
+
+    def request_restart(self) -> None:
+        if self._outcome is not None and not self._outcome.done():
+            self._outcome.set_result("restart")
+
+    async def reset_evse(self, evse_id: int) -> None:
+        # An EVSE reset takes it out of service and back: the CSMS sees Unavailable, then
+        # its status again. (Ending its transaction and re-initialising its hardware join
+        # here once those exist.)
+        self.station.set_operative(evse_id, False)
+        await self.availability.reported(timeout=self.model.get_int(
+            "OCPPCommCtrlr", "MessageTimeout", instance="Default"))
+        self.station.set_operative(evse_id, True)
+
+    async def run(self, stop: asyncio.Event) -> Outcome:
+        self._outcome = asyncio.get_running_loop().create_future()
+        tasks = [asyncio.ensure_future(t) for t in (
+            self.link.run(), self.provisioning.run_heartbeat(), self.availability.run())]
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            done, _ = await asyncio.wait({self._outcome, stopper, *tasks},
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                if task in done and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+            outcome: Outcome = self._outcome.result() if self._outcome.done() else "stop"
+        finally:
+            stopper.cancel()
+            await _cancel_all(tasks)
+        if outcome == "stop":
+            self.store.set_meta(CLEAN_STOP, "1")
+        return outcome
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel and wait; cancel again should a library have swallowed the first one."""
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+async def run_daemon(config: Config, stop: asyncio.Event, clock: Clock | None = None,
+                     on_frame: Callable[[str, str], None] | None = None) -> None:
+    """Run until `stop` is set; Reset requests rebuild the runtime in between."""
+    clock = clock or SystemClock()
+    store = Store.in_dir(config.storage.dir)
+    try:
+        log.info("station-agent %s starting as %s", __version__, config.station.id)
+        while True:
+            runtime = Runtime(config, store, clock, on_frame)
+            if await runtime.run(stop) == "stop":
+                break
+            log.info("restarting the station's work after Reset")
+    finally:
+        store.close()

@@ -1,0 +1,108 @@
+"""`station-agent demo`: a local CSMS and the real agent process with mock hardware.
+
+Prints the OCPP exchange as it happens and stops by itself. Needs the `ocpp` package
+(the test extra), which the daemon itself never imports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TextIO
+
+DEMO_PASSWORD = "demo-password-0123456"
+HEARTBEAT_S = 3
+
+
+class Printer:
+    """One line per frame: who sent it, the time since start, the JSON (shortened)."""
+
+    def __init__(self, out: TextIO, width: int = 160) -> None:
+        self.out = out
+        self.width = width
+        self.start = time.monotonic()
+
+    def frame(self, station_id: str, direction: str, text: str) -> None:
+        arrow = "station -> CSMS" if direction == "in" else "CSMS -> station"
+        if len(text) > self.width:
+            text = text[: self.width - 3] + "..."
+        self.say(f"{arrow}  {text}")
+
+    def say(self, line: str) -> None:
+        print(f"{time.monotonic() - self.start:6.2f}s  {line}", file=self.out, flush=True)
+
+
+def _config(directory: Path, url: str) -> Path:
+    path = directory / "demo.toml"
+    path.write_text(
+        '[station]\nid = "CS-DEMO"\nvendor = "Example"\nmodel = "AC-22"\n\n'
+        f'[csms]\nurl = "{url}"\nsecurity_profile = 1\npassword = "{DEMO_PASSWORD}"\n\n'
+        '[storage]\ndir = "state"\n\n[hal]\ndriver = "mock"\n\n'
+        "[[evse]]\nid = 1\nmax_current_a = 32\n\n[[evse]]\nid = 2\nmax_current_a = 16\nphases = 1\n")
+    return path
+
+
+async def demo(out: TextIO = sys.stdout) -> int:
+    try:
+        from agent.demo.csms import Csms
+    except ImportError as exc:
+        print(f"station-agent demo needs the test extra ({exc.name} is missing): "
+              "pip install 'station-agent[test]', or run `make demo`", file=sys.stderr)
+        return 1
+    printer = Printer(out)
+    with tempfile.TemporaryDirectory(prefix="station-agent-demo-") as tmp:
+        async with Csms(passwords={"CS-DEMO": DEMO_PASSWORD}, heartbeat_interval=HEARTBEAT_S,
+                        on_frame=printer.frame) as csms:
+            config = _config(Path(tmp), csms.url)
+            printer.say(f"CSMS listening on {csms.url}; starting the agent (mock hardware)")
+            log = open(Path(tmp) / "agent.log", "wb")
+            agent = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "agent", "run", "--config", str(config),
+                stdout=log, stderr=log)
+            try:
+                return await _script(csms, printer, agent)
+            finally:
+                if agent.returncode is None:
+                    agent.send_signal(signal.SIGTERM)
+                    try:
+                        await asyncio.wait_for(agent.wait(), 5)
+                    except asyncio.TimeoutError:
+                        agent.kill()
+                log.close()
+                printer.say(f"agent stopped (exit {agent.returncode})")
+                if csms.schema_errors:
+                    printer.say("schema problems: " + json.dumps(csms.schema_errors))
+
+
+async def _script(csms: object, printer: Printer, agent: asyncio.subprocess.Process) -> int:
+    link = await csms.wait_station("CS-DEMO", timeout=10)  # type: ignore[attr-defined]
+    await link.expect_call("BootNotification", timeout=10)
+    for evse in (1, 2):
+        await link.expect_call("StatusNotification", timeout=10,
+                               where=lambda p, e=evse: p["evseId"] == e)
+    printer.say("registered; asking for a few variables")
+    await link.call("GetVariables", {"getVariableData": [
+        {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}},
+        {"component": {"name": "EVSE", "evse": {"id": 2}}, "variable": {"name": "AvailabilityState"}},
+    ]})
+    await link.call("SetVariables", {"setVariableData": [
+        {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"},
+         "attributeValue": str(HEARTBEAT_S)}]})
+    await link.call("GetBaseReport", {"requestId": 1, "reportBase": "SummaryInventory"})
+    await link.expect_call("NotifyReport", timeout=10)
+    printer.say(f"waiting for a Heartbeat ({HEARTBEAT_S} s without other traffic)")
+    await link.expect_call("Heartbeat", timeout=HEARTBEAT_S + 10)
+    printer.say("demo done: stopping the agent")
+    return 0
+
+
+def main() -> int:
+    try:
+        return asyncio.run(demo())
+    except KeyboardInterrupt:
+        return 130
