@@ -39,6 +39,7 @@ def _load(path: Path) -> Config | None:
 
 def _run(config: Config) -> int:
     from agent.daemon import run_daemon  # keeps --version and check-config light
+    from agent.store import StoreError
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -50,7 +51,14 @@ def _run(config: Config) -> int:
             loop.add_signal_handler(sig, stop.set)
         await run_daemon(config, stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except ConfigError as exc:
+        print(f"station-agent: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StoreError as exc:
+        print(f"station-agent: {exc}; check storage.dir and its permissions", file=sys.stderr)
+        return 1
     return 0
 
 

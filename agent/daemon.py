@@ -20,7 +20,7 @@ from agent.blocks.provisioning import (CLEAN_STOP, LAST_START, PENDING_BOOT_REAS
                                        Provisioning, decide_boot_reason, system_boot_time)
 from agent.blocks.variables import Variables
 from agent.clock import Clock, SystemClock, format_datetime
-from agent.config import Config
+from agent.config import Config, ConfigError
 from agent.model.definitions import standard_definitions
 from agent.model.device_model import DeviceModel
 from agent.model.types import Component, EvseSpec, StationSpec, Variable
@@ -80,7 +80,8 @@ def seed_first_start(store: Store, model: DeviceModel, config: Config) -> None:
             result = model.set(Component("SecurityCtrlr"), Variable("BasicAuthPassword"),
                                config.csms.password)
             if result.status != "Accepted":
-                raise ValueError(f"csms.password rejected by the device model: {result.reason_code}")
+                raise ConfigError(f"{config.path}: csms.password: not accepted as "
+                                  f"SecurityCtrlr.BasicAuthPassword ({result.reason_code})")
         store.set_meta(SEEDED, "1")
 
 

@@ -242,3 +242,15 @@ def test_gate_refuses_everything_and_reply_then_runs_after_the_answer():
         await session.close()
         await runner
     run(main())
+
+
+def test_an_invalid_call_of_ours_is_never_sent():
+    async def main():
+        conn, clock, session = make()
+        runner = asyncio.ensure_future(session.run())
+        with pytest.raises(CallFailed, match="invalid request"):
+            await session.call("StatusNotification", {"connectorStatus": "Sleeping"})
+        assert conn.nothing_sent()
+        await session.close()
+        await runner
+    run(main())

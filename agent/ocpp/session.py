@@ -131,6 +131,12 @@ class Session:
 
     async def call(self, action: str, payload: Payload, timeout: float | None = None) -> Payload:
         """Send a CALL and return the CALLRESULT payload, or raise CallFailed."""
+        try:
+            validate(action, "request", payload)
+        except PayloadError as exc:
+            # Our own bug; an invalid CALL would only earn a CALLERROR from the CSMS.
+            log.error("refusing to send an invalid %s: %s", action, exc)
+            raise CallFailed(f"{action}: invalid request built: {exc}") from None
         async with self._send_lock:
             if self.closed:
                 raise NotConnected("connection closed")

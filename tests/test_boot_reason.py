@@ -1,0 +1,18 @@
+"""Which reason the BootNotification gives, from what the previous run left behind."""
+
+import pytest
+
+from agent.blocks.provisioning import decide_boot_reason
+
+
+@pytest.mark.parametrize("pending, last_start, clean, system_boot, reason", [
+    (None, None, False, 1000.0, "PowerUp"),            # first start ever
+    (None, 500.0, True, 1000.0, "PowerUp"),            # the machine booted since our last start
+    (None, 2000.0, True, 1000.0, "LocalReset"),        # systemctl restart, same boot
+    (None, 2000.0, False, 1000.0, "ApplicationReset"),  # crashed or killed, same boot
+    ("RemoteReset", 2000.0, False, 1000.0, "RemoteReset"),  # Reset from the CSMS, even if cut short
+    ("FirmwareUpdate", 500.0, True, 1000.0, "FirmwareUpdate"),
+    (None, 2000.0, True, None, "LocalReset"),          # no /proc/stat: trust our own record
+])
+def test_boot_reason(pending, last_start, clean, system_boot, reason):
+    assert decide_boot_reason(pending, last_start, clean, system_boot) == reason
