@@ -5,6 +5,8 @@ real CSMS peer over loopback: time moves only when the test says so.
 """
 
 import asyncio
+import logging
+import re
 from datetime import datetime, timezone
 
 import pytest
@@ -128,19 +130,31 @@ def test_heartbeat_at_the_interval_only_when_nothing_else_was_sent(tmp_path):
     run(main())
 
 
-def test_reconnects_with_back_off_and_no_new_boot(tmp_path):
+def test_reconnects_with_back_off_and_no_new_boot(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="agent.ocpp.connection")
+
+    async def back_off_chosen():
+        for _ in range(200):
+            for record in caplog.records:
+                match = re.match(r"reconnecting in ([0-9.]+) s", record.getMessage())
+                if match:
+                    return float(match.group(1))
+            await asyncio.sleep(0.01)
+        raise AssertionError("the agent did not schedule a reconnection")
+
     async def main():
         async with Csms(passwords={STATION: PASSWORD}) as csms:
             async with Agent(tmp_path, csms) as agent:
                 link = await csms.wait_station(STATION)
                 await link.expect_call("StatusNotification")
                 await link.close()
-                await quiet()
+                delay = await back_off_chosen()
                 # RetryBackOffWaitMinimum 10 s + up to RetryBackOffRandomRange 10 s.
-                await agent.clock.advance(9.9)
+                assert 10 <= delay <= 20
+                await agent.clock.advance(delay - 0.2)
                 await quiet()
-                assert len(csms.links[STATION]) == 1
-                await agent.clock.advance(10.2)
+                assert len(csms.links[STATION]) == 1, "reconnected before the back-off"
+                await agent.clock.advance(0.3)
                 again = await csms.wait_station(STATION, after=link)
                 await quiet()
                 # Part 4, 5.3: a reconnect is no reason for a BootNotification.
