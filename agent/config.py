@@ -9,21 +9,37 @@ default is the kind of fault that surfaces months later on a roof.
 The `[csms]` table only seeds network connection profile 1 on first start (DESIGN.md);
 checking it here still matters, because a station that cannot make its first connection
 can never be fixed remotely.
+
+This module holds what other code imports (the dataclasses, `ConfigError`, `load_config`,
+`parse_config`), the file system access and the rules that tie tables together (security
+profile against URL scheme, password and certificates). Checks of single values live in
+`agent.config_fields`, the wording of the messages in `agent.config_text`.
 """
 
 from __future__ import annotations
 
-import datetime
 import difflib
-import math
-import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
 
 from agent import __version__
+from agent.config_fields import IDENTITY_MAX_LEN, PASSWORD_CHARS  # noqa: F401  (limits of this file, named here too)
+from agent.config_fields import (
+    PASSWORD_MAX_LEN,
+    PASSWORD_MIN_LEN,
+    _check_identity,
+    _check_password,
+    _check_structure,
+    _check_url,
+    _int,
+    _Invalid,
+    _join,
+    _number,
+    _str,
+    _text,
+)
+from agent.config_text import _one_line, _short, _syntax_error
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -52,16 +68,6 @@ HAL_DRIVERS = ("mock", "hardware")
 DEFAULT_PHASES = 3
 DEFAULT_NOMINAL_VOLTAGE_V = 230.0
 
-# OCPP-J (Part 4, 3.1.1, and errata 2023-12 for SecurityCtrlr.Identity): the identity is at
-# most 48 characters and has no ':' because it is also the HTTP Basic auth user name.
-# identifierString proper is narrower, but Part 4's own example identity ("RDAM 123") has a
-# space, so any printable ASCII except ':' is accepted; the URL percent-encodes it.
-IDENTITY_MAX_LEN = 48
-# SecurityCtrlr.BasicAuthPassword (Part 2 appendices, 3.1.15): a passwordString of 16 to
-# 40 characters: a-z, A-Z, 0-9 and * - _ = : + | @ .
-PASSWORD_MIN_LEN = 16
-PASSWORD_MAX_LEN = 40
-PASSWORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789*-_=:+|@.")
 # BootNotification ChargingStationType maxLength, so a config that loads is a boot that
 # the CSMS accepts.
 VENDOR_MAX_LEN = 50
@@ -73,16 +79,6 @@ MAX_CURRENT_A_LIMIT = 1000.0
 NOMINAL_VOLTAGE_RANGE = (100.0, 1000.0)
 PHASES = (1, 3)
 SECURITY_PROFILES = (1, 2, 3)
-
-# Every key the file may hold, table by table; anything else is an error.
-_TABLE_KEYS: dict[str, tuple[str, ...]] = {
-    "station": ("id", "vendor", "model", "serial_number", "firmware_version"),
-    "csms": ("url", "security_profile", "password", "ca_file", "cert_file", "key_file"),
-    "storage": ("dir",),
-    "hal": ("driver",),
-}
-_EVSE_KEYS = ("id", "max_current_a", "phases", "nominal_voltage_v")
-_TOP_LEVEL = (*_TABLE_KEYS, "evse")
 
 
 class ConfigError(Exception):
@@ -200,15 +196,6 @@ def parse_config(data: dict, path: Path) -> Config:
 # --- building ------------------------------------------------------------------------------
 
 
-class _Invalid(Exception):
-    """Raised deep in validation; parse_config adds the file name and makes a ConfigError."""
-
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(key, problem)
-        self.key = key
-        self.problem = problem
-
-
 def _build(data: dict, base: Path, path: Path) -> Config:
     _check_structure(data)
     station = _station(data.get("station", {}))
@@ -217,57 +204,6 @@ def _build(data: dict, base: Path, path: Path) -> Config:
     hal = _hal(data.get("hal", {}))
     evses = _evses(data.get("evse"))
     return Config(path=path, station=station, csms=csms, storage=storage, hal=hal, evses=evses)
-
-
-def _check_structure(data: dict) -> None:
-    """Unknown keys and misshapen tables first: a typo'd key reported as 'unknown, did you
-    mean ...' helps more than the 'missing' error its absence would cause later."""
-    for key, value in data.items():
-        if key not in _TOP_LEVEL:
-            kind = "table" if isinstance(value, dict) else "key"
-            raise _Invalid(key, f"unknown {kind}{_suggest(key, _TOP_LEVEL, '')}")
-        if key == "evse":
-            continue
-        if not isinstance(value, dict):
-            raise _Invalid(key, f"expected a table [{key}], got {_describe(value)}")
-        _check_keys(value, key, _TABLE_KEYS[key], home=key)
-    if "evse" not in data:
-        return  # reported by _evses, after the station's own keys
-    entries = data["evse"]
-    if isinstance(entries, dict):
-        raise _Invalid("evse", "expected an array of tables [[evse]] (double brackets), got a single table [evse]")
-    if not isinstance(entries, list):
-        raise _Invalid("evse", f"expected an array of tables [[evse]], got {_describe(entries)}")
-    for index, entry in enumerate(entries, start=1):
-        prefix = f"evse[{index}]"
-        if not isinstance(entry, dict):
-            raise _Invalid(prefix, f"expected a table [[evse]], got {_describe(entry)}")
-        _check_keys(entry, prefix, _EVSE_KEYS, home="evse")
-
-
-def _check_keys(table: dict, prefix: str, known: tuple[str, ...], home: str) -> None:
-    for key in table:
-        if key not in known:
-            raise _Invalid(f"{prefix}.{key}", f"unknown key{_suggest(key, known, prefix, home)}")
-
-
-def _suggest(key: str, known: tuple[str, ...], prefix: str, home: str = "") -> str:
-    """'; did you mean ...' from difflib, else where the key belongs, else the list."""
-    close = difflib.get_close_matches(key, known, n=1)
-    if close:
-        return f"; did you mean '{_join(prefix, close[0])}'?"
-    elsewhere = [t for t, keys in _TABLE_KEYS.items() if key in keys and t != home]
-    if key in _EVSE_KEYS and home != "evse":
-        elsewhere.append("evse")
-    if elsewhere:
-        table = "[[evse]]" if elsewhere[0] == "evse" else f"[{elsewhere[0]}]"
-        return f"; '{key}' belongs in {table}"
-    where = f"in [{home}]" if home and home != "evse" else ("in [[evse]]" if home else "at top level")
-    return f"; known {where}: {', '.join(known)}"
-
-
-def _join(prefix: str, key: str) -> str:
-    return f"{prefix}.{key}" if prefix else key
 
 
 def _station(table: dict) -> StationConfig:
@@ -286,21 +222,6 @@ def _station(table: dict) -> StationConfig:
         serial_number=serial,
         firmware_version=firmware if firmware is not None else __version__,
     )
-
-
-def _check_identity(identity: str) -> None:
-    key = "station.id"
-    if not 1 <= len(identity) <= IDENTITY_MAX_LEN:
-        raise _Invalid(key, f"must be 1 to {IDENTITY_MAX_LEN} characters, got {len(identity)}")
-    if ":" in identity:
-        raise _Invalid(key, "must not contain ':' (the id is the HTTP Basic auth user name); pick another id")
-    for pos, char in enumerate(identity, start=1):
-        if not " " <= char <= "~":
-            raise _Invalid(
-                key, f"character {pos} ({char!r}) is not allowed; use printable ASCII (letters, digits, - _ . etc.)"
-            )
-    if identity != identity.strip():
-        raise _Invalid(key, f"has leading or trailing spaces ({identity!r}); remove them")
 
 
 def _csms(table: dict, base: Path, identity: str) -> CsmsConfig:
@@ -356,50 +277,6 @@ def _csms(table: dict, base: Path, identity: str) -> CsmsConfig:
     return CsmsConfig(
         url=url, security_profile=profile, password=password, ca_file=ca_file, cert_file=cert_file, key_file=key_file
     )
-
-
-def _check_url(url: str) -> str:
-    """ws:// or wss://, a host, no query, fragment or user info; a trailing '/' is dropped
-    because the station appends '/<station.id>' itself."""
-    key = "csms.url"
-    for char in url:
-        if not "!" <= char <= "~":
-            raise _Invalid(key, f"{url!r} contains {char!r}; percent-encode it or remove it")
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-        port = parts.port
-    except ValueError as exc:
-        raise _Invalid(key, f"{url!r} is not a valid URL ({exc})") from None
-    if parts.scheme.lower() not in ("ws", "wss"):
-        shown = f"{parts.scheme}://" if parts.scheme else "none"
-        raise _Invalid(key, f"scheme must be ws:// or wss://, got {shown} in {url!r}")
-    if not host:
-        raise _Invalid(key, f"no host in {url!r}; expected e.g. ws://csms.example.com/ocpp")
-    if port == 0:
-        raise _Invalid(key, f"port 0 in {url!r} is not a port")
-    if parts.username is not None or parts.password is not None:
-        raise _Invalid(key, "must not contain user info (user:password@); the user is station.id, the password csms.password")
-    if parts.query or parts.fragment or "?" in url or "#" in url:
-        raise _Invalid(key, f"must not have a query (?...) or fragment (#...): {url!r}")
-    return url.rstrip("/") if parts.path else url
-
-
-def _check_password(password: str) -> None:
-    # Never echo the password or any of its characters: error lines end up in journald.
-    key = "csms.password"
-    if not PASSWORD_MIN_LEN <= len(password) <= PASSWORD_MAX_LEN:
-        raise _Invalid(
-            key,
-            f"must be {PASSWORD_MIN_LEN} to {PASSWORD_MAX_LEN} characters (OCPP BasicAuthPassword), "
-            f"got {len(password)}",
-        )
-    for pos, char in enumerate(password, start=1):
-        if char not in PASSWORD_CHARS:
-            raise _Invalid(
-                key,
-                f"character {pos} is not allowed; OCPP passwordString allows only a-z A-Z 0-9 and * - _ = : + | @ .",
-            )
 
 
 def _storage(table: dict, base: Path) -> StorageConfig:
@@ -473,70 +350,11 @@ def _evses(entries: list | None) -> tuple[EvseConfig, ...]:
     return tuple(sorted(evses, key=lambda e: e.id))
 
 
-# --- typed getters -------------------------------------------------------------------------
-
-
-def _missing(prefix: str, key: str) -> _Invalid:
-    table = "[[evse]]" if prefix.startswith("evse") else f"[{prefix}]"
-    return _Invalid(_join(prefix, key), f"missing (required); add {key} = ... under {table}")
-
-
-def _str(table: dict, prefix: str, key: str, *, required: bool, secret: bool = False) -> str | None:
-    name = _join(prefix, key)
-    if key not in table:
-        if required:
-            raise _missing(prefix, key)
-        return None
-    value = table[key]
-    if not isinstance(value, str):
-        raise _Invalid(name, f"expected a string, got {_describe(value, secret)}")
-    return value
-
-
-def _text(table: dict, prefix: str, key: str, max_len: int, *, required: bool) -> str | None:
-    """A one-line string that goes into BootNotification: non-empty, printable, not too long."""
-    value = _str(table, prefix, key, required=required)
-    if value is None:
-        return None
-    name = _join(prefix, key)
-    if not value.strip():
-        advice = "set it" if required else "set it or remove the key"
-        raise _Invalid(name, f"is empty; {advice}")
-    if not value.isprintable():
-        raise _Invalid(name, f"must be one line of printable text, got {_short(value)}")
-    if len(value) > max_len:
-        raise _Invalid(name, f"must be at most {max_len} characters (OCPP BootNotification), got {len(value)}")
-    return value
-
-
-def _int(table: dict, prefix: str, key: str, *, required: bool) -> int | None:
-    name = _join(prefix, key)
-    if key not in table:
-        if required:
-            raise _missing(prefix, key)
-        return None
-    value = table[key]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _Invalid(name, f"expected an integer, got {_describe(value)}{_unquote_hint(value)}")
-    return value
-
-
-def _number(table: dict, prefix: str, key: str, *, required: bool) -> float | None:
-    name = _join(prefix, key)
-    if key not in table:
-        if required:
-            raise _missing(prefix, key)
-        return None
-    value = table[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _Invalid(name, f"expected a number, got {_describe(value)}{_unquote_hint(value)}")
-    if not math.isfinite(value):
-        raise _Invalid(name, f"expected a finite number, got {value}")
-    return float(value)
-
-
 def _file(table: dict, prefix: str, key: str, base: Path) -> Path | None:
-    """An optional path to a file the agent must be able to read, resolved against base."""
+    """An optional path to a file the agent must be able to read, resolved against base.
+
+    Here rather than in `agent.config_fields` because it opens the file: the value checks
+    there stay free of I/O."""
     raw = _str(table, prefix, key, required=False)
     if raw is None:
         return None
@@ -556,77 +374,3 @@ def _file(table: dict, prefix: str, key: str, base: Path) -> Path | None:
     except OSError as exc:
         raise _Invalid(name, f"cannot read {path}: {exc.strerror or exc}") from None
     return path
-
-
-# --- wording -------------------------------------------------------------------------------
-
-
-def _type_name(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, dict):
-        return "table"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, datetime.datetime):
-        return "date-time"
-    if isinstance(value, datetime.date):
-        return "date"
-    if isinstance(value, datetime.time):
-        return "time"
-    return type(value).__name__
-
-
-def _describe(value: Any, secret: bool = False) -> str:
-    """'string "32"', 'boolean true', 'table': the type, and the value when it is short and
-    not a secret."""
-    name = _type_name(value)
-    if secret or isinstance(value, (dict, list)):
-        return name
-    if isinstance(value, bool):
-        return f"{name} {str(value).lower()}"
-    if isinstance(value, str):
-        return f"{name} {_short(value)}"
-    return f"{name} {value}"
-
-
-def _short(text: str, limit: int = 40) -> str:
-    shown = repr(text)  # quotes it and escapes control characters: stays on one line
-    return shown if len(shown) <= limit else shown[: limit - 4] + "...'"
-
-
-def _unquote_hint(value: Any) -> str:
-    if isinstance(value, str):
-        try:
-            float(value)
-        except ValueError:
-            return ""
-        return "; write the number without quotes"
-    return ""
-
-
-_AT_LINE = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
-_AT_END = re.compile(r"\s*\(at end of document\)$")
-
-
-def _syntax_error(message: str, text: str) -> str:
-    """tomllib puts the position at the end of its message, sometimes only as 'end of
-    document'; the operator wants a line number first."""
-    match = _AT_LINE.search(message)
-    if match:
-        return f"line {match[1]}, column {match[2]}: TOML syntax error: {message[: match.start()]}"
-    match = _AT_END.search(message)
-    if match:
-        last = text.rstrip("\n").count("\n") + 1
-        return f"line {last} (end of file): TOML syntax error: {message[: match.start()]}"
-    return f"TOML syntax error: {message}"
-
-
-def _one_line(message: str) -> str:
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
