@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from agent import __version__
+from agent import __version__, sim
 from agent.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 
 EXIT_CONFIG = 2
@@ -26,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH,
                          help=f"configuration file (default {DEFAULT_CONFIG_PATH})")
     sub.add_parser("demo", help="a local CSMS and a mock station, with the OCPP exchange shown")
+    sim.add_arguments(sub.add_parser("sim", help="drive the mock hardware of a running agent"))
     return p
 
 
@@ -72,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.config}: OK")
             return 0
         return _run(config)
+    if args.command == "sim":
+        return sim.run(args)
     if args.command == "demo":
         from agent.demo.run import main as demo_main
         return demo_main()

@@ -1,0 +1,317 @@
+"""The control socket: how `station-agent sim` drives the mock hardware of a running agent.
+
+A Unix-domain socket at `<storage.dir>/control.sock`, mode 0660 (the agent's user and
+group: file permissions are the access control, there is no other). The protocol is
+newline-delimited JSON, one request and one reply per line, any number per connection:
+
+    {"command": "plug", "evse": 1}                  -> {"ok": true, "evse": 1}
+    {"command": "swipe", "token": "AB12"}           -> {"ok": true, "evse": 1, "token": "AB12", "type": "ISO14443"}
+    {"command": "ev-max", "evse": 1, "amps": 16}    -> {"ok": true, "evse": 1}
+    {"command": "status"}                           -> {"ok": true, "status": {...}}
+    anything wrong                                  -> {"ok": false, "error": "unknown EVSE 9"}
+
+Commands: plug, unplug, suspend, resume, fault, clear (each needs "evse"), ev-max
+("evse", "amps"), swipe ("token"; "evse" optional, default the lowest EVSE id, where a
+station's single reader sits; "type" optional, default ISO14443), status. Unknown fields
+are errors, so a typo is not silently ignored. Nothing a client sends can stop the
+server: bad input gets an error reply, a line over 64 KiB gets one and the connection
+is closed (the rest of that line cannot be told from the next request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import socket
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from hal.drivers.mock import MockStation
+
+log = logging.getLogger(__name__)
+
+SOCKET_NAME = "control.sock"
+SOCKET_MODE = 0o660
+MAX_LINE = 64 * 1024
+STATES = ("Available", "Occupied", "Reserved", "Unavailable", "Faulted")
+
+StatusProvider = Callable[[], dict]
+
+
+def socket_path(storage_dir: Path) -> Path:
+    return Path(storage_dir) / SOCKET_NAME
+
+
+# -- the status document (DESIGN.md, "The interface") -------------------------------------
+
+@dataclass(frozen=True)
+class EvseStatus:
+    """What the daemon knows of one EVSE, beside the mock's own snapshot."""
+
+    state: str                       # the connector status: one of STATES
+    snapshot: Mapping[str, Any]      # MockStation.snapshot(evse_id)
+    power_limit_w: float | None = None
+    transaction_id: str | None = None
+
+
+def build_status(connected: bool, evses: Mapping[int, EvseStatus]) -> dict[str, Any]:
+    """The `sim status` JSON, in one place: exactly the contract's keys and types."""
+    out: dict[str, Any] = {}
+    for evse_id in sorted(evses):
+        e = evses[evse_id]
+        if e.state not in STATES:
+            raise ValueError(f"EVSE {evse_id}: state {e.state!r} is not one of {', '.join(STATES)}")
+        snap = e.snapshot
+        out[str(evse_id)] = {
+            "state": e.state,
+            "plugged": bool(snap["plugged"]),
+            "contactor_closed": bool(snap["contactor_closed"]),
+            "offered_current_a": _number_or_none(snap["offered_current_a"]),
+            "power_limit_w": _number_or_none(e.power_limit_w),
+            "power_w": _number(snap["power_w"]),
+            "energy_wh": _number(snap["energy_wh"]),
+            "transaction_id": None if e.transaction_id is None else str(e.transaction_id),
+        }
+    return {"connected": bool(connected), "evses": out}
+
+
+def _number(value: float) -> float:
+    # Millis are plenty for a person or a check, and spare them 11040.000000000002.
+    return round(float(value), 3)
+
+
+def _number_or_none(value: float | None) -> float | None:
+    return None if value is None else _number(value)
+
+
+# -- requests -------------------------------------------------------------------------------
+
+class RequestError(Exception):
+    """A request that cannot be carried out; the text goes back to the client."""
+
+
+def _evse(request: Mapping[str, Any], *, required: bool = True) -> int | None:
+    if "evse" not in request and not required:
+        return None
+    if "evse" not in request:
+        raise RequestError(f"{request['command']}: missing 'evse' (an EVSE id)")
+    value = request["evse"]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RequestError(f"'evse' must be an integer EVSE id, got {_json_type(value)}")
+    return value
+
+
+def _amps(request: Mapping[str, Any]) -> float:
+    if "amps" not in request:
+        raise RequestError("ev-max: missing 'amps'")
+    value = request["amps"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise RequestError(f"'amps' must be a number, got {_json_type(value)}")
+    return float(value)
+
+
+def _string(request: Mapping[str, Any], key: str, default: str | None = None) -> str:
+    if key not in request:
+        if default is None:
+            raise RequestError(f"{request['command']}: missing {key!r}")
+        return default
+    value = request[key]
+    if not isinstance(value, str):
+        raise RequestError(f"{key!r} must be a string, got {_json_type(value)}")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
+             dict: "object", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+# command -> the fields it takes (beyond "command")
+_FIELDS: dict[str, frozenset[str]] = {
+    **{c: frozenset({"evse"}) for c in ("plug", "unplug", "suspend", "resume", "fault", "clear")},
+    "ev-max": frozenset({"evse", "amps"}),
+    "swipe": frozenset({"token", "evse", "type"}),
+    "status": frozenset(),
+}
+COMMANDS = tuple(_FIELDS)
+
+
+class Dispatcher:
+    """Request (a decoded JSON value) -> reply; no I/O, so it is tested on its own."""
+
+    def __init__(self, station: MockStation, status: StatusProvider) -> None:
+        self._station = station
+        self._status = status
+
+    def handle(self, request: Any) -> dict[str, Any]:
+        try:
+            return {"ok": True, **self._handle(request)}
+        except RequestError as exc:
+            return {"ok": False, "error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - a bug here must not end the agent
+            log.exception("control request %r failed", request)
+            return {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
+
+    def _handle(self, request: Any) -> dict[str, Any]:
+        if not isinstance(request, dict):
+            raise RequestError(f"a request is a JSON object, got {_json_type(request)}")
+        command = request.get("command")
+        if not isinstance(command, str):
+            raise RequestError("missing 'command' (a string)" if command is None
+                               else f"'command' must be a string, got {_json_type(command)}")
+        if command not in _FIELDS:
+            raise RequestError(f"unknown command {command!r}; known: {', '.join(COMMANDS)}")
+        extra = sorted(set(request) - _FIELDS[command] - {"command"})
+        if extra:
+            raise RequestError(f"{command}: unknown field(s) {', '.join(map(repr, extra))}")
+        if command == "status":
+            return {"status": self._status()}
+        try:
+            return self._act(command, request)
+        except ValueError as exc:  # the station's refusal (UnknownEvse is one): the client's error
+            raise RequestError(str(exc)) from None
+
+    def _act(self, command: str, request: Mapping[str, Any]) -> dict[str, Any]:
+        st = self._station
+        if command == "swipe":
+            uid, id_type = _string(request, "token"), _string(request, "type", "ISO14443")
+            chosen = _evse(request, required=False)
+            evse_id = st.default_evse() if chosen is None else chosen
+            token = st.swipe(uid, id_type, evse_id)
+            return {"evse": evse_id, "token": token.uid, "type": token.type}
+        evse_id = _evse(request)
+        assert evse_id is not None
+        if command == "ev-max":
+            st.set_ev_max(evse_id, _amps(request))
+        else:
+            actions: dict[str, Callable[[int], None]] = {
+                "plug": st.plug, "unplug": st.unplug, "suspend": st.suspend,
+                "resume": st.resume, "fault": st.fault, "clear": st.clear}
+            actions[command](evse_id)
+        return {"evse": evse_id}
+
+
+def decode(line: bytes) -> Any:
+    """One request line -> a JSON value; RequestError if it is not one."""
+    try:
+        return json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise RequestError("not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise RequestError(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise RequestError("not JSON this agent accepts: nested too deeply") from None
+
+
+def encode(reply: Mapping[str, Any]) -> bytes:
+    return json.dumps(reply, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
+# -- the server -------------------------------------------------------------------------------
+
+class ControlError(Exception):
+    """The control socket cannot be set up; the text says what to do."""
+
+
+class ControlServer:
+    def __init__(self, path: Path | str, station: MockStation, status: StatusProvider) -> None:
+        self.path = Path(path)
+        self._dispatcher = Dispatcher(station, status)
+        self._server: asyncio.AbstractServer | None = None
+        self._inode: int | None = None
+        self._clients: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        _remove_stale(self.path)
+        try:
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=str(self.path), limit=MAX_LINE)
+        except OSError as exc:
+            raise ControlError(f"cannot create the control socket {self.path}: "
+                               f"{exc.strerror or exc}") from None
+        os.chmod(self.path, SOCKET_MODE)
+        self._inode = os.stat(self.path).st_ino
+        log.info("control socket at %s", self.path)
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        # Python 3.12+ waits in wait_closed() for every connection: end them first.
+        for task in list(self._clients):
+            task.cancel()
+        await asyncio.gather(*self._clients, return_exceptions=True)
+        await self._server.wait_closed()
+        self._server = None
+        # Remove the socket only if it is still ours (a new agent may have replaced it).
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(self.path).st_ino == self._inode:
+                os.unlink(self.path)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients.add(task)
+        try:
+            await self._converse(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client hung up mid-way: nothing to answer
+        except asyncio.CancelledError:
+            pass  # the server is stopping
+        finally:
+            self._clients.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                line = await reader.readline()
+            except ValueError:  # over the limit, its end not yet seen
+                writer.write(encode({"ok": False, "error": f"request longer than {MAX_LINE} bytes"}))
+                await writer.drain()
+                return
+            if not line:
+                return
+            if not line.strip():
+                continue
+            writer.write(self._answer(line))
+            await writer.drain()
+
+    def _answer(self, line: bytes) -> bytes:
+        try:
+            return encode(self._dispatcher.handle(decode(line)))
+        except RequestError as exc:
+            return encode({"ok": False, "error": str(exc)})
+        except (TypeError, ValueError) as exc:  # a status provider gave something not JSON
+            log.exception("control reply could not be encoded")
+            return encode({"ok": False, "error": f"internal error: {exc}"})
+
+
+def _remove_stale(path: Path) -> None:
+    """A socket file left by an agent that died; refuse if an agent still answers on it."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ControlError(f"{path} exists and is not a socket; remove it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        os.unlink(path)  # nobody listens: stale
+        return
+    finally:
+        probe.close()
+    raise ControlError(f"another station-agent is running with the control socket {path}; "
+                       "stop it first or give this one another storage.dir")

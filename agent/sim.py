@@ -1,0 +1,192 @@
+"""`station-agent sim`: drive the mock hardware of a running agent through its control
+socket (agent/control.py). One request per invocation; the reply decides the exit code.
+
+Exit codes: 0 done; 1 the agent is not running or refused the command (unknown EVSE,
+no EV plugged in, ...); 2 bad arguments (argparse) or a config that does not load or is
+not a mock station.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from agent.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from agent.control import MAX_LINE, socket_path
+
+EXIT_REFUSED = 1
+EXIT_CONFIG = 2
+TIMEOUT_S = 5.0
+
+# command -> (help, what it confirms on stdout)
+_EVSE_COMMANDS = {
+    "plug": ("EV cable connected", "plugged in"),
+    "unplug": ("EV cable removed", "unplugged"),
+    "suspend": ("the EV stops drawing energy (SuspendedEV)", "EV suspended"),
+    "resume": ("the EV draws energy again", "EV resumed"),
+    "fault": ("a hardware fault on that EVSE", "fault raised"),
+    "clear": ("end the hardware fault", "fault cleared"),
+}
+
+
+class SimError(Exception):
+    """One line for stderr; `code` is the exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_REFUSED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _evse_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"EVSE must be an EVSE id (1, 2, ...), got {text!r}")
+    return value
+
+
+def _amps(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"AMPS must be a number of amps, 0 or more, got {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `sim` subcommand's arguments, commands in DESIGN.md's order. `--config` may
+    come before or after COMMAND."""
+    config_help = f"configuration file of the running agent (default {DEFAULT_CONFIG_PATH})"
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, metavar="FILE",
+                        help=config_help)
+    sub = parser.add_subparsers(dest="sim_command", metavar="COMMAND", required=True)
+
+    def command(name: str, text: str, *, evse: bool = True) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=text, description=text)
+        if evse:
+            cmd.add_argument("evse", metavar="EVSE", type=_evse_id, help="EVSE id")
+        # SUPPRESS: a subcommand's own default would overwrite a --config given before it.
+        cmd.add_argument("--config", type=Path, default=argparse.SUPPRESS, metavar="FILE",
+                         help=config_help)
+        return cmd
+
+    for name in ("plug", "unplug"):
+        command(name, _EVSE_COMMANDS[name][0])
+    swipe = command("swipe", "present an RFID card (idToken type ISO14443)", evse=False)
+    swipe.add_argument("token", metavar="TOKEN", help="the card's UID, e.g. AB12CD34")
+    swipe.add_argument("--evse", type=_evse_id, default=None, metavar="EVSE",
+                       help="EVSE whose reader sees the card (default: the lowest EVSE id)")
+    ev_max = command("ev-max", "most current the simulated EV draws (default: its max)")
+    ev_max.add_argument("amps", metavar="AMPS", type=_amps, help="amps per phase")
+    for name in ("suspend", "resume", "fault", "clear"):
+        command(name, _EVSE_COMMANDS[name][0])
+    command("status", "the station as JSON on stdout", evse=False)
+
+
+def build_request(args: argparse.Namespace) -> dict[str, Any]:
+    command = args.sim_command
+    if command == "status":
+        return {"command": "status"}
+    if command == "swipe":
+        request: dict[str, Any] = {"command": "swipe", "token": args.token}
+        if args.evse is not None:
+            request["evse"] = args.evse
+        return request
+    if command == "ev-max":
+        amps = int(args.amps) if args.amps.is_integer() else args.amps
+        return {"command": "ev-max", "evse": args.evse, "amps": amps}
+    return {"command": command, "evse": args.evse}
+
+
+def send(path: Path, request: dict[str, Any], timeout: float = TIMEOUT_S) -> dict[str, Any]:
+    """One request, one reply over the control socket; SimError for anything but a reply."""
+    not_running = SimError(f"station-agent is not running (no control socket at {path})")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        try:
+            sock.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise not_running from None
+        except PermissionError:
+            raise SimError(f"cannot use the control socket {path}: permission denied; run as the "
+                           "agent's user or a member of its group") from None
+        except OSError as exc:
+            raise SimError(f"cannot connect to the control socket {path}: {exc.strerror or exc}") from None
+        try:
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            line = _read_line(sock)
+        except socket.timeout:
+            raise SimError(f"station-agent did not answer within {timeout:g} s") from None
+        except OSError as exc:
+            raise SimError(f"the control socket failed: {exc.strerror or exc}") from None
+    finally:
+        sock.close()
+    if not line:
+        raise SimError("station-agent closed the control socket without an answer")
+    try:
+        reply = json.loads(line)
+    except ValueError:
+        raise SimError("station-agent sent an answer that is not JSON") from None
+    if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
+        raise SimError("station-agent sent an answer this sim does not understand")
+    return reply
+
+
+def _read_line(sock: socket.socket) -> bytes:
+    data = bytearray()
+    while b"\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+        if len(data) > 16 * MAX_LINE:  # a status of many EVSEs still fits easily
+            raise SimError("station-agent sent an answer too long to be one")
+    return bytes(data.split(b"\n", 1)[0])
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        reply = _run(args)
+    except SimError as exc:
+        print(f"station-agent sim: {exc}", file=sys.stderr)
+        return exc.code
+    if args.sim_command == "status":
+        print(json.dumps(reply["status"]))
+    else:
+        print(_confirmation(args.sim_command, reply))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        raise SimError(f"config error: {exc}", EXIT_CONFIG) from None
+    if config.hal.driver != "mock":
+        raise SimError(f'sim needs hal.driver = "mock"; {config.path} has '
+                       f'hal.driver = "{config.hal.driver}"', EXIT_CONFIG)
+    reply = send(socket_path(config.storage.dir), build_request(args))
+    if not reply["ok"]:
+        raise SimError(str(reply.get("error") or "refused, no reason given"))
+    if args.sim_command == "status" and not isinstance(reply.get("status"), dict):
+        raise SimError("station-agent sent no status")
+    return reply
+
+
+def _confirmation(command: str, reply: dict[str, Any]) -> str:
+    evse = reply.get("evse")
+    if command == "swipe":
+        return f"EVSE {evse}: card {reply.get('token')} presented"
+    if command == "ev-max":
+        return f"EVSE {evse}: EV max current set"
+    return f"EVSE {evse}: {_EVSE_COMMANDS[command][1]}"

@@ -1,0 +1,143 @@
+"""A whole mock station: one SimulatedEv and one set of mock devices per EVSE, and the
+commands a person (through `station-agent sim`) or a test gives the simulated world.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Protocol
+
+from hal.api import Clock, EvseDevices, PresentedToken
+from hal.drivers.mock.devices import (MockContactor, MockLock, MockMeter, MockPilot,
+                                      MockPowerModule, MockReader)
+from hal.drivers.mock.ev import FAULT_TEXT, MockEvseSpec, SimulatedEv
+
+
+class EvseLike(Protocol):
+    """What MockStation needs of an EVSE description (the agent's EvseConfig fits)."""
+
+    id: int
+    max_current_a: float
+    phases: int
+    nominal_voltage_v: float
+
+
+class UnknownEvse(KeyError, ValueError):
+    """An EVSE id the station does not have. Both a KeyError (a lookup that failed) and a
+    ValueError (a bad argument), so callers may catch whichever they think of; str() is
+    the plain message, not KeyError's quoted repr."""
+
+    def __init__(self, evse_id: object) -> None:
+        super().__init__(f"unknown EVSE {evse_id}")
+        self.evse_id = evse_id
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class _Evse:
+    def __init__(self, spec: MockEvseSpec, clock: Clock, meter_poll_s: float) -> None:
+        self.ev = SimulatedEv(spec, clock)
+        self.reader = MockReader()
+        self.devices = EvseDevices(
+            meter=MockMeter(self.ev, clock, meter_poll_s), contactor=MockContactor(self.ev),
+            pilot=MockPilot(self.ev), lock=MockLock(self.ev), reader=self.reader,
+            power=MockPowerModule(self.ev) if spec.dc else None)
+
+
+class MockStation:
+    """The mock hardware of all EVSEs, addressed by EVSE id.
+
+    Commands are synchronous: they change the simulated world at once, and the devices
+    notify their listeners from inside the call (so call them on the event loop).
+    """
+
+    def __init__(self, evses: Iterable[EvseLike], clock: Clock, *, meter_poll_s: float = 1.0) -> None:
+        self._evses: dict[int, _Evse] = {}
+        for e in evses:
+            spec = e if isinstance(e, MockEvseSpec) else MockEvseSpec(
+                e.id, e.max_current_a, e.phases, e.nominal_voltage_v)
+            if spec.id in self._evses:
+                raise ValueError(f"duplicate EVSE id {spec.id}")
+            self._evses[spec.id] = _Evse(spec, clock, meter_poll_s)
+        if not self._evses:
+            raise ValueError("a mock station needs at least one EVSE")
+
+    @property
+    def evse_ids(self) -> list[int]:
+        return sorted(self._evses)
+
+    def devices(self, evse_id: int) -> EvseDevices:
+        return self._get(evse_id).devices
+
+    def ev(self, evse_id: int) -> SimulatedEv:
+        return self._get(evse_id).ev
+
+    async def start(self) -> None:
+        """Start every device. Idempotent per device, so the daemon's EVSE supervisor may
+        start them again (or instead) without harm."""
+        for evse in self._evses.values():
+            for device in evse.devices.all():
+                await device.start()
+
+    async def stop(self) -> None:
+        for evse in self._evses.values():
+            for device in evse.devices.all():
+                await device.stop()
+
+    # -- the simulated world's commands ---------------------------------------------------
+
+    def plug(self, evse_id: int) -> None:
+        self._get(evse_id).ev.set_plugged(True)
+
+    def unplug(self, evse_id: int) -> None:
+        self._get(evse_id).ev.set_plugged(False)
+
+    def suspend(self, evse_id: int) -> None:
+        """The EV stops drawing (pilot C -> B: SuspendedEV). ValueError with no EV plugged in."""
+        self._get(evse_id).ev.set_suspended(True)
+
+    def resume(self, evse_id: int) -> None:
+        self._get(evse_id).ev.set_suspended(False)
+
+    def set_ev_max(self, evse_id: int, amps: float) -> None:
+        """The most current per phase the EV draws (it starts at the EVSE's max); kept
+        across plug-ins, since it is a setting of the simulation, not of one session."""
+        self._get(evse_id).ev.set_ev_max(amps)
+
+    def fault(self, evse_id: int) -> None:
+        self._get(evse_id).ev.set_fault(FAULT_TEXT)
+
+    def clear(self, evse_id: int) -> None:
+        self._get(evse_id).ev.set_fault(None)
+
+    def swipe(self, uid: str, type: str = "ISO14443", evse_id: int | None = None) -> PresentedToken:
+        """A card at the reader of `evse_id`, by default the lowest-numbered EVSE's (a
+        station with one reader has it there)."""
+        target = self._get(self.default_evse() if evse_id is None else evse_id)
+        return target.reader.present(uid, type)
+
+    def default_evse(self) -> int:
+        return min(self._evses)
+
+    def snapshot(self, evse_id: int) -> dict[str, Any]:
+        """The simulated world of one EVSE as plain JSON values."""
+        ev = self._get(evse_id).ev
+        return {
+            "plugged": ev.plugged,
+            "contactor_closed": ev.contactor_closed,
+            "offered_current_a": ev.offer_a,
+            "power_w": ev.power_w,
+            "energy_wh": ev.energy_wh(),
+            "pilot": ev.pilot.value,
+            "suspended": ev.suspended,
+            "ev_max_a": ev.ev_max_a,
+            "fault": ev.fault,
+            "locked": ev.locked,
+        }
+
+    def _get(self, evse_id: int) -> _Evse:
+        # bool is an int in Python; EVSE True is a caller's mistake, not EVSE 1.
+        if isinstance(evse_id, bool) or not isinstance(evse_id, int) or evse_id not in self._evses:
+            raise UnknownEvse(evse_id)
+        return self._evses[evse_id]
+

@@ -1,0 +1,324 @@
+"""The control socket (agent/control.py) and `station-agent sim` (agent/sim.py) against
+it: a server in this process over a MockStation, the CLI as a real subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import stat
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Iterator
+
+import pytest
+
+from agent.clock import ManualClock
+from agent.control import MAX_LINE, ControlError, ControlServer, EvseStatus, build_status
+from hal.drivers.mock import MockEvseSpec, MockStation
+
+ROOT = Path(__file__).parent.parent
+EVSE_KEYS = {"state": str, "plugged": bool, "contactor_closed": bool,
+             "offered_current_a": (float, type(None)), "power_limit_w": (float, type(None)),
+             "power_w": float, "energy_wh": float, "transaction_id": (str, type(None))}
+
+
+@pytest.fixture
+def short_dir(tmp_path: Path) -> Iterator[Path]:
+    """A Unix socket path must stay under ~107 bytes; pytest's tmp_path may not."""
+    if len(str(tmp_path)) < 70:
+        yield tmp_path
+        return
+    directory = Path(tempfile.mkdtemp(prefix="sa-", dir="/tmp"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def stub_status(station: MockStation) -> Callable[[], dict]:
+    """What the daemon does, minus the daemon: the mock's snapshot plus agent state."""
+    def status() -> dict:
+        return build_status(True, {
+            evse_id: EvseStatus(state="Occupied" if snap["plugged"] else "Available",
+                                snapshot=snap, power_limit_w=None if evse_id == 1 else 7400.0,
+                                transaction_id="tx-1" if snap["contactor_closed"] else None)
+            for evse_id in station.evse_ids for snap in [station.snapshot(evse_id)]})
+    return status
+
+
+Scenario = Callable[[Path, MockStation, ManualClock], Awaitable[Any]]
+
+
+def serve(directory: Path, scenario: Scenario,
+          status: Callable[[MockStation], Callable[[], dict]] = stub_status) -> Any:
+    async def main() -> Any:
+        clock = ManualClock()
+        station = MockStation([MockEvseSpec(1, 32, 3, 230), MockEvseSpec(2, 16, 1, 230)], clock)
+        await station.start()
+        path = directory / "control.sock"
+        server = ControlServer(path, station, status(station))
+        await server.start()
+        try:
+            return await scenario(path, station, clock)
+        finally:
+            await server.stop()
+            await station.stop()
+    return asyncio.run(main())
+
+
+async def ask(path: Path, *lines: bytes | dict) -> list[dict]:
+    """Send these lines on one connection, read one reply per line."""
+    reader, writer = await asyncio.open_unix_connection(str(path), limit=16 * MAX_LINE)
+    try:
+        replies = []
+        for line in lines:
+            data = line if isinstance(line, bytes) else json.dumps(line).encode() + b"\n"
+            writer.write(data)
+            await writer.drain()
+            replies.append(json.loads(await asyncio.wait_for(reader.readline(), 5)))
+        return replies
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def ask_one(path: Path, request: bytes | dict) -> dict:
+    return (await ask(path, request))[0]
+
+
+# -- the server ------------------------------------------------------------------------------
+
+def test_each_command_drives_the_mock_station(short_dir: Path) -> None:
+    async def scenario(path: Path, station: MockStation, clock: ManualClock) -> None:
+        assert await ask_one(path, {"command": "plug", "evse": 1}) == {"ok": True, "evse": 1}
+        assert station.snapshot(1)["plugged"] is True
+        await station.devices(1).pilot.offer(16)
+        await ask_one(path, {"command": "ev-max", "evse": 1, "amps": 10.5})
+        assert station.snapshot(1)["ev_max_a"] == 10.5
+        await ask_one(path, {"command": "suspend", "evse": 1})
+        assert station.snapshot(1)["pilot"] == "B"
+        await ask_one(path, {"command": "resume", "evse": 1})
+        assert station.snapshot(1)["pilot"] == "C"
+        await ask_one(path, {"command": "fault", "evse": 2})
+        assert station.snapshot(2)["fault"] and station.snapshot(2)["pilot"] == "F"
+        await ask_one(path, {"command": "clear", "evse": 2})
+        assert station.snapshot(2)["fault"] is None
+        await ask_one(path, {"command": "unplug", "evse": 1})
+        assert station.snapshot(1)["plugged"] is False
+
+        tokens = station.devices(1).reader.tokens()
+        reply = await ask_one(path, {"command": "swipe", "token": "ab12"})
+        assert reply == {"ok": True, "evse": 1, "token": "AB12", "type": "ISO14443"}
+        assert (await asyncio.wait_for(tokens.__anext__(), 1)).uid == "AB12"
+        reply = await ask_one(path, {"command": "swipe", "token": "cd", "evse": 2, "type": "ISO15693"})
+        assert reply["evse"] == 2
+        assert (await asyncio.wait_for(station.devices(2).reader.tokens().__anext__(), 1)).type == "ISO15693"
+    serve(short_dir, scenario)
+
+
+def test_status_has_exactly_the_contract_keys_and_types(short_dir: Path) -> None:
+    async def scenario(path: Path, station: MockStation, clock: ManualClock) -> None:
+        station.plug(1)
+        await station.devices(1).pilot.offer(16)
+        await station.devices(1).contactor.close()
+        await clock.advance(900)
+        reply = await ask_one(path, {"command": "status"})
+        assert reply["ok"] is True and set(reply) == {"ok", "status"}
+        status = reply["status"]
+        assert set(status) == {"connected", "evses"} and status["connected"] is True
+        assert set(status["evses"]) == {"1", "2"}
+        for evse in status["evses"].values():
+            assert set(evse) == set(EVSE_KEYS)
+            for key, types in EVSE_KEYS.items():
+                assert isinstance(evse[key], types), key
+        one, two = status["evses"]["1"], status["evses"]["2"]
+        assert one == {"state": "Occupied", "plugged": True, "contactor_closed": True,
+                       "offered_current_a": 16.0, "power_limit_w": None, "power_w": 11040.0,
+                       "energy_wh": 2760.0, "transaction_id": "tx-1"}
+        assert two["state"] == "Available" and two["offered_current_a"] is None
+        assert two["power_limit_w"] == 7400.0
+    serve(short_dir, scenario)
+
+
+def test_build_status_checks_the_state_and_normalises_types() -> None:
+    snap = {"plugged": 1, "contactor_closed": 0, "offered_current_a": 16, "power_w": 0,
+            "energy_wh": 1.23456789}
+    status = build_status(False, {2: EvseStatus("Faulted", snap, 11000, "abc"),
+                                  1: EvseStatus("Reserved", snap)})
+    assert list(status["evses"]) == ["1", "2"] and status["connected"] is False
+    two = status["evses"]["2"]
+    assert two == {"state": "Faulted", "plugged": True, "contactor_closed": False,
+                   "offered_current_a": 16.0, "power_limit_w": 11000.0, "power_w": 0.0,
+                   "energy_wh": 1.235, "transaction_id": "abc"}
+    assert json.loads(json.dumps(status)) == status
+    with pytest.raises(ValueError, match="Charging"):
+        build_status(True, {1: EvseStatus("Charging", snap)})
+
+
+@pytest.mark.parametrize("line, error", [
+    (b"plug 1\n", "not JSON"),
+    (b"\xff\xfe\n", "not UTF-8"),
+    (b"[1, 2]\n", "JSON object"),
+    (b"{}\n", "missing 'command'"),
+    (b'{"command": 7}\n', "'command' must be a string"),
+    (b'{"command": "explode"}\n', "unknown command 'explode'"),
+    (b'{"command": "plug"}\n', "missing 'evse'"),
+    (b'{"command": "plug", "evse": "1"}\n', "'evse' must be an integer"),
+    (b'{"command": "plug", "evse": true}\n', "'evse' must be an integer"),
+    (b'{"command": "plug", "evse": 1.0}\n', "'evse' must be an integer"),
+    (b'{"command": "plug", "evse": 9}\n', "unknown EVSE 9"),
+    (b'{"command": "plug", "evse_id": 1}\n', "unknown field(s) 'evse_id'"),
+    (b'{"command": "ev-max", "evse": 1}\n', "missing 'amps'"),
+    (b'{"command": "ev-max", "evse": 1, "amps": "16"}\n', "'amps' must be a number"),
+    (b'{"command": "ev-max", "evse": 1, "amps": NaN}\n', "'amps' must be a number"),
+    (b'{"command": "ev-max", "evse": 1, "amps": -3}\n', "0 or more"),
+    (b'{"command": "swipe"}\n', "missing 'token'"),
+    (b'{"command": "swipe", "token": 1234}\n', "'token' must be a string"),
+    (b'{"command": "swipe", "token": ""}\n', "token must be"),
+    (b'{"command": "swipe", "token": "AB", "type": "Magic"}\n', "idToken type"),
+    (b'{"command": "suspend", "evse": 1}\n', "no EV plugged in"),
+    (b"[" * 60000 + b"\n", "nested too deeply"),
+])
+def test_bad_requests_get_errors_and_the_server_keeps_serving(
+        short_dir: Path, line: bytes, error: str) -> None:
+    async def scenario(path: Path, station: MockStation, clock: ManualClock) -> None:
+        bad, good = await ask(path, line, {"command": "plug", "evse": 1})
+        assert bad["ok"] is False and error in bad["error"], bad
+        assert good == {"ok": True, "evse": 1}
+    serve(short_dir, scenario)
+
+
+def test_an_oversize_line_gets_an_error_and_its_connection_closes(short_dir: Path) -> None:
+    async def scenario(path: Path, station: MockStation, clock: ManualClock) -> None:
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        writer.write(b'{"command": "status", "x": "' + b"A" * (MAX_LINE + 10) + b'"}\n')
+        await writer.drain()
+        reply = json.loads(await asyncio.wait_for(reader.readline(), 5))
+        assert reply["ok"] is False and "longer than" in reply["error"]
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed
+        writer.close()
+        assert (await ask_one(path, {"command": "status"}))["ok"] is True
+    serve(short_dir, scenario)
+
+
+def test_clients_that_hang_up_mid_way_do_no_harm(short_dir: Path) -> None:
+    async def scenario(path: Path, station: MockStation, clock: ManualClock) -> None:
+        for junk in (b"", b'{"command": "pl', b'{"command": "status"}\n'):
+            _, writer = await asyncio.open_unix_connection(str(path))
+            writer.write(junk)
+            writer.close()  # without reading any reply
+            await writer.wait_closed()
+        await asyncio.sleep(0.05)
+        # Several requests on one connection, answered in order.
+        replies = await ask(path, {"command": "plug", "evse": 2}, b"\n" + json.dumps(
+            {"command": "status"}).encode() + b"\n")
+        assert replies[0]["ok"] and replies[1]["status"]["evses"]["2"]["plugged"] is True
+    serve(short_dir, scenario)
+
+
+def test_a_failing_status_provider_is_an_error_reply(short_dir: Path) -> None:
+    def broken(station: MockStation) -> Callable[[], dict]:
+        def status() -> dict:
+            raise RuntimeError("station state not ready")
+        return status
+
+    async def scenario(path: Path, station: MockStation, clock: ManualClock) -> None:
+        bad, good = await ask(path, {"command": "status"}, {"command": "plug", "evse": 1})
+        assert bad == {"ok": False, "error": "internal error: RuntimeError: station state not ready"}
+        assert good["ok"] is True
+    serve(short_dir, scenario, status=broken)
+
+
+def test_socket_file_mode_stale_file_and_cleanup(short_dir: Path) -> None:
+    path = short_dir / "control.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))  # bound, never listening: what a killed agent leaves behind
+    stale.close()
+
+    async def main() -> None:
+        station = MockStation([MockEvseSpec(1, 32)], ManualClock())
+        server = ControlServer(path, station, lambda: {})
+        await server.start()
+        assert stat.S_ISSOCK(os.stat(path).st_mode)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
+        with pytest.raises(ControlError, match="another station-agent is running"):
+            await ControlServer(path, station, lambda: {}).start()
+        await server.stop()
+        assert not path.exists()
+        path.write_text("not a socket")
+        with pytest.raises(ControlError, match="not a socket"):
+            await ControlServer(path, station, lambda: {}).start()
+    asyncio.run(main())
+
+
+# -- `station-agent sim` ------------------------------------------------------------------------
+
+def write_config(directory: Path, driver: str = "mock") -> Path:
+    path = directory / "station-agent.toml"
+    path.write_text(
+        '[station]\nid = "CS-SIM"\nvendor = "Example"\nmodel = "AC-22"\n\n'
+        '[csms]\nurl = "ws://127.0.0.1:9/ocpp"\nsecurity_profile = 1\npassword = "s3cret-password-0001"\n\n'
+        f'[storage]\ndir = "."\n\n[hal]\ndriver = "{driver}"\n\n'
+        "[[evse]]\nid = 1\nmax_current_a = 32\n\n[[evse]]\nid = 2\nmax_current_a = 16\nphases = 1\n")
+    return path
+
+
+async def sim(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agent", "sim", *args, cwd=str(ROOT),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def test_sim_commands_against_a_running_server(short_dir: Path) -> None:
+    config = str(write_config(short_dir))
+
+    async def scenario(path: Path, station: MockStation, clock: ManualClock) -> None:
+        results = await asyncio.gather(
+            sim("--config", config, "plug", "1"),
+            sim("--config", config, "swipe", "ab12", "--evse", "2"),
+            sim("ev-max", "1", "10", "--config", config))  # --config after the command too
+        for code, out, err in results:
+            assert (code, err) == (0, ""), err
+            assert out.startswith("EVSE ")
+        assert station.snapshot(1)["plugged"] and station.snapshot(1)["ev_max_a"] == 10
+        assert (await station.devices(2).reader.tokens().__anext__()).uid == "AB12"
+
+        code, out, err = await sim("--config", config, "status")
+        assert (code, err) == (0, "")
+        status = json.loads(out)
+        assert set(status) == {"connected", "evses"}
+        assert status["evses"]["1"]["plugged"] is True
+        assert set(status["evses"]["1"]) == set(EVSE_KEYS)
+
+        code, out, err = await sim("--config", config, "plug", "9")
+        assert code == 1 and out == ""
+        assert err.strip() == "station-agent sim: unknown EVSE 9"
+        code, _, err = await sim("--config", config, "suspend", "2")
+        assert code == 1 and "no EV plugged in" in err
+    serve(short_dir, scenario)
+
+
+def test_sim_errors_without_a_running_agent(short_dir: Path) -> None:
+    config = write_config(short_dir)
+
+    async def main() -> None:
+        code, out, err = await sim("--config", str(config), "status")
+        assert code == 1 and out == ""
+        assert err.strip() == ("station-agent sim: station-agent is not running "
+                               f"(no control socket at {short_dir / 'control.sock'})")
+        code, _, err = await sim("--config", str(write_config(short_dir, "hardware")), "status")
+        assert code == 2 and 'sim needs hal.driver = "mock"' in err
+        code, _, err = await sim("--config", str(short_dir / "missing.toml"), "status")
+        assert code == 2 and "config error" in err and "missing.toml" in err
+        code, _, err = await sim("--config", str(config), "plug", "one")
+        assert code == 2 and "EVSE must be an EVSE id" in err
+        code, _, err = await sim("--config", str(config), "honk")
+        assert code == 2 and "invalid choice" in err
+    asyncio.run(main())

@@ -1,0 +1,316 @@
+"""The mock hardware's simulated EV: what the agent sees through the hal.api devices."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Awaitable, Callable
+
+import pytest
+
+from agent.clock import ManualClock
+from hal.api import ContactorState, PilotState, PresentedToken
+from hal.drivers.mock import MockEvseSpec, MockStation, UnknownEvse
+
+AC3 = MockEvseSpec(1, max_current_a=32, phases=3, nominal_voltage_v=230)
+AC1 = MockEvseSpec(2, max_current_a=16, phases=1, nominal_voltage_v=230)
+DC = MockEvseSpec(3, max_current_a=200, phases=0, nominal_voltage_v=400)
+
+
+def run(test: Callable[[MockStation, ManualClock], Awaitable[Any]],
+        specs: tuple[MockEvseSpec, ...] = (AC3, AC1)) -> Any:
+    async def main() -> Any:
+        clock = ManualClock()
+        station = MockStation(specs, clock)
+        await station.start()
+        try:
+            return await test(station, clock)
+        finally:
+            await station.stop()
+    return asyncio.run(main())
+
+
+async def charging(station: MockStation, evse_id: int = 1, offer: float = 16) -> None:
+    """Plug in, offer a current and close the contactor, as the agent would."""
+    devices = station.devices(evse_id)
+    station.plug(evse_id)
+    await devices.pilot.offer(offer)
+    await devices.contactor.close()
+
+
+def test_plug_offer_and_unplug_move_the_pilot() -> None:
+    async def test(station: MockStation, clock: ManualClock) -> None:
+        pilot = station.devices(1).pilot
+        assert pilot.state is PilotState.A
+        station.plug(1)
+        assert pilot.state is PilotState.B
+        await pilot.offer(5)  # under 6 A is no offer (IEC 61851-1): the EV waits
+        assert pilot.state is PilotState.B and pilot.offered_a is None
+        await pilot.offer(16)
+        assert pilot.state is PilotState.C and pilot.offered_a == 16
+        await pilot.offer(None)
+        assert pilot.state is PilotState.B
+        await pilot.offer(16)
+        station.unplug(1)
+        assert pilot.state is PilotState.A
+        assert station.snapshot(1)["plugged"] is False
+    run(test)
+
+
+def test_pilot_listeners_hear_each_change_once() -> None:
+    async def test(station: MockStation, clock: ManualClock) -> None:
+        pilot = station.devices(1).pilot
+        heard: list[PilotState] = []
+        pilot.subscribe(lambda: heard.append(pilot.state))
+        station.plug(1)
+        await pilot.offer(16)
+        await pilot.offer(16)      # nothing new
+        station.set_ev_max(1, 10)  # not the pilot's business
+        station.unplug(1)
+        assert heard == [PilotState.B, PilotState.C, PilotState.A]
+    run(test)
+
+
+def test_ev_draws_the_lesser_of_its_max_and_the_offer_only_with_the_contactor_closed() -> None:
+    async def test(station: MockStation, clock: ManualClock) -> None:
+        devices = station.devices(1)
+        station.plug(1)
+        await devices.pilot.offer(16)
+        assert station.snapshot(1)["power_w"] == 0  # C, but the contactor is open
+        await devices.contactor.close()
+        assert devices.contactor.state is ContactorState.CLOSED
+        assert station.snapshot(1)["power_w"] == 16 * 3 * 230
+        station.set_ev_max(1, 10)
+        assert station.snapshot(1)["power_w"] == 10 * 3 * 230
+        await devices.pilot.offer(8)
+        assert station.snapshot(1)["power_w"] == 8 * 3 * 230
+        reading = await devices.meter.read()
+        assert reading.current_a == (8, 8, 8) and reading.voltage_v == (230, 230, 230)
+        assert reading.frequency_hz == 50 and reading.power_w == 8 * 3 * 230
+        await devices.contactor.open()
+        assert station.snapshot(1)["power_w"] == 0
+        assert (await devices.meter.read()).current_a == (0, 0, 0)
+    run(test)
+
+
+def test_ev_max_defaults_to_the_evse_max_and_outlives_the_session() -> None:
+    async def test(station: MockStation, clock: ManualClock) -> None:
+        assert station.snapshot(1)["ev_max_a"] == 32
+        await charging(station, offer=40)
+        assert station.snapshot(1)["power_w"] == 32 * 3 * 230
+        station.set_ev_max(1, 20)
+        station.unplug(1)
+        station.plug(1)
+        assert station.snapshot(1)["ev_max_a"] == 20
+        for bad in (-1, float("nan"), "16", True):
+            with pytest.raises(ValueError):
+                station.set_ev_max(1, bad)  # type: ignore[arg-type]
+    run(test)
+
+
+def test_single_phase_draws_on_l1_only() -> None:
+    async def test(station: MockStation, clock: ManualClock) -> None:
+        await charging(station, evse_id=2, offer=32)  # ev_max = the EVSE's 16 A
+        reading = await station.devices(2).meter.read()
+        assert reading.current_a == (16, None, None) and reading.voltage_v == (230, None, None)
+        assert reading.power_w == 16 * 230
+    run(test)
+
+
+def test_energy_is_power_times_clock_time_for_any_advance_pattern() -> None:
+    async def test(station: MockStation, clock: ManualClock) -> None:
+        meter = station.devices(1).meter
+        await charging(station, offer=16)  # 11040 W
+        await clock.advance(1800)
+        assert station.snapshot(1)["energy_wh"] == pytest.approx(5520)
+        await clock.advance(0.25)
+        await clock.advance(0.5)
+        await clock.advance(1799.25)  # an hour in all, mostly between polls
+        assert station.snapshot(1)["energy_wh"] == pytest.approx(11040)
+        assert meter.latest is not None and meter.latest.energy_import_wh == pytest.approx(11040)
+        station.set_ev_max(1, 8)      # half the power from here
+        await clock.advance(450.5)
+        station.suspend(1)            # none at all
+        await clock.advance(1000)
+        energy = (await meter.read()).energy_import_wh
+        assert energy == pytest.approx(11040 + 5520 * 450.5 / 3600)
+    run(test)
+
+
+def test_meter_polls_on_the_clock_monotonic_and_quiet_when_idle() -> None:
+    async def test(station: MockStation, clock: ManualClock) -> None:
+        meter = station.devices(1).meter
+        changes: list[float] = []
+        meter.subscribe(lambda: changes.append(meter.latest.energy_import_wh))
+        await clock.advance(10)
+        assert changes == []  # nothing new to report from an idle EVSE
+        await charging(station)
+        await asyncio.sleep(0)  # the poller wakes and arms its timer
+        await clock.advance(5)
+        assert len(changes) == 5 and changes == sorted(changes) and changes[0] > 0
+        assert meter.latest.timestamp == clock.now()
+        await station.devices(1).contactor.open()
+        await clock.advance(5)
+        assert len(changes) == 6 and meter.latest.power_w == 0  # the stop, reported once
+        assert changes[-1] == pytest.approx(11040 * 5 / 3600)
+        assert clock.sleepers == 0  # idle meters wait for the world, not the clock
+        await clock.advance(86400)
+        assert len(changes) == 6
+    run(test)
+
+
+def test_suspend_and_resume() -> None:
+    async def test(station: MockStation, clock: ManualClock) -> None:
+        pilot = station.devices(1).pilot
+        await charging(station)
+        station.suspend(1)
+        assert pilot.state is PilotState.B and station.snapshot(1)["power_w"] == 0
+        station.resume(1)
+        assert pilot.state is PilotState.C and station.snapshot(1)["power_w"] > 0
+        await pilot.offer(None)
+        station.suspend(1)
+        station.resume(1)  # resumes, but stays in B without an offer
+        assert pilot.state is PilotState.B
+        station.unplug(1)
+        with pytest.raises(ValueError, match="no EV plugged in"):
+            station.suspend(1)
+    run(test)
+
+
+def test_a_new_ev_arrives_ready() -> None:
+    async def test(station: MockStation, clock: ManualClock) -> None:
+        await charging(station)
+        station.suspend(1)
+        station.unplug(1)
+        station.plug(1)
+        assert station.devices(1).pilot.state is PilotState.C
+    run(test)
+
+
+def test_fault_opens_the_contactor_and_sets_a_device_fault_until_cleared() -> None:
+    async def test(station: MockStation, clock: ManualClock) -> None:
+        devices = station.devices(1)
+        heard: list[str | None] = []
+        devices.pilot.subscribe(lambda: heard.append(devices.pilot.fault))
+        await charging(station)
+        heard.clear()
+        station.fault(1)
+        assert devices.pilot.state is PilotState.F
+        assert devices.contactor.state is ContactorState.OPEN
+        assert [d.fault for d in devices.all() if d.fault] == [devices.pilot.fault]
+        assert "fault" in heard[0]
+        assert station.snapshot(1)["power_w"] == 0
+        await devices.contactor.close()  # the interlock holds it open
+        assert devices.contactor.state is ContactorState.OPEN
+        assert station.devices(2).pilot.fault is None  # only that EVSE
+        station.clear(1)
+        assert devices.pilot.fault is None and devices.pilot.state is PilotState.C
+        assert devices.contactor.state is ContactorState.OPEN  # closing again is the agent's call
+    run(test)
+
+
+def test_swipe_yields_uppercased_tokens_at_the_chosen_reader() -> None:
+    async def test(station: MockStation, clock: ManualClock) -> None:
+        first = station.devices(1).reader.tokens()
+        second = station.devices(2).reader.tokens()
+        station.swipe("ab12cd")
+        station.swipe("04a2", type="ISO15693", evse_id=2)
+        assert await asyncio.wait_for(first.__anext__(), 1) == PresentedToken("AB12CD", "ISO14443")
+        assert await asyncio.wait_for(second.__anext__(), 1) == PresentedToken("04A2", "ISO15693")
+        waiting = asyncio.ensure_future(first.__anext__())
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        station.swipe("CAFE")
+        assert await asyncio.wait_for(waiting, 1) == PresentedToken("CAFE")
+        for uid in ("", "A" * 37, "AB 12"):
+            with pytest.raises(ValueError):
+                station.swipe(uid)
+        with pytest.raises(ValueError, match="idToken type"):
+            station.swipe("AB", type="Magic")
+    run(test)
+
+
+def test_lock_obeys_with_feedback() -> None:
+    async def test(station: MockStation, clock: ManualClock) -> None:
+        lock = station.devices(1).lock
+        assert lock.locked is False
+        assert await lock.lock() is True and lock.locked is True
+        assert await lock.unlock() is True and lock.locked is False
+        assert station.snapshot(1)["locked"] is False
+    run(test)
+
+
+def test_dc_evse_draws_from_its_power_module() -> None:
+    async def test(station: MockStation, clock: ManualClock) -> None:
+        devices = station.devices(3)
+        power = devices.power
+        assert power is not None and station.devices(1).power is None
+        caps = await power.capabilities()
+        assert caps.max_current_a == 200
+        station.plug(3)
+        assert devices.pilot.state is PilotState.C  # no PWM offer on DC
+        await devices.contactor.close()
+        await power.set_output(400, 100)
+        assert station.snapshot(3)["power_w"] == 0  # module off
+        await power.enable(True)
+        assert station.snapshot(3)["offered_current_a"] == 100
+        assert station.snapshot(3)["power_w"] == 400 * 100
+        station.set_ev_max(3, 50)
+        readback = await power.read()
+        assert (readback.voltage_v, readback.current_a, readback.on) == (400, 50, True)
+        reading = await devices.meter.read()
+        assert reading.current_a == (50, None, None) and reading.frequency_hz is None
+        await clock.advance(3600)
+        assert station.snapshot(3)["energy_wh"] == pytest.approx(20000)
+        await power.set_output(2000, 999)  # clamped to what the module can do
+        readback = await power.read()
+        assert readback.voltage_v == 1000 and station.snapshot(3)["offered_current_a"] == 200
+    run(test, specs=(AC3, DC))
+
+
+def test_snapshot_has_the_status_fields() -> None:
+    async def test(station: MockStation, clock: ManualClock) -> None:
+        await charging(station)
+        snap = station.snapshot(1)
+        assert {k: snap[k] for k in ("plugged", "contactor_closed", "offered_current_a",
+                                     "power_w", "energy_wh")} == {
+            "plugged": True, "contactor_closed": True, "offered_current_a": 16,
+            "power_w": 11040, "energy_wh": 0}
+    run(test)
+
+
+def test_unknown_evse_is_a_clear_error() -> None:
+    async def test(station: MockStation, clock: ManualClock) -> None:
+        for call in (lambda: station.plug(9), lambda: station.devices(9),
+                     lambda: station.snapshot(9), lambda: station.swipe("AB", evse_id=9),
+                     lambda: station.set_ev_max(9, 10), lambda: station.fault(True)):
+            with pytest.raises(UnknownEvse) as info:
+                call()
+            assert isinstance(info.value, KeyError) and isinstance(info.value, ValueError)
+        assert str(UnknownEvse(9)) == "unknown EVSE 9"
+    run(test)
+
+
+def test_stop_leaves_the_hardware_safe_and_start_is_idempotent() -> None:
+    async def test(station: MockStation, clock: ManualClock) -> None:
+        await station.start()  # again
+        await charging(station)
+        await asyncio.sleep(0)
+        assert clock.sleepers == 1  # one poller on the charging EVSE; the idle one waits
+        await clock.advance(3)
+        assert clock.sleepers == 1
+        await station.stop()
+        assert station.snapshot(1)["contactor_closed"] is False
+        assert clock.sleepers == 0
+    run(test)
+
+
+def test_station_accepts_config_like_evse_descriptions() -> None:
+    class EvseConfig:  # the agent's dataclass has these four fields
+        id, max_current_a, phases, nominal_voltage_v = 1, 32.0, 3, 230.0
+
+    station = MockStation([EvseConfig()], ManualClock())
+    assert station.evse_ids == [1]
+    with pytest.raises(ValueError):
+        MockStation([], ManualClock())
+    with pytest.raises(ValueError):
+        MockStation([AC3, AC3], ManualClock())
