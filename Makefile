@@ -3,31 +3,33 @@
 # are needed on the machine.
 PYTHON ?= python3
 VENV := .venv
-# Debian 12 ships websockets 10.4 (legacy client only): the suite runs against it too.
-VENV_WS10 := .venv-ws10
+# The suite also runs against the versions Debian 12 ships (the .deb depends on them):
+# websockets 10.4 (legacy client only), pyserial 3.5, python-can 4.1.
+VENV_BOOKWORM := .venv-bookworm
+BOOKWORM_PINS := 'websockets==10.4' 'pyserial==3.5' 'python-can==4.1.0'
 
-.PHONY: demo test test-latest test-ws10 clean
+.PHONY: demo test test-latest test-bookworm clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test]'
 	touch $@
 
-$(VENV_WS10)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV_WS10)
-	$(VENV_WS10)/bin/pip install -q --disable-pip-version-check -e '.[test]' 'websockets==10.4'
+$(VENV_BOOKWORM)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV_BOOKWORM)
+	$(VENV_BOOKWORM)/bin/pip install -q --disable-pip-version-check -e '.[test]' $(BOOKWORM_PINS)
 	touch $@
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/station-agent demo
 
-test: test-latest test-ws10
+test: test-latest test-bookworm
 
 test-latest: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q
 
-test-ws10: $(VENV_WS10)/.installed
-	$(VENV_WS10)/bin/python -m pytest -q
+test-bookworm: $(VENV_BOOKWORM)/.installed
+	$(VENV_BOOKWORM)/bin/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) $(VENV_WS10) *.egg-info
+	rm -rf $(VENV) $(VENV_BOOKWORM) *.egg-info

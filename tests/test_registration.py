@@ -29,6 +29,13 @@ async def quiet():
     await asyncio.sleep(0.2)
 
 
+async def advance(agent, seconds):
+    """Move the agent's clock, once the answers already on their way have arrived: a
+    real round trip takes real time, and a jump past MessageTimeout would fail it."""
+    await quiet()
+    await agent.clock.advance(seconds)
+
+
 class Agent:
     def __init__(self, tmp_path, csms, evses=1):
         self.config = load_config(write_config(tmp_path, csms.url, evses=evses))
@@ -58,13 +65,13 @@ def test_pending_then_accepted(tmp_path):
                 assert got["getVariableResult"][0]["attributeStatus"] == "Accepted"
                 assert (await link.call("GetBaseReport", {"requestId": 3, "reportBase": "SummaryInventory"}))["status"] == "Accepted"
                 await link.expect_call("NotifyReport", where=lambda p: p["requestId"] == 3)
-                await agent.clock.advance(59)
+                await advance(agent, 59)
                 await quiet()
                 # Nothing but BootNotification (and the report asked for) before Accepted.
                 assert [c for c in ("StatusNotification", "Heartbeat") if link.calls(c)] == []
                 assert len(link.calls("BootNotification")) == 1
                 csms.boot_status = "Accepted"
-                await agent.clock.advance(1)
+                await advance(agent, 1)
                 await link.expect_call("BootNotification")
                 await link.expect_call("StatusNotification")
             assert csms.schema_errors == []
@@ -83,10 +90,10 @@ def test_rejected_refuses_csms_calls_with_security_error(tmp_path):
                         {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}}]})
                 assert err.value.code == "SecurityError"
                 csms.boot_status = "Accepted"
-                await agent.clock.advance(119)
+                await advance(agent, 119)
                 await quiet()
                 assert len(link.calls("BootNotification")) == 1
-                await agent.clock.advance(1)
+                await advance(agent, 1)
                 await link.expect_call("BootNotification")
                 await link.expect_call("StatusNotification")
                 got = await link.call("GetVariables", {"getVariableData": [
@@ -106,25 +113,25 @@ def test_heartbeat_at_the_interval_only_when_nothing_else_was_sent(tmp_path):
                 await link.expect_call("StatusNotification", where=lambda p: p["evseId"] == 2)
                 # The station takes the CSMS's time (its own clock said 2026).
                 assert abs((agent.clock.now() - csms_time).total_seconds()) < 1
-                await agent.clock.advance(50)
+                await advance(agent, 50)
                 # Other traffic at t=50: a Reset of EVSE 2 makes two StatusNotifications.
                 assert (await link.call("Reset", {"type": "Immediate", "evseId": 2}))["status"] == "Accepted"
                 await link.expect_call("StatusNotification", where=lambda p: p["connectorStatus"] == "Available" and p["evseId"] == 2)
-                await agent.clock.advance(60)  # t=110: 60 s since the last CALL
+                await advance(agent, 60)  # t=110: 60 s since the last CALL
                 await quiet()
                 assert link.calls("Heartbeat") == []
-                await agent.clock.advance(40)  # t=150: 100 s quiet
+                await advance(agent, 40)  # t=150: 100 s quiet
                 await link.expect_call("Heartbeat")
-                await agent.clock.advance(99)
+                await advance(agent, 99)
                 await quiet()
                 assert len(link.calls("Heartbeat")) == 1
-                await agent.clock.advance(1)
+                await advance(agent, 1)
                 await link.expect_call("Heartbeat")
                 # A new interval through SetVariables applies at once.
                 await link.call("SetVariables", {"setVariableData": [
                     {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"},
                      "attributeValue": "30"}]})
-                await agent.clock.advance(30)
+                await advance(agent, 30)
                 await link.expect_call("Heartbeat")
             assert csms.schema_errors == []
     run(main())
@@ -151,10 +158,10 @@ def test_reconnects_with_back_off_and_no_new_boot(tmp_path, caplog):
                 delay = await back_off_chosen()
                 # RetryBackOffWaitMinimum 10 s + up to RetryBackOffRandomRange 10 s.
                 assert 10 <= delay <= 20
-                await agent.clock.advance(delay - 0.2)
+                await advance(agent, delay - 0.2)
                 await quiet()
                 assert len(csms.links[STATION]) == 1, "reconnected before the back-off"
-                await agent.clock.advance(0.3)
+                await advance(agent, 0.3)
                 again = await csms.wait_station(STATION, after=link)
                 await quiet()
                 # Part 4, 5.3: a reconnect is no reason for a BootNotification.
@@ -173,12 +180,12 @@ def test_unanswered_call_times_out_and_the_line_frees(tmp_path):
             async with Agent(tmp_path, csms) as agent:
                 link = await csms.wait_station(STATION)
                 await link.expect_call("StatusNotification")
-                await agent.clock.advance(100)
+                await advance(agent, 100)
                 await link.expect_call("Heartbeat")
                 del csms.responders["Heartbeat"]
                 # MessageTimeout (30 s) frees the line; the next Heartbeat goes out and is answered.
-                await agent.clock.advance(30)
-                await agent.clock.advance(100)
+                await advance(agent, 30)
+                await advance(agent, 100)
                 await link.expect_call("Heartbeat")
                 assert link.handshake is not None and not link.closed.is_set()
     run(main())

@@ -1,0 +1,274 @@
+"""RFID reader on a serial line (pyserial), for the 125 kHz RDM6300-style modules.
+
+Such a module sends, for each card it sees, one 14-byte ASCII frame at 9600 8N1:
+
+    STX(0x02)  10 hex digits  2 hex digits  ETX(0x03)
+               version byte   checksum: XOR of the 5 bytes
+               + 4 data bytes
+
+and repeats it for as long as the card lies on the antenna.
+
+Token uid: all 10 hex digits, uppercase (e.g. "1A0032F1C5"). That is the card's whole
+40-bit EM4100 id; the 4 data bytes alone are not unique across the version/customer
+byte, and an id that two cards share would authorize the wrong driver. OCPP type: "Local"
+by default, because EM4100 is neither ISO 14443 nor ISO 15693 and "Local" is the
+IdTokenEnumType for an id the CSMS knows only from the station's own list; a CSMS that
+files these cards otherwise can be matched with the `id_token_type` setting.
+
+Blocking pyserial reads run in a thread of their own, one per open port; everything with
+a time in it (repeat suppression, reopen attempts) runs on the event loop and the
+injectable clock. A port that fails or vanishes (USB reader unplugged) is a fault, and the
+reader tries to reopen it every `reopen_s` until it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from functools import reduce
+from typing import Any, AsyncIterator, Mapping
+
+import serial
+
+from hal.api import Clock, HalConfigError, IdTokenReader, PresentedToken
+from hal.debounce import RepeatFilter
+
+log = logging.getLogger(__name__)
+
+STX, ETX = 0x02, 0x03
+FRAME_LEN = 14            # STX + 10 id digits + 2 checksum digits + ETX
+_HEX = frozenset(b"0123456789ABCDEFabcdef")
+PROTOCOLS = ("rdm6300",)
+# OCPP 2.0.1 IdTokenEnumType.
+ID_TOKEN_TYPES = ("Central", "eMAID", "ISO14443", "ISO15693", "KeyCode", "Local",
+                  "MacAddress", "NoAuthorization")
+# Cards presented while nobody reads tokens(): keep the newest few, like a reader's buffer.
+TOKEN_BUFFER = 16
+
+
+# -- frames (sans-I/O) ------------------------------------------------------------------------
+
+class _Need(enum.Enum):
+    MORE = "more"       # a frame may still complete here: wait for bytes
+    BROKEN = "broken"   # no frame starts at this STX
+
+
+def _examine(buf: bytearray) -> str | _Need:
+    """What the bytes starting with an STX hold: a uid, or why not (yet)."""
+    body = buf[1:FRAME_LEN - 1]
+    if any(b not in _HEX for b in body):
+        return _Need.BROKEN          # early: a frame cut short shows a non-digit here
+    if len(buf) < FRAME_LEN:
+        return _Need.MORE
+    if buf[FRAME_LEN - 1] != ETX:
+        return _Need.BROKEN
+    raw = bytes.fromhex(body.decode("ascii"))
+    if reduce(lambda a, b: a ^ b, raw[:5]) != raw[5]:
+        return _Need.BROKEN
+    return body[:10].decode("ascii").upper()
+
+
+class Rdm6300Parser:
+    """Bytes in, card uids out; never raises, never holds more than one frame's bytes.
+
+    On a broken frame it drops only the STX it started at and searches again from the
+    next byte, so a good frame that began inside the broken one (a frame cut short by
+    noise, then sent again whole) is still found.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[str]:
+        self._buf += data
+        found: list[str] = []
+        while True:
+            start = self._buf.find(STX)
+            if start < 0:
+                self._buf.clear()
+                return found
+            del self._buf[:start]
+            verdict = _examine(self._buf)
+            if isinstance(verdict, str):
+                found.append(verdict)
+                del self._buf[:FRAME_LEN]
+            elif verdict is _Need.BROKEN:
+                del self._buf[:1]
+            else:
+                return found
+
+
+def rdm6300_frame(uid: str) -> bytes:
+    """The frame a reader sends for this 10-digit uid (tests and bench tools use it)."""
+    raw = bytes.fromhex(uid)
+    if len(raw) != 5:
+        raise ValueError(f"an RDM6300 uid is 10 hex digits, got {uid!r}")
+    check = reduce(lambda a, b: a ^ b, raw)
+    return bytes([STX]) + f"{uid.upper()}{check:02X}".encode("ascii") + bytes([ETX])
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SerialRfidSettings:
+    port: str
+    baudrate: int = 9600
+    protocol: str = "rdm6300"
+    repeat_s: float = 2.0        # a held card is one presentation; again after this long away
+    id_token_type: str = "Local"
+    reopen_s: float = 5.0        # between attempts to open a failed or vanished port
+
+    @classmethod
+    def parse(cls, settings: Mapping[str, Any]) -> SerialRfidSettings:
+        """Types and ranges only; whether the port exists is check_config's business."""
+        known = set(cls.__dataclass_fields__)
+        for key in settings:
+            if key not in known:
+                raise HalConfigError(key, f"unknown setting; known: {', '.join(sorted(known))}")
+        port = settings.get("port")
+        if not isinstance(port, str) or not port:
+            raise HalConfigError("port", "required: the reader's serial device, e.g. /dev/ttyUSB0")
+        baudrate = settings.get("baudrate", cls.baudrate)
+        if type(baudrate) is not int or baudrate <= 0:
+            raise HalConfigError("baudrate", f"must be a positive integer, got {baudrate!r}")
+        protocol = settings.get("protocol", cls.protocol)
+        if protocol not in PROTOCOLS:
+            raise HalConfigError("protocol", f"must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+        token_type = settings.get("id_token_type", cls.id_token_type)
+        if token_type not in ID_TOKEN_TYPES:
+            raise HalConfigError("id_token_type",
+                                 f"must be an OCPP IdTokenEnumType ({', '.join(ID_TOKEN_TYPES)}), "
+                                 f"got {token_type!r}")
+        return cls(port=port, baudrate=baudrate, protocol=protocol,
+                   repeat_s=_seconds(settings, "repeat_s", cls.repeat_s, zero_ok=True),
+                   id_token_type=token_type,
+                   reopen_s=_seconds(settings, "reopen_s", cls.reopen_s, zero_ok=False))
+
+
+def _seconds(settings: Mapping[str, Any], key: str, default: float, *, zero_ok: bool) -> float:
+    value = settings.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
+            value == 0 and not zero_ok) or value != value:
+        bound = "zero or more" if zero_ok else "more than zero"
+        raise HalConfigError(key, f"must be a number of seconds, {bound}, got {value!r}")
+    return float(value)
+
+
+# -- the device -------------------------------------------------------------------------------
+
+class SerialRfidReader(IdTokenReader):
+    """Cards from a serial RFID module; the same card held still is reported once."""
+
+    def __init__(self, settings: SerialRfidSettings, clock: Clock) -> None:
+        super().__init__()
+        self.settings = settings
+        self.port_open = False      # True while the port is open and being read
+        self._clock = clock
+        self._repeats = RepeatFilter(settings.repeat_s)
+        self._queue: asyncio.Queue[PresentedToken] = asyncio.Queue(TOKEN_BUFFER)
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def check_config(cls, settings: Mapping[str, Any]) -> None:
+        parsed = SerialRfidSettings.parse(settings)
+        if not os.path.exists(parsed.port):
+            raise HalConfigError("port", f"{parsed.port} does not exist; is the reader plugged "
+                                         "in, and is this its device name?")
+
+    @classmethod
+    def from_config(cls, settings: Mapping[str, Any], *, clock: Clock) -> SerialRfidReader:
+        return cls(SerialRfidSettings.parse(settings), clock)
+
+    async def tokens(self) -> AsyncIterator[PresentedToken]:
+        while True:
+            yield await self._queue.get()
+
+    async def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    # -- inside ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        port_name = self.settings.port
+        while True:
+            try:
+                # Opening is quick (pyserial opens non-blocking), so it stays on the loop.
+                port = serial.Serial(port_name, self.settings.baudrate, timeout=None)
+            except (serial.SerialException, OSError, ValueError) as exc:
+                self._fail(f"RFID reader: cannot open {port_name}: {exc}")
+            else:
+                if self.fault is not None:
+                    log.info("RFID reader on %s is back", port_name)
+                self._set_fault(None)
+                self._repeats.clear()
+                error = await self._pump(port)
+                self._fail(f"RFID reader on {port_name} failed: {error}")
+            await self._clock.sleep(self.settings.reopen_s)
+
+    def _fail(self, text: str) -> None:
+        if text != self.fault:
+            log.warning("%s (retrying every %g s)", text, self.settings.reopen_s)
+        self._set_fault(text)
+
+    async def _pump(self, port: serial.Serial) -> str:
+        """Read `port` in a thread until it fails (the error text) or we are cancelled."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[str] = loop.create_future()
+        stop = threading.Event()
+        thread = threading.Thread(target=self._read_loop, args=(port, stop, loop, done),
+                                  name=f"rfid-{self.settings.port}", daemon=True)
+        self.port_open = True
+        thread.start()
+        try:
+            return await done
+        finally:
+            self.port_open = False
+            stop.set()
+            port.cancel_read()  # wakes the thread's select(); it sees `stop` and returns
+            await asyncio.to_thread(thread.join, 2.0)
+            port.close()
+
+    def _read_loop(self, port: serial.Serial, stop: threading.Event,
+                   loop: asyncio.AbstractEventLoop, done: asyncio.Future[str]) -> None:
+        parser = Rdm6300Parser()
+        error = "closed"
+        try:
+            while not stop.is_set():
+                data = port.read(1)  # blocks until a byte arrives or cancel_read()
+                if data:
+                    data += port.read(port.in_waiting)
+                for uid in parser.feed(data):
+                    _call_soon(loop, self._sighted, uid)
+        except (serial.SerialException, OSError) as exc:
+            error = str(exc) or type(exc).__name__
+        _call_soon(loop, _resolve, done, error)
+
+    def _sighted(self, uid: str) -> None:
+        if not self._repeats.new(uid, self._clock.monotonic()):
+            return
+        if self._queue.full():  # nobody reads: the oldest card is the least interesting
+            self._queue.get_nowait()
+        self._queue.put_nowait(PresentedToken(uid=uid, type=self.settings.id_token_type))
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Any, *args: Any) -> None:
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:  # the loop closed under a thread still draining: nothing to tell
+        pass
+
+
+def _resolve(done: asyncio.Future[str], error: str) -> None:
+    if not done.done():
+        done.set_result(error)
