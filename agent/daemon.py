@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import time
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 from agent import __version__
 from agent.blocks.availability import Availability
@@ -21,6 +21,8 @@ from agent.blocks.provisioning import (CLEAN_STOP, LAST_START, PENDING_BOOT_REAS
 from agent.blocks.variables import Variables
 from agent.clock import Clock, SystemClock, format_datetime
 from agent.config import Config, ConfigError
+from agent.control import ControlServer, EvseStatus, build_status, socket_path
+from agent.hardware import Hardware, HardwareBridge, build_hardware
 from agent.model.definitions import standard_definitions
 from agent.model.device_model import DeviceModel
 from agent.model.types import Component, EvseSpec, StationSpec, Variable
@@ -86,7 +88,7 @@ def seed_first_start(store: Store, model: DeviceModel, config: Config) -> None:
 
 
 class Runtime:
-    def __init__(self, config: Config, store: Store, clock: Clock,
+    def __init__(self, config: Config, store: Store, clock: Clock, hardware: Hardware,
                  on_frame: Callable[[str, str], None] | None = None) -> None:
         self.config = config
         self.store = store
@@ -99,6 +101,8 @@ class Runtime:
         self.station = Station([
             Evse(e.id, e.max_current_a, e.phases, e.nominal_voltage_v,
                  connectors={1: Connector(e.id, 1)}) for e in config.evses])
+        self.hardware = hardware
+        self.bridge = HardwareBridge(self.station, hardware)
         self.router = Router()
         self.link = ConnectionManager(endpoint=self._endpoint, router=self.router, clock=clock,
                                       settings=ModelCommSettings(self.model), on_frame=on_frame)
@@ -153,9 +157,18 @@ class Runtime:
         finally:
             stopper.cancel()
             await _cancel_all(tasks)
+        self.bridge.close()
         if outcome == "stop":
             self.store.set_meta(CLEAN_STOP, "1")
         return outcome
+
+    def status(self) -> dict[str, Any]:
+        """The `station-agent sim status` document (mock hardware only)."""
+        mock = self.hardware.mock
+        assert mock is not None
+        return build_status(self.link.connected, {
+            evse_id: EvseStatus(evse.connectors[1].status, mock.snapshot(evse_id))
+            for evse_id, evse in self.station.evses.items()})
 
 
 async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
@@ -176,15 +189,30 @@ def _float(text: str | None) -> float | None:
 
 async def run_daemon(config: Config, stop: asyncio.Event, clock: Clock | None = None,
                      on_frame: Callable[[str, str], None] | None = None) -> None:
-    """Run until `stop` is set; Reset requests rebuild the runtime in between."""
+    """Run until `stop` is set; Reset requests rebuild the runtime in between.
+
+    The store, the hardware and the control socket outlive a Reset: a Reset restarts the
+    agent's work, it does not unplug the vehicle.
+    """
     clock = clock or SystemClock()
     store = Store.in_dir(config.storage.dir)
+    hardware = build_hardware(config, clock)
+    runtime: Runtime | None = None
+    control = None
     try:
         log.info("station-agent %s starting as %s", __version__, config.station.id)
+        await hardware.start()
+        if hardware.mock is not None:
+            control = ControlServer(socket_path(config.storage.dir), hardware.mock,
+                                    lambda: runtime.status() if runtime else {})
+            await control.start()
         while True:
-            runtime = Runtime(config, store, clock, on_frame)
+            runtime = Runtime(config, store, clock, hardware, on_frame)
             if await runtime.run(stop) == "stop":
                 break
             log.info("restarting the station's work after Reset")
     finally:
+        if control is not None:
+            await control.stop()
+        await hardware.stop()
         store.close()

@@ -1,0 +1,258 @@
+"""The hardware interfaces and their values. Knows nothing of OCPP.
+
+Modelled on python-can: one small abstract interface per kind of device, many
+interchangeable backends chosen by name from the config (hal/drivers/). A backend never
+lets a device error reach its caller as an exception from a read: it reports a fault
+(`Device.fault`) and returns what it has, so the daemon keeps running and the EVSE
+supervisor (hal/evse.py) can open the contactor.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, AsyncIterator, Callable, Mapping, Protocol
+
+Listener = Callable[[], None]
+
+
+class Clock(Protocol):
+    """The injectable clock (the agent's `agent.clock.Clock` has this shape)."""
+
+    def now(self) -> datetime: ...
+    def monotonic(self) -> float: ...
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class HalConfigError(Exception):
+    """A driver setting that cannot work; `key` names it (e.g. 'port'), message says why."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+class Device(abc.ABC):
+    """What every backend is: started and stopped by the daemon, able to report a fault.
+
+    `fault` is None while the device works, else a short text for the operator ("no
+    answer from meter at address 1", "contactor welded"). Listeners are called (from the
+    event loop) whenever the fault or any other observable state changes.
+    """
+
+    def __init__(self) -> None:
+        self.fault: str | None = None
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in list(self._listeners):
+            listener()
+
+    def _set_fault(self, fault: str | None) -> None:
+        if fault != self.fault:
+            self.fault = fault
+            self._changed()
+
+    async def start(self) -> None:
+        """Open ports, begin polling. Failing to reach the device is a fault, not an error."""
+
+    async def stop(self) -> None:
+        """Leave the hardware safe (contactor open, module off) and release it."""
+
+
+# -- energy meter --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MeterReading:
+    """One reading. None where the meter does not measure that quantity.
+
+    Energy registers are the meter's own, monotonic, in Wh. Per-phase tuples are
+    (L1, L2, L3); a single-phase meter gives (x, None, None).
+    """
+
+    timestamp: datetime
+    energy_import_wh: float | None = None
+    energy_export_wh: float | None = None
+    power_w: float | None = None
+    voltage_v: tuple[float | None, float | None, float | None] = (None, None, None)
+    current_a: tuple[float | None, float | None, float | None] = (None, None, None)
+    frequency_hz: float | None = None
+
+
+class EnergyMeter(Device):
+    """A meter polled by its driver; `latest` is the last good reading."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.latest: MeterReading | None = None
+
+    @abc.abstractmethod
+    async def read(self) -> MeterReading | None:
+        """Poll once now. None (and `fault` set) when the meter did not answer properly."""
+
+
+# -- DC power module -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PowerCapabilities:
+    min_voltage_v: float
+    max_voltage_v: float
+    max_current_a: float
+    max_power_w: float
+
+
+@dataclass(frozen=True)
+class PowerReadback:
+    voltage_v: float
+    current_a: float
+    on: bool
+    faults: frozenset[str] = frozenset()
+
+
+class PowerModule(Device):
+    """A DC output (one module or a group sharing the output)."""
+
+    @abc.abstractmethod
+    async def capabilities(self) -> PowerCapabilities: ...
+
+    @abc.abstractmethod
+    async def set_output(self, voltage_v: float, current_a: float) -> None:
+        """Set-point; clamped to the capabilities."""
+
+    @abc.abstractmethod
+    async def enable(self, on: bool) -> None: ...
+
+    @abc.abstractmethod
+    async def read(self) -> PowerReadback | None:
+        """Present output; None (and `fault` set) when the module does not answer."""
+
+
+# -- RFID ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PresentedToken:
+    uid: str                  # uppercase hex, no separators
+    type: str = "ISO14443"    # OCPP IdTokenEnumType names, e.g. ISO14443, ISO15693, Local
+
+
+class IdTokenReader(Device):
+    """Cards as they are presented; the same card held still is reported once."""
+
+    @abc.abstractmethod
+    def tokens(self) -> AsyncIterator[PresentedToken]: ...
+
+
+# -- contactor (relays) ----------------------------------------------------------------------
+
+class ContactorState(enum.Enum):
+    OPEN = "open"
+    CLOSED = "closed"
+    WELDED = "welded"          # commanded open, feedback says closed
+    STUCK_OPEN = "stuck_open"  # commanded closed, feedback says open
+
+
+class Contactor(Device):
+    """Main relay(s) of an EVSE with optional feedback (auxiliary contact)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def open(self) -> None: ...
+
+    @property
+    @abc.abstractmethod
+    def state(self) -> ContactorState: ...
+
+
+# -- control pilot (AC, IEC 61851-1) ----------------------------------------------------------
+
+class PilotState(enum.Enum):
+    A = "A"  # no vehicle
+    B = "B"  # vehicle connected, not ready
+    C = "C"  # vehicle ready, charging
+    D = "D"  # charging with ventilation
+    E = "E"  # no power / short circuit of CP
+    F = "F"  # EVSE fault (-12 V)
+
+    @property
+    def plugged(self) -> bool:
+        return self in (PilotState.B, PilotState.C, PilotState.D)
+
+    @property
+    def wants_power(self) -> bool:
+        return self in (PilotState.C, PilotState.D)
+
+
+def duty_cycle_for(current_a: float | None) -> float:
+    """PWM duty (percent) that offers `current_a` (IEC 61851-1 table A.7); 100 = no PWM."""
+    if current_a is None or current_a < 6:
+        return 100.0
+    if current_a <= 51:
+        return current_a / 0.6
+    return min(current_a, 80) / 2.5 + 64
+
+
+class ControlPilot(Device):
+    """Pilot state in; offered current (PWM duty) out."""
+
+    @property
+    @abc.abstractmethod
+    def state(self) -> PilotState: ...
+
+    @abc.abstractmethod
+    async def offer(self, current_a: float | None) -> None:
+        """Offer this current per phase (None: no PWM, the EV may not draw)."""
+
+    @property
+    @abc.abstractmethod
+    def offered_a(self) -> float | None: ...
+
+
+# -- connector lock --------------------------------------------------------------------------
+
+class ConnectorLock(Device):
+    @abc.abstractmethod
+    async def lock(self) -> bool:
+        """True when the feedback confirms it locked."""
+
+    @abc.abstractmethod
+    async def unlock(self) -> bool:
+        """True when the feedback confirms it unlocked."""
+
+    @property
+    @abc.abstractmethod
+    def locked(self) -> bool | None: ...
+
+
+# -- one EVSE's hardware ---------------------------------------------------------------------
+
+@dataclass
+class EvseDevices:
+    """The devices of one EVSE, as the config names them; absent ones are None."""
+
+    meter: EnergyMeter | None = None
+    contactor: Contactor | None = None
+    pilot: ControlPilot | None = None
+    lock: ConnectorLock | None = None
+    reader: IdTokenReader | None = None
+    power: PowerModule | None = None
+
+    def all(self) -> list[Device]:
+        return [d for d in (self.meter, self.contactor, self.pilot, self.lock, self.reader,
+                            self.power) if d is not None]
+
+
+@dataclass(frozen=True)
+class DriverSpec:
+    """One `[evse.<role>]` table of the config: which driver, with which settings."""
+
+    role: str                      # meter, contactor, pilot, lock, reader, power
+    driver: str                    # name in the registry, e.g. "modbus_meter"
+    settings: Mapping[str, Any] = field(default_factory=dict)
