@@ -25,7 +25,12 @@ from pathlib import Path
 
 from agent import __version__
 from agent.config_fields import IDENTITY_MAX_LEN, PASSWORD_CHARS  # noqa: F401  (limits of this file, named here too)
+from hal.api import DriverSpec, HalConfigError
+from hal.drivers import check as check_driver
+from hal.drivers import settings_without_driver
+
 from agent.config_fields import (
+    DEVICE_ROLES,
     PASSWORD_MAX_LEN,
     PASSWORD_MIN_LEN,
     _check_identity,
@@ -39,7 +44,7 @@ from agent.config_fields import (
     _str,
     _text,
 )
-from agent.config_text import _one_line, _short, _syntax_error
+from agent.config_text import _describe, _one_line, _short, _syntax_error
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -136,6 +141,8 @@ class EvseConfig:
     max_current_a: float
     phases: int
     nominal_voltage_v: float
+    # [evse.<role>] tables (hal.driver = "hardware"): which driver, which settings.
+    devices: tuple[DriverSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -202,7 +209,7 @@ def _build(data: dict, base: Path, path: Path) -> Config:
     csms = _csms(data.get("csms", {}), base, station.id)
     storage = _storage(data.get("storage", {}), base)
     hal = _hal(data.get("hal", {}))
-    evses = _evses(data.get("evse"))
+    evses = _evses(data.get("evse"), hal.driver)
     return Config(path=path, station=station, csms=csms, storage=storage, hal=hal, evses=evses)
 
 
@@ -302,7 +309,38 @@ def _hal(table: dict) -> HalConfig:
     return HalConfig(driver=driver)
 
 
-def _evses(entries: list | None) -> tuple[EvseConfig, ...]:
+def _devices(entry: dict, prefix: str, hal_driver: str) -> tuple[DriverSpec, ...]:
+    """The [evse.<role>] tables, each checked by its driver (hal.drivers.check)."""
+    specs = []
+    for role in DEVICE_ROLES:
+        if role not in entry:
+            continue
+        name = f"{prefix}.{role}"
+        table = entry[role]
+        if hal_driver != "hardware":
+            raise _Invalid(name, 'device tables need hal.driver = "hardware"; '
+                                 "remove the table or set the driver")
+        if not isinstance(table, dict):
+            raise _Invalid(name, f"expected a table [evse.{role}], got {_describe(table)}")
+        driver = _str(table, name, "driver", required=True)
+        assert driver is not None
+        spec = DriverSpec(role, driver, settings_without_driver(table))
+        try:
+            check_driver(spec)
+        except HalConfigError as exc:
+            raise _Invalid(f"{name}.{exc.key}", exc.message) from None
+        specs.append(spec)
+    if hal_driver == "hardware":
+        roles = {s.role for s in specs}
+        if "meter" not in roles:
+            raise _Invalid(f"{prefix}.meter", "missing: an EVSE needs a meter to bill; add [evse.meter]")
+        if not roles & {"pilot", "power"}:
+            raise _Invalid(f"{prefix}.pilot", "missing: an AC EVSE needs [evse.pilot] "
+                                              "(a DC one [evse.power])")
+    return tuple(specs)
+
+
+def _evses(entries: list | None, hal_driver: str) -> tuple[EvseConfig, ...]:
     if not entries:
         raise _Invalid("evse", "no [[evse]] table; add one per EVSE, e.g. [[evse]] id = 1, max_current_a = 32")
     count = len(entries)
@@ -346,7 +384,9 @@ def _evses(entries: list | None) -> tuple[EvseConfig, ...]:
                 f"{prefix}.nominal_voltage_v",
                 f"must be {low:g} to {high:g} V (phase to neutral, e.g. 230), got {voltage:g}",
             )
-        evses.append(EvseConfig(id=evse_id, max_current_a=current, phases=phases, nominal_voltage_v=voltage))
+        evses.append(EvseConfig(id=evse_id, max_current_a=current, phases=phases,
+                                nominal_voltage_v=voltage,
+                                devices=_devices(entry, prefix, hal_driver)))
     return tuple(sorted(evses, key=lambda e: e.id))
 
 

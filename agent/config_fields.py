@@ -33,7 +33,9 @@ _TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "storage": ("dir",),
     "hal": ("driver",),
 }
-_EVSE_KEYS = ("id", "max_current_a", "phases", "nominal_voltage_v")
+# Device tables of an EVSE with hal.driver = "hardware" (hal.drivers.REGISTRY roles).
+DEVICE_ROLES = ("meter", "contactor", "pilot", "lock", "reader", "power")
+_EVSE_KEYS = ("id", "max_current_a", "phases", "nominal_voltage_v", *DEVICE_ROLES)
 _TOP_LEVEL = (*_TABLE_KEYS, "evse")
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hal.api import Clock, PilotState
+from hal.api import Clock, EvseDevices, PilotState
+from hal.drivers import create as create_device
 from hal.drivers.mock import MockStation
 from hal.evse import EvseHardware
 
@@ -38,7 +39,11 @@ def build_hardware(config: Config, clock: Clock) -> Hardware:
     if config.hal.driver == "mock":
         mock = MockStation(config.evses, clock)
         return Hardware({e.id: EvseHardware(e.id, mock.devices(e.id)) for e in config.evses}, mock)
-    raise NotImplementedError("hal.driver = \"hardware\" is configured per EVSE (issue 3)")
+    evses = {}
+    for evse in config.evses:
+        devices = EvseDevices(**{spec.role: create_device(spec, clock) for spec in evse.devices})
+        evses[evse.id] = EvseHardware(evse.id, devices)
+    return Hardware(evses)
 
 
 class HardwareBridge:
