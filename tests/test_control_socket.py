@@ -259,11 +259,16 @@ def test_socket_file_mode_stale_file_and_cleanup(short_dir: Path) -> None:
 
 def write_config(directory: Path, driver: str = "mock") -> Path:
     path = directory / "station-agent.toml"
+    # A hardware EVSE names its devices; /dev/null stands in for the meter's port.
+    devices = ('[evse.meter]\ndriver = "modbus_meter"\nport = "/dev/null"\n'
+               '[evse.power]\ndriver = "can_power"\ninterface = "virtual"\nchannel = "x"\n'
+               'modules = [1]\n') if driver == "hardware" else ""
     path.write_text(
         '[station]\nid = "CS-SIM"\nvendor = "Example"\nmodel = "AC-22"\n\n'
         '[csms]\nurl = "ws://127.0.0.1:9/ocpp"\nsecurity_profile = 1\npassword = "s3cret-password-0001"\n\n'
         f'[storage]\ndir = "."\n\n[hal]\ndriver = "{driver}"\n\n'
-        "[[evse]]\nid = 1\nmax_current_a = 32\n\n[[evse]]\nid = 2\nmax_current_a = 16\nphases = 1\n")
+        f"[[evse]]\nid = 1\nmax_current_a = 32\n{devices}\n"
+        f"[[evse]]\nid = 2\nmax_current_a = 16\nphases = 1\n{devices}")
     return path
 
 
