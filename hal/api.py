@@ -135,6 +135,12 @@ class PowerModule(Device):
 
 # -- RFID ------------------------------------------------------------------------------------
 
+# The token types a reader may report: OCPP's IdTokenEnumType, named here so drivers and
+# the mock check against one list (hal does not import the agent's OCPP definitions).
+ID_TOKEN_TYPES = ("Central", "eMAID", "ISO14443", "ISO15693", "KeyCode", "Local",
+                  "MacAddress", "NoAuthorization")
+
+
 @dataclass(frozen=True)
 class PresentedToken:
     uid: str                  # uppercase hex, no separators

@@ -34,7 +34,7 @@ from typing import Any, AsyncIterator, Mapping
 
 import serial
 
-from hal.api import Clock, HalConfigError, IdTokenReader, PresentedToken
+from hal.api import ID_TOKEN_TYPES, Clock, HalConfigError, IdTokenReader, PresentedToken
 from hal.debounce import RepeatFilter
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,6 @@ STX, ETX = 0x02, 0x03
 FRAME_LEN = 14            # STX + 10 id digits + 2 checksum digits + ETX
 _HEX = frozenset(b"0123456789ABCDEFabcdef")
 PROTOCOLS = ("rdm6300",)
-# OCPP 2.0.1 IdTokenEnumType.
-ID_TOKEN_TYPES = ("Central", "eMAID", "ISO14443", "ISO15693", "KeyCode", "Local",
-                  "MacAddress", "NoAuthorization")
 # Cards presented while nobody reads tokens(): keep the newest few, like a reader's buffer.
 TOKEN_BUFFER = 16
 

@@ -9,7 +9,7 @@ import asyncio
 import collections
 from typing import AsyncIterator
 
-from hal.api import (Clock, ConnectorLock, Contactor, ContactorState, ControlPilot,
+from hal.api import (ID_TOKEN_TYPES, Clock, ConnectorLock, Contactor, ContactorState, ControlPilot,
                      EnergyMeter, IdTokenReader, MeterReading, PilotState, PowerCapabilities,
                      PowerModule, PowerReadback, PresentedToken)
 from hal.drivers.mock.ev import DC_MAX_VOLTAGE_V, DC_MIN_VOLTAGE_V, FAULT_TEXT, SimulatedEv
@@ -19,9 +19,6 @@ METER_POLL_S = 1.0
 AC_FREQUENCY_HZ = 50.0
 # Cards swiped while nobody reads the reader: keep the newest few, like a reader's buffer.
 READER_BUFFER = 16
-# OCPP IdTokenEnumType.
-ID_TOKEN_TYPES = frozenset({"Central", "eMAID", "ISO14443", "ISO15693", "KeyCode", "Local",
-                            "MacAddress", "NoAuthorization"})
 ID_TOKEN_MAX_LEN = 36  # IdTokenType.idToken maxLength
 
 
