@@ -1,0 +1,403 @@
+"""Transactions (block E) and the charging control that goes with them.
+
+Each EVSE's inputs (plug, authorization, contactor, energy flow) are the TxStartPoint /
+TxStopPoint "points". A transaction starts when a configured start point is reached and
+ends when a configured stop point that had been reached is lost (E01-E07 with the
+errata). Every event is committed together with the transaction's new state and handed
+to the durable outbox in the same store transaction, so seqNo never has a gap and
+nothing is lost on `kill -9` (see transaction_state.py). A transaction found open at
+start-up ended with the power (E?: stoppedReason PowerLoss).
+
+Charging control, the same rules on every board: offer current (pilot PWM) only while
+plugged, authorized, operative and fault-free; close the contactor only while offering
+and the EV asks for power (state C/D); open it otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from hal.api import ContactorState
+
+from agent.blocks.transaction_state import Transaction, TransactionStore
+from agent.clock import Clock, format_datetime
+from agent.hardware import Hardware
+from agent.ocpp.outbox import Outbox
+from agent.ocpp.session import Payload, Router
+from agent.station import Station
+from agent.store import Store
+
+log = logging.getLogger(__name__)
+
+MeterValueSource = Callable[[int, str, str], "dict[str, Any] | None"]
+# (evse id, reading context, the SampledDataCtrlr variable naming the measurands)
+
+
+@dataclass
+class Authorization:
+    """A token accepted for an EVSE, before or during its transaction."""
+    id_token: dict[str, Any]
+    info: dict[str, Any]
+    remote_start_id: int | None = None
+    since: float = 0.0
+
+
+class Transactions:
+    def __init__(self, *, link: Any, router: Router, model: Any, clock: Clock, store: Store,
+                 outbox: Outbox, station: Station, hardware: Hardware,
+                 authorize: Callable[[dict[str, Any], int | None], Any],
+                 meter_value: MeterValueSource) -> None:
+        self._link = link
+        self._model = model
+        self._clock = clock
+        self._store = store
+        self._outbox = outbox
+        self._station = station
+        self._hardware = hardware
+        self._authorize = authorize
+        self._meter_value = meter_value
+        self._db = TransactionStore(store)
+        self.open: dict[int, Transaction] = self._db.load()
+        self._auth: dict[int, Authorization] = {}
+        self._points: dict[int, set[str]] = {e: set() for e in station.evses}
+        self._changed = asyncio.Event()
+        self.on_ended: list[Callable[[int], None]] = []
+        router.register("RequestStartTransaction", self._on_request_start)
+        router.register("RequestStopTransaction", self._on_request_stop)
+        router.register("GetTransactionStatus", self._on_get_status)
+        for evse_id, hw in hardware.evses.items():
+            hw.subscribe(lambda evse_id=evse_id: self._poke())
+        station.subscribe(lambda evse, conn, status: self._poke())
+
+    # -- what other blocks ask ------------------------------------------------------------
+
+    def busy(self, evse_id: int | None) -> bool:
+        if evse_id is None:
+            return bool(self.open)
+        return evse_id in self.open
+
+    def transaction_id(self, evse_id: int) -> str | None:
+        tx = self.open.get(evse_id)
+        return tx.id if tx else None
+
+    # -- start-up -------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Transactions still open from before a power cut or kill: end them (PowerLoss)."""
+        for evse_id, tx in list(self.open.items()):
+            log.warning("transaction %s on EVSE %d was open at start-up: ending it (PowerLoss)",
+                        tx.id, evse_id)
+            self._end(evse_id, "AbnormalCondition", "PowerLoss")
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def _poke(self) -> None:
+        self._changed.set()
+
+    async def run(self) -> None:
+        readers = [asyncio.ensure_future(self._read_cards(evse_id, hw.devices.reader))
+                   for evse_id, hw in self._hardware.evses.items() if hw.devices.reader]
+        try:
+            while True:
+                self._changed.clear()
+                for evse_id in self._station.evses:
+                    await self._evaluate(evse_id)
+                await self._wait(self._next_deadline())
+        finally:
+            for task in readers:
+                task.cancel()
+
+    async def _wait(self, timeout: float | None) -> None:
+        waiter = asyncio.ensure_future(self._changed.wait())
+        timers = [asyncio.ensure_future(self._clock.sleep(timeout))] if timeout is not None else []
+        try:
+            await asyncio.wait({waiter, *timers}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            for t in timers:
+                t.cancel()
+
+    def _next_deadline(self) -> float | None:
+        """Seconds until the next periodic sample or authorization time-out."""
+        now = self._clock.monotonic()
+        deadlines = []
+        interval = self._model.get_int("SampledDataCtrlr", "TxUpdatedInterval")
+        for tx in self.open.values():
+            if interval > 0:
+                due = tx.extra.get("next_sample", now + interval)
+                deadlines.append(due - now)
+        timeout = self._model.get_int("TxCtrlr", "EVConnectionTimeOut")
+        for auth in self._auth.values():
+            deadlines.append(auth.since + timeout - now)
+        return max(0.0, min(deadlines)) if deadlines else None
+
+    # -- cards ----------------------------------------------------------------------------
+
+    async def _read_cards(self, evse_id: int, reader: Any) -> None:
+        async for token in reader.tokens():
+            id_token = {"idToken": token.uid, "type": token.type}
+            await self.present(evse_id, id_token)
+
+    async def present(self, evse_id: int, id_token: dict[str, Any]) -> None:
+        """A card was presented at this EVSE: authorize a start, or stop (C09)."""
+        tx = self.open.get(evse_id)
+        auth = self._auth.get(evse_id)
+        if tx is not None and auth is not None and auth.id_token == id_token:
+            # The same token stops its transaction without asking anyone.
+            self._auth.pop(evse_id)
+            self._end(evse_id, "StopAuthorized", "Local", id_token)
+            self._poke()
+            return
+        decision = await self._authorize(id_token, evse_id)
+        info = decision.info if hasattr(decision, "info") else decision
+        if info.get("status") != "Accepted":
+            log.info("EVSE %d: card %s refused (%s)", evse_id, id_token["idToken"],
+                     info.get("status"))
+            return
+        if tx is not None and auth is not None:
+            group = info.get("groupIdToken")
+            if group is not None and group == auth.info.get("groupIdToken"):
+                self._auth.pop(evse_id)
+                self._end(evse_id, "StopAuthorized", "Local", id_token)
+                self._poke()
+            return
+        self._auth[evse_id] = Authorization(id_token, info, since=self._clock.monotonic())
+        if tx is not None:
+            tx.authorized = True
+            tx.id_token = id_token
+            self._event(tx, "Updated", "Authorized", id_token=id_token)
+        self._poke()
+
+    # -- the core -------------------------------------------------------------------------
+
+    def _reached(self, evse_id: int) -> set[str]:
+        hw = self._hardware.evses[evse_id]
+        connector = self._station.evses[evse_id].connectors[1]
+        points = set()
+        if connector.plugged:
+            points.add("EVConnected")
+        if evse_id in self._auth:
+            points.add("Authorized")
+        contactor = hw.devices.contactor
+        if contactor is not None and contactor.state is ContactorState.CLOSED:
+            points.add("PowerPathClosed")
+            meter = hw.devices.meter
+            if meter is not None and meter.latest and (meter.latest.power_w or 0) > 0:
+                points.add("EnergyTransfer")
+        return points
+
+    async def _evaluate(self, evse_id: int) -> None:
+        now = self._clock.monotonic()
+        auth = self._auth.get(evse_id)
+        tx = self.open.get(evse_id)
+        connector = self._station.evses[evse_id].connectors[1]
+        # EVConnectionTimeOut: authorized but never plugged in.
+        if auth is not None and not connector.plugged and tx is None and (
+                now - auth.since >= self._model.get_int("TxCtrlr", "EVConnectionTimeOut")):
+            log.info("EVSE %d: no cable within EVConnectionTimeOut; authorization dropped", evse_id)
+            self._auth.pop(evse_id)
+            auth = None
+        reached = self._reached(evse_id)
+        before = self._points[evse_id]
+        self._points[evse_id] = reached
+        start = set(self._model.get_list("TxCtrlr", "TxStartPoint"))
+        stop = set(self._model.get_list("TxCtrlr", "TxStopPoint"))
+        # Only a point newly reached starts one: after an end the EV may still be
+        # plugged in, which must not start the next transaction by itself.
+        if tx is None and (reached - before) & start:
+            tx = self._start(evse_id, reached - before, auth)
+        elif tx is not None:
+            lost = (before - reached) & stop
+            if lost:
+                trigger, reason = _why_stopped(lost)
+                if auth is None and "Authorized" in lost:
+                    trigger, reason = "StopAuthorized", "Local"
+                self._auth.pop(evse_id, None)
+                self._end(evse_id, trigger, reason)
+                tx = None
+        await self._control(evse_id, connector.plugged and auth is not None)
+        if tx is not None:
+            self._follow_charging_state(tx)
+            self._sample_if_due(tx)
+
+    def _start(self, evse_id: int, new_points: set[str], auth: Authorization | None) -> Transaction:
+        tx = Transaction(id=str(uuid.uuid4()), evse_id=evse_id,
+                         started_monotonic=self._clock.monotonic())
+        if auth is not None:
+            tx.authorized = True
+            tx.id_token = auth.id_token
+            tx.group_id_token = auth.info.get("groupIdToken")
+            tx.remote_start_id = auth.remote_start_id
+        if auth is not None and auth.remote_start_id is not None and "Authorized" in new_points:
+            trigger = "RemoteStart"
+        elif "Authorized" in new_points:
+            trigger = "Authorized"
+        elif "EVConnected" in new_points:
+            trigger = "CablePluggedIn"
+        else:
+            trigger = "ChargingStateChanged"
+        tx.charging_state = self._charging_state(evse_id)
+        self.open[evse_id] = tx
+        interval = self._model.get_int("SampledDataCtrlr", "TxUpdatedInterval")
+        tx.extra["next_sample"] = self._clock.monotonic() + interval
+        self._event(tx, "Started", trigger, id_token=tx.id_token, context="Transaction.Begin",
+                    measurands="TxStartedMeasurands")
+        log.info("EVSE %d: transaction %s started (%s)", evse_id, tx.id, trigger)
+        return tx
+
+    def _end(self, evse_id: int, trigger: str, reason: str,
+             id_token: dict[str, Any] | None = None) -> None:
+        tx = self.open.pop(evse_id, None)
+        if tx is None:
+            return
+        tx.charging_state = self._charging_state(evse_id, ending=True)
+        self._event(tx, "Ended", trigger, id_token=id_token, stopped_reason=reason,
+                    context="Transaction.End", measurands="TxEndedMeasurands")
+        log.info("EVSE %d: transaction %s ended (%s, %s)", evse_id, tx.id, trigger, reason)
+        for callback in self.on_ended:
+            callback(evse_id)
+
+    def _charging_state(self, evse_id: int, ending: bool = False) -> str:
+        hw = self._hardware.evses[evse_id]
+        connector = self._station.evses[evse_id].connectors[1]
+        if not connector.plugged:
+            return "Idle"
+        pilot = hw.devices.pilot
+        contactor = hw.devices.contactor
+        closed = contactor is not None and contactor.state is ContactorState.CLOSED
+        if closed and pilot is not None and pilot.state.wants_power:
+            meter = hw.devices.meter
+            flowing = meter is None or meter.latest is None or (meter.latest.power_w or 0) > 0
+            return "Charging" if flowing else "SuspendedEV"
+        if evse_id in self._auth and not ending:
+            return "SuspendedEV" if pilot is not None and pilot.offered_a else "SuspendedEVSE"
+        return "EVConnected"
+
+    def _follow_charging_state(self, tx: Transaction) -> None:
+        state = self._charging_state(tx.evse_id)
+        if state != tx.charging_state:
+            tx.charging_state = state
+            self._event(tx, "Updated", "ChargingStateChanged")
+
+    def _sample_if_due(self, tx: Transaction) -> None:
+        interval = self._model.get_int("SampledDataCtrlr", "TxUpdatedInterval")
+        if interval <= 0:
+            return
+        now = self._clock.monotonic()
+        due = tx.extra.get("next_sample", now + interval)
+        if now >= due:
+            tx.extra["next_sample"] = due + interval * (1 + int((now - due) // interval))
+            self._event(tx, "Updated", "MeterValuePeriodic", context="Sample.Periodic",
+                        measurands="TxUpdatedMeasurands", droppable=True)
+
+    async def _control(self, evse_id: int, allowed: bool) -> None:
+        hw = self._hardware.evses[evse_id]
+        evse = self._station.evses[evse_id]
+        connector = evse.connectors[1]
+        allowed = allowed and connector.operative and not connector.faulted and not hw.faults
+        pilot, contactor = hw.devices.pilot, hw.devices.contactor
+        if pilot is not None:
+            offer = evse.max_current_a if allowed else None
+            if pilot.offered_a != offer:
+                await pilot.offer(offer)
+        if contactor is not None:
+            wants = pilot is None or pilot.state.wants_power
+            closed = contactor.state is ContactorState.CLOSED
+            if allowed and wants and not closed:
+                await contactor.close()
+            elif not (allowed and wants) and closed:
+                await contactor.open()
+
+    # -- events ---------------------------------------------------------------------------
+
+    def _event(self, tx: Transaction, event_type: str, trigger: str, *,
+               id_token: dict[str, Any] | None = None,
+               stopped_reason: str | None = None, context: str | None = None,
+               measurands: str | None = None, droppable: bool = False) -> None:
+        info_part: Payload = {"transactionId": tx.id, "chargingState": tx.charging_state}
+        if stopped_reason:
+            info_part["stoppedReason"] = stopped_reason
+        if tx.remote_start_id is not None and event_type == "Started":
+            info_part["remoteStartId"] = tx.remote_start_id
+        payload: Payload = {"eventType": event_type,
+                            "timestamp": format_datetime(self._clock.now()),
+                            "triggerReason": trigger, "seqNo": tx.next_seq(),
+                            "transactionInfo": info_part}
+        if not self._link.connected:
+            payload["offline"] = True
+        if event_type == "Started":
+            payload["evse"] = {"id": tx.evse_id, "connectorId": tx.connector_id}
+            phases = self._station.evses[tx.evse_id].phases
+            payload["numberOfPhasesUsed"] = phases
+        if id_token is not None:
+            payload["idToken"] = id_token
+        if context and measurands:
+            value = self._meter_value(tx.evse_id, context, measurands)
+            if value:
+                payload["meterValue"] = [value]
+        # The transaction's new state and its event: one durable unit.
+        with self._store.transaction():
+            if event_type == "Ended":
+                self._db.delete(tx.evse_id)
+            else:
+                self._db.save(tx)
+            self._outbox.enqueue("TransactionEvent", payload, transaction_id=tx.id,
+                                 droppable=droppable)
+
+    # -- remote control (F01-F04) ---------------------------------------------------------
+
+    async def _on_request_start(self, request: Payload) -> Payload:
+        evse_id = request.get("evseId")
+        if evse_id is None:
+            free = [e for e in self._station.evses if e not in self.open and e not in self._auth]
+            evse_id = free[0] if free else None
+        if evse_id not in self._station.evses or evse_id in self.open or evse_id in self._auth:
+            return {"status": "Rejected"}
+        connector = self._station.evses[evse_id].connectors[1]
+        if not connector.operative or connector.faulted:
+            return {"status": "Rejected", "statusInfo": {"reasonCode": "Unavailable"}}
+        id_token = request["idToken"]
+        if self._model.get_bool("AuthCtrlr", "AuthorizeRemoteStart"):
+            decision = await self._authorize(id_token, evse_id)
+            info = decision.info if hasattr(decision, "info") else decision
+            if info.get("status") != "Accepted":
+                return {"status": "Rejected", "statusInfo": {"reasonCode": "InvalidIdToken"}}
+        else:
+            info = {"status": "Accepted"}
+        self._auth[evse_id] = Authorization(id_token, info, request["remoteStartId"],
+                                            self._clock.monotonic())
+        self._poke()
+        return {"status": "Accepted"}
+
+    async def _on_request_stop(self, request: Payload) -> Payload:
+        for evse_id, tx in self.open.items():
+            if tx.id == request["transactionId"]:
+                self._auth.pop(evse_id, None)
+                self._end(evse_id, "RemoteStop", "Remote")
+                self._poke()
+                return {"status": "Accepted"}
+        return {"status": "Rejected"}
+
+    async def _on_get_status(self, request: Payload) -> Payload:
+        tx_id = request.get("transactionId")
+        if tx_id is None:
+            return {"messagesInQueue": self._outbox.pending() > 0}
+        ongoing = any(tx.id == tx_id for tx in self.open.values())
+        return {"ongoingIndicator": ongoing,
+                "messagesInQueue": self._outbox.pending(tx_id) > 0}
+
+
+def _why_stopped(lost: set[str]) -> tuple[str, str]:
+    """triggerReason and stoppedReason for the stop point that was lost."""
+    if "EVConnected" in lost:
+        return "EVDeparted", "EVDisconnected"
+    if "Authorized" in lost:
+        return "Deauthorized", "DeAuthorized"
+    if "PowerPathClosed" in lost:
+        return "ChargingStateChanged", "StoppedByEV"
+    return "ChargingStateChanged", "Other"
+
