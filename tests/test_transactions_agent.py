@@ -85,3 +85,45 @@ def test_remote_start_and_remote_stop(tmp_path):
                 await agent.kill()
             assert csms.schema_errors == []
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_kill_9_during_a_transaction_loses_nothing(tmp_path):
+    """kill -9 at a random moment of a session; after the restart the CSMS has every event
+    of the transaction exactly once, seqNo without gaps, ending with PowerLoss."""
+    import random
+
+    async def main():
+        rng = random.Random(7)
+        async with Csms(passwords={STATION: PASSWORD}) as csms:
+            config = write_config(tmp_path, csms.url)
+            for round_ in range(4):
+                agent = await AgentProcess(config).start()
+                link = await csms.wait_station(STATION, timeout=10,
+                                               after=csms.links[STATION][-1] if csms.links.get(STATION) else None)
+                await wait_for_socket(config)
+                await sim_async(config, "plug", "1")
+                await link.call("RequestStartTransaction", {
+                    "idToken": {"idToken": f"R{round_}", "type": "Central"}, "remoteStartId": round_,
+                    "evseId": 1})
+                await link.expect_call("TransactionEvent", timeout=10,
+                                       where=lambda p: p["eventType"] == "Started")
+                await asyncio.sleep(rng.uniform(0, 0.3))
+                agent.proc.kill()
+                await agent.proc.wait()
+                await sim_async(config, "status")  # (the socket is gone with the agent)
+                agent = await AgentProcess(config).start()
+                again = await csms.wait_station(STATION, timeout=10, after=link)
+                ended = await again.expect_call("TransactionEvent", timeout=10,
+                                                where=lambda p: p["eventType"] == "Ended")
+                assert ended["transactionInfo"]["stoppedReason"] == "PowerLoss"
+                await agent.stop()
+            events = [p for l in csms.links[STATION] for p in l.calls("TransactionEvent")]
+            by_tx = {}
+            for p in events:
+                by_tx.setdefault(p["transactionInfo"]["transactionId"], []).append(p["seqNo"])
+            assert len(by_tx) == 4
+            for seqs in by_tx.values():
+                # Every seqNo arrives; a repeat is allowed only as a retry of the same one.
+                assert sorted(set(seqs)) == list(range(max(seqs) + 1))
+            assert csms.schema_errors == []
+    asyncio.run(asyncio.wait_for(main(), 120))
