@@ -1,0 +1,284 @@
+"""The meter values of one transaction (J02), for the transaction block. Sans-I/O.
+
+The transaction block owns the timers and the TransactionEvents; this class only says
+when a sample is due and builds the meterValue elements, from the SampledDataCtrlr and
+AlignedDataCtrlr variables, read afresh at each call (a CSMS change applies from the
+next sample on). How to drive it:
+
+    sampler = TxMeterSampler(model, started_at=now, phases=3)
+    started.meterValue = [sampler.begin(reading)]           # if not None
+    loop:
+        due = sampler.next_due()                            # None: nothing scheduled
+        sleep until due (or an event)
+        value = sampler.sample(reading, clock.now())
+        if value: send TransactionEvent Updated (triggerReason MeterValuePeriodic)
+    ended.meterValue = sampler.end(reading, clock.now())    # [] -> leave meterValue out
+    store sampler.snapshot() with the transaction; TxMeterSampler.restore() after restart
+
+What each call yields:
+- begin(): the Started event's value: TxStartedMeasurands, context Transaction.Begin.
+- sample(): the Updated event's value, TxUpdatedMeasurands, context Sample.Periodic,
+  due every TxUpdatedInterval seconds counted from the transaction start (J02); None
+  when no Updated value is due. It also records, for the Ended event:
+    - TxEndedMeasurands every TxEndedInterval seconds from the start (Sample.Periodic),
+    - AlignedDataCtrlr.TxEndedMeasurands at each AlignedDataCtrlr.TxEndedInterval
+      clock-aligned instant (Sample.Clock, stamped with the instant; an instant
+      served more than LATE_LIMIT_S late is skipped rather than stamped falsely).
+- end(): the Ended event's meterValue list, in time order: the TxEndedMeasurands at
+  the start (Transaction.Begin), the recorded samples, and at the end
+  (Transaction.End). With both Ended intervals 0 that is just start and end.
+  Elements with the same timestamp are merged into one (J02.FR.10: only Ended may
+  span several timestamps).
+- value(): an unscheduled value (Trigger, Interruption.Begin/End, Other) with the
+  TxUpdatedMeasurands, for TriggerMessage or a power interruption.
+
+SampledDataCtrlr.Enabled false stops the sampled values (Started/Updated/Ended Begin,
+periodic and End); AlignedDataCtrlr.Enabled false stops the clock-aligned ones.
+Clock-aligned values for Updated events (Sample.Clock, triggerReason MeterValueClock)
+come from AlignedMeterValues, which has the station-wide aligned timer.
+
+Bounded Ended list: each recorded series (periodic, clock-aligned) keeps at most
+`max_ended_samples` elements. When a series would exceed it, every other element is
+dropped and from then on only every second instant is recorded (the stride doubles),
+so the kept samples stay evenly spaced across the whole session however long it runs:
+a day at TxEndedInterval 60 s and cap 48 keeps one sample every 32 minutes. The list
+therefore has at most 2 * max_ended_samples + 2 elements.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+from agent.blocks.metering.timing import (LATE_LIMIT_S, latest_aligned, next_aligned,
+                                          next_from_start)
+from agent.blocks.metering.values import Extras, meter_value
+from agent.clock import format_datetime, parse_datetime
+from agent.model.device_model import DeviceModel
+from hal.api import MeterReading
+
+MeterValue = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class MeteringSettings:
+    """The J variables a transaction's sampling depends on, read at one moment."""
+
+    sampled_enabled: bool = True
+    started_measurands: tuple[str, ...] = ()
+    updated_measurands: tuple[str, ...] = ()
+    updated_interval: int = 0
+    ended_measurands: tuple[str, ...] = ()
+    ended_interval: int = 0
+    aligned_enabled: bool = True
+    aligned_ended_measurands: tuple[str, ...] = ()
+    aligned_ended_interval: int = 0
+
+    @classmethod
+    def from_model(cls, model: DeviceModel) -> "MeteringSettings":
+        def get(read: Callable[..., Any], component: str, variable: str, default: Any) -> Any:
+            try:
+                return read(component, variable)
+            except (KeyError, ValueError):
+                return default   # a station without that variable: feature off
+
+        sampled, aligned = "SampledDataCtrlr", "AlignedDataCtrlr"
+        return cls(
+            sampled_enabled=get(model.get_bool, sampled, "Enabled", False),
+            started_measurands=tuple(get(model.get_list, sampled, "TxStartedMeasurands", ())),
+            updated_measurands=tuple(get(model.get_list, sampled, "TxUpdatedMeasurands", ())),
+            updated_interval=get(model.get_int, sampled, "TxUpdatedInterval", 0),
+            ended_measurands=tuple(get(model.get_list, sampled, "TxEndedMeasurands", ())),
+            ended_interval=get(model.get_int, sampled, "TxEndedInterval", 0),
+            aligned_enabled=get(model.get_bool, aligned, "Enabled", False),
+            aligned_ended_measurands=tuple(get(model.get_list, aligned, "TxEndedMeasurands", ())),
+            aligned_ended_interval=get(model.get_int, aligned, "TxEndedInterval", 0),
+        )
+
+
+@dataclass
+class _Series:
+    """Samples recorded for the Ended event at one schedule, thinned to a cap."""
+
+    served: datetime                  # the last instant handled (recorded or not)
+    count: int = 0                    # instants handled so far
+    stride: int = 1                   # record only instants whose count % stride == 0
+    items: list[tuple[int, MeterValue]] = field(default_factory=list)
+
+    def handle(self, instant: datetime, build: Callable[[], MeterValue | None],
+               cap: int) -> None:
+        self.served = instant
+        self.count += 1
+        if self.count % self.stride:
+            return
+        item = build()
+        if item is None:
+            return
+        self.items.append((self.count, item))
+        while len(self.items) > cap:
+            self.stride *= 2
+            self.items = [(n, v) for n, v in self.items if n % self.stride == 0]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"served": format_datetime(self.served), "count": self.count,
+                "stride": self.stride, "items": [[n, v] for n, v in self.items]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "_Series":
+        return cls(parse_datetime(data["served"]), int(data["count"]), int(data["stride"]),
+                   [(int(n), v) for n, v in data["items"]])
+
+
+class TxMeterSampler:
+    def __init__(self, model: DeviceModel, *, started_at: datetime, phases: int,
+                 location: str = "Outlet", max_ended_samples: int = 48) -> None:
+        if max_ended_samples < 1:
+            raise ValueError("max_ended_samples must be at least 1")
+        self._model = model
+        self.started_at = started_at
+        self.phases = phases
+        self.location = location
+        self.max_ended_samples = max_ended_samples
+        self._updated_served = started_at
+        self._periodic = _Series(started_at)
+        self._clock = _Series(started_at)
+        self._begin: MeterValue | None = None
+
+    def settings(self) -> MeteringSettings:
+        return MeteringSettings.from_model(self._model)
+
+    # -- the transaction's milestones ----------------------------------------------------
+
+    def begin(self, reading: MeterReading | None,
+              extras: Extras | None = None) -> MeterValue | None:
+        """The Started event's meterValue element (None: leave meterValue out); also
+        records the Ended event's Transaction.Begin element."""
+        s = self.settings()
+        if reading is None or not s.sampled_enabled:
+            return None
+        self._begin = self._build(reading, s.ended_measurands, "Transaction.Begin", extras)
+        return self._build(reading, s.started_measurands, "Transaction.Begin", extras)
+
+    def end(self, reading: MeterReading | None, now: datetime | None = None,
+            extras: Extras | None = None) -> list[MeterValue]:
+        """The Ended event's meterValue list ([]: leave meterValue out). Records any
+        Ended sample still due at `now` (default: the reading's time) first."""
+        when = now or (reading.timestamp if reading is not None else None)
+        if when is not None:
+            self.sample(reading, when, extras)
+        s = self.settings()
+        final = None
+        if reading is not None and s.sampled_enabled:
+            final = self._build(reading, s.ended_measurands, "Transaction.End", extras)
+        return self.ended_values(final)
+
+    def ended_values(self, final: MeterValue | None = None) -> list[MeterValue]:
+        """The Ended list as recorded so far, with `final` (the Transaction.End
+        element) last; merged by timestamp, in time order."""
+        middle = [v for _, v in self._periodic.items] + [v for _, v in self._clock.items]
+        middle.sort(key=lambda v: v["timestamp"])   # fixed-width UTC: text order is time order
+        ordered = ([self._begin] if self._begin else []) + middle + ([final] if final else [])
+        merged: list[MeterValue] = []
+        for value in ordered:
+            if merged and merged[-1]["timestamp"] == value["timestamp"]:
+                merged[-1] = {"timestamp": value["timestamp"],
+                              "sampledValue": merged[-1]["sampledValue"] + value["sampledValue"]}
+            else:
+                merged.append(value)
+        return merged
+
+    # -- the schedule --------------------------------------------------------------------
+
+    def next_due(self) -> datetime | None:
+        """When sample() has something to do next; None when nothing is scheduled."""
+        s = self.settings()
+        due: list[datetime] = []
+        if s.sampled_enabled and s.updated_interval > 0 and s.updated_measurands:
+            due.append(next_from_start(self.started_at, s.updated_interval,
+                                       self._updated_served))
+        if s.sampled_enabled and s.ended_interval > 0 and s.ended_measurands:
+            due.append(next_from_start(self.started_at, s.ended_interval,
+                                       self._periodic.served))
+        if s.aligned_enabled and s.aligned_ended_interval > 0 and s.aligned_ended_measurands:
+            due.append(next_aligned(self._clock.served, s.aligned_ended_interval))
+        return min(due, default=None)
+
+    def sample(self, reading: MeterReading | None, now: datetime,
+               extras: Extras | None = None) -> MeterValue | None:
+        """Handle whatever is due at `now`: returns the Updated event's value when one is
+        due (None otherwise) and records due Ended samples. Instants missed in between
+        (the caller was late) are skipped, not caught up. A None reading (meter not
+        answering) still moves the schedule on."""
+        s = self.settings()
+        updated = None
+        if s.sampled_enabled and s.updated_interval > 0 and s.updated_measurands:
+            if next_from_start(self.started_at, s.updated_interval,
+                               self._updated_served) <= now:
+                self._updated_served = self._latest_from_start(s.updated_interval, now)
+                if reading is not None:
+                    updated = self._build(reading, s.updated_measurands, "Sample.Periodic",
+                                          extras)
+        if s.sampled_enabled and s.ended_interval > 0 and s.ended_measurands:
+            if next_from_start(self.started_at, s.ended_interval, self._periodic.served) <= now:
+                self._periodic.handle(
+                    self._latest_from_start(s.ended_interval, now),
+                    lambda: None if reading is None else self._build(
+                        reading, s.ended_measurands, "Sample.Periodic", extras),
+                    self.max_ended_samples)
+        interval = s.aligned_ended_interval
+        if s.aligned_enabled and interval > 0 and s.aligned_ended_measurands:
+            if next_aligned(self._clock.served, interval) <= now:
+                instant = latest_aligned(now, interval)
+                late = (now - instant).total_seconds() > min(interval, LATE_LIMIT_S)
+                self._clock.handle(
+                    instant,
+                    lambda: None if reading is None or late else self._build(
+                        reading, s.aligned_ended_measurands, "Sample.Clock", extras,
+                        timestamp=instant),
+                    self.max_ended_samples)
+        return updated
+
+    def value(self, reading: MeterReading | None, context: str,
+              extras: Extras | None = None) -> MeterValue | None:
+        """An unscheduled value (Trigger, Interruption.Begin/End, Other) with the
+        TxUpdatedMeasurands; it does not move the schedule."""
+        s = self.settings()
+        if reading is None or not s.sampled_enabled:
+            return None
+        return self._build(reading, s.updated_measurands, context, extras)
+
+    # -- persistence -----------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything needed to carry on after a restart, as JSON-able data."""
+        return {"started_at": format_datetime(self.started_at), "phases": self.phases,
+                "location": self.location, "max_ended_samples": self.max_ended_samples,
+                "updated_served": format_datetime(self._updated_served),
+                "begin": self._begin, "periodic": self._periodic.to_json(),
+                "clock": self._clock.to_json()}
+
+    @classmethod
+    def restore(cls, model: DeviceModel, data: dict[str, Any]) -> "TxMeterSampler":
+        sampler = cls(model, started_at=parse_datetime(data["started_at"]),
+                      phases=int(data["phases"]), location=data["location"],
+                      max_ended_samples=int(data["max_ended_samples"]))
+        sampler._updated_served = parse_datetime(data["updated_served"])
+        sampler._begin = data["begin"]
+        sampler._periodic = _Series.from_json(data["periodic"])
+        sampler._clock = _Series.from_json(data["clock"])
+        return sampler
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _latest_from_start(self, interval_s: int, now: datetime) -> datetime:
+        step = timedelta(seconds=interval_s)
+        return self.started_at + step * ((now - self.started_at) // step)
+
+    def _build(self, reading: MeterReading, measurands: tuple[str, ...], context: str,
+               extras: Extras | None, timestamp: datetime | None = None) -> MeterValue | None:
+        e = extras or Extras()
+        return meter_value(reading, measurands, context, phases=self.phases,
+                           location=self.location, timestamp=timestamp,
+                           offered_current_a=e.offered_current_a,
+                           offered_power_w=e.offered_power_w, soc_percent=e.soc_percent)
