@@ -15,7 +15,10 @@ import time
 from typing import Any, Callable, Literal
 
 from agent import __version__
+from agent.blocks.auth_cache import AuthCache
+from agent.blocks.authorization import Authorization
 from agent.blocks.availability import Availability
+from agent.blocks.metering import AlignedMeterValues, meter_value
 from agent.blocks.provisioning import (CLEAN_STOP, LAST_START, PENDING_BOOT_REASON, Identity,
                                        Provisioning, decide_boot_reason, system_boot_time)
 from agent.blocks.transactions import Transactions
@@ -26,10 +29,10 @@ from agent.control import ControlServer, EvseStatus, build_status, socket_path
 from agent.hardware import Hardware, HardwareBridge, build_hardware
 from agent.model.definitions import standard_definitions
 from agent.model.device_model import DeviceModel
-from agent.model.types import Component, EvseSpec, StationSpec, Variable
+from agent.model.types import FEATURE_AUTH_CACHE, Component, EvseSpec, StationSpec, Variable
 from agent.ocpp.connection import ConnectionManager
 from agent.ocpp.outbox import Outbox
-from agent.ocpp.session import CallFailed, Router
+from agent.ocpp.session import Router
 from agent.ocpp.transport import Endpoint
 from agent.station import Connector, Evse, Station
 from agent.store import Store
@@ -70,7 +73,8 @@ def station_spec(config: Config) -> StationSpec:
         firmware_version=config.station.firmware_version,
         evses=tuple(EvseSpec(e.id, e.max_current_a, e.phases, e.nominal_voltage_v)
                     for e in config.evses),
-        security_profile=config.csms.security_profile, identity=config.station.id)
+        security_profile=config.csms.security_profile, identity=config.station.id,
+        features=frozenset({FEATURE_AUTH_CACHE}))
 
 
 def seed_first_start(store: Store, model: DeviceModel, config: Config) -> None:
@@ -121,13 +125,25 @@ class Runtime:
             reset_evse=self.reset_evse, is_idle=lambda evse_id: True)
         self.variables = Variables(link=self.link, router=self.router, model=self.model,
                                    clock=clock)
-        self.availability = Availability(link=self.link, station=self.station, clock=clock)
         self.outbox = Outbox(store, self.link, clock, self.model)
+        self.auth_cache = AuthCache(self.router, self.model, clock, store)
+        self.authorization = Authorization(self.link, self.router, self.model, clock, store,
+                                           self.auth_cache)
         self.transactions = Transactions(
             link=self.link, router=self.router, model=self.model, clock=clock, store=store,
             outbox=self.outbox, station=self.station, hardware=hardware,
-            authorize=self._authorize, meter_value=self._meter_value)
+            authorization=self.authorization, meter_value=self._meter_value)
         self.transactions.recover()
+        self.aligned = AlignedMeterValues(
+            self.link, self.model, clock,
+            {e: self._latest_reading(e) for e in self.station.evses},
+            lambda evse_id: self.transactions.busy(evse_id))
+        # Availability after Transactions: it asks them which EVSE is busy as it starts.
+        self.availability = Availability(
+            link=self.link, router=self.router, station=self.station, model=self.model,
+            store=store, outbox=self.outbox, clock=clock, is_busy=self.transactions.busy)
+        self.transactions.on_ended.append(self.availability.transaction_ended)
+        self.bridge.watch_faults(self.availability.hardware_changed)
 
     def _endpoint(self) -> Endpoint:
         profile = json.loads(self.store.get_meta(NETWORK_PROFILE) or "{}")
@@ -154,7 +170,7 @@ class Runtime:
         self._outcome = asyncio.get_running_loop().create_future()
         tasks = [asyncio.ensure_future(t) for t in (
             self.link.run(), self.provisioning.run_heartbeat(), self.availability.run(),
-            self.outbox.run(), self.transactions.run())]
+            self.outbox.run(), self.transactions.run(), self.aligned.run())]
         stopper = asyncio.ensure_future(stop.wait())
         try:
             done, _ = await asyncio.wait({self._outcome, stopper, *tasks},
@@ -180,23 +196,19 @@ class Runtime:
                                 transaction_id=self.transactions.transaction_id(evse_id))
             for evse_id, evse in self.station.evses.items()})
 
-    async def _authorize(self, id_token: dict[str, Any], evse_id: int | None) -> dict[str, Any]:
-        # Interim: ask the CSMS, refuse when it cannot be asked (the Authorization block
-        # with its cache and offline rules replaces this).
-        try:
-            answer = await self.link.call("Authorize", {"idToken": id_token}, wait=False)
-        except CallFailed:
-            return {"status": "Invalid"}
-        return answer["idTokenInfo"]
+    def _latest_reading(self, evse_id: int) -> Callable[[], Any]:
+        meter = self.hardware.evses[evse_id].devices.meter
+        return lambda: meter.latest if meter is not None else None
 
     def _meter_value(self, evse_id: int, context: str, measurands: str) -> dict[str, Any] | None:
+        """One meterValue from the EVSE's meter: `measurands` names the SampledDataCtrlr
+        variable listing what to report (TxStartedMeasurands, ...)."""
         meter = self.hardware.evses[evse_id].devices.meter
         reading = meter.latest if meter is not None else None
-        if reading is None or reading.energy_import_wh is None:
+        if reading is None:
             return None
-        return {"timestamp": format_datetime(reading.timestamp), "sampledValue": [
-            {"value": round(reading.energy_import_wh, 1), "context": context,
-             "measurand": "Energy.Active.Import.Register"}]}
+        return meter_value(reading, self.model.get_list("SampledDataCtrlr", measurands), context,
+                           phases=self.station.evses[evse_id].phases)
 
 
 async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:

@@ -4,12 +4,13 @@ import subprocess
 import sys
 
 
-def test_demo_shows_boot_status_and_heartbeat_then_stops():
+def test_demo_shows_boot_and_a_charging_session_then_stops():
     result = subprocess.run([sys.executable, "-m", "agent", "demo"], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     for needed in ('"BootNotification"', '"StatusNotification"', '"Heartbeat"',
-                   '"GetVariables"', '"NotifyReport"', "agent stopped (exit 0)"):
+                   '"GetVariables"', '"NotifyReport"', '"Authorize"', '"eventType":"Started"',
+                   '"MeterValuePeriodic"', '"eventType":"Ended"', "agent stopped (exit 0)"):
         assert needed in out
     assert "schema problems" not in out

@@ -235,6 +235,11 @@ class Authorization:
 
     # -- groups and the master pass -----------------------------------------------------------
 
+    def cache_update(self, id_token: Payload, id_token_info: Payload) -> None:
+        """idTokenInfo from another answer (TransactionEvent): into the cache (C10)."""
+        if self._cache is not None:
+            self._cache.update(id_token, id_token_info)
+
     def same_group(self, a: Payload | None, b: Payload | None) -> bool:
         """Whether two tokens share a group (C09: one may stop the other's session). Takes
         idTokenInfo dicts (their groupIdToken counts) or groupIdToken dicts; no group on

@@ -23,6 +23,8 @@ from typing import Any, Callable
 
 from hal.api import ContactorState
 
+from agent.blocks.authorization import Authorization as AuthorizationBlock
+from agent.blocks.authorization import same_id_token
 from agent.blocks.transaction_state import Transaction, TransactionStore
 from agent.clock import Clock, format_datetime
 from agent.hardware import Hardware
@@ -49,8 +51,7 @@ class Authorization:
 class Transactions:
     def __init__(self, *, link: Any, router: Router, model: Any, clock: Clock, store: Store,
                  outbox: Outbox, station: Station, hardware: Hardware,
-                 authorize: Callable[[dict[str, Any], int | None], Any],
-                 meter_value: MeterValueSource) -> None:
+                 authorization: AuthorizationBlock, meter_value: MeterValueSource) -> None:
         self._link = link
         self._model = model
         self._clock = clock
@@ -58,7 +59,7 @@ class Transactions:
         self._outbox = outbox
         self._station = station
         self._hardware = hardware
-        self._authorize = authorize
+        self._authorization = authorization
         self._meter_value = meter_value
         self._db = TransactionStore(store)
         self.open: dict[int, Transaction] = self._db.load()
@@ -69,6 +70,7 @@ class Transactions:
         router.register("RequestStartTransaction", self._on_request_start)
         router.register("RequestStopTransaction", self._on_request_stop)
         router.register("GetTransactionStatus", self._on_get_status)
+        outbox.on_answer("TransactionEvent", self._on_event_answer)
         for evse_id, hw in hardware.evses.items():
             hw.subscribe(lambda evse_id=evse_id: self._poke())
         station.subscribe(lambda evse, conn, status: self._poke())
@@ -143,34 +145,53 @@ class Transactions:
             await self.present(evse_id, id_token)
 
     async def present(self, evse_id: int, id_token: dict[str, Any]) -> None:
-        """A card was presented at this EVSE: authorize a start, or stop (C09)."""
+        """A card was presented at this EVSE: authorize a start, or stop (C09, C16)."""
         tx = self.open.get(evse_id)
         auth = self._auth.get(evse_id)
-        if tx is not None and auth is not None and auth.id_token == id_token:
+        if tx is not None and auth is not None and same_id_token(auth.id_token, id_token):
             # The same token stops its transaction without asking anyone.
-            self._auth.pop(evse_id)
-            self._end(evse_id, "StopAuthorized", "Local", id_token)
-            self._poke()
+            self._stop_by_token(evse_id, id_token)
             return
-        decision = await self._authorize(id_token, evse_id)
-        info = decision.info if hasattr(decision, "info") else decision
-        if info.get("status") != "Accepted":
+        decision = await self._authorization.authorize(id_token, evse_id=evse_id)
+        if not decision.accepted:
             log.info("EVSE %d: card %s refused (%s)", evse_id, id_token["idToken"],
-                     info.get("status"))
+                     decision.status)
             return
         if tx is not None and auth is not None:
-            group = info.get("groupIdToken")
-            if group is not None and group == auth.info.get("groupIdToken"):
-                self._auth.pop(evse_id)
-                self._end(evse_id, "StopAuthorized", "Local", id_token)
-                self._poke()
+            if (self._authorization.same_group(decision.info, auth.info)
+                    or self._authorization.is_master_pass(decision.info)):
+                self._stop_by_token(evse_id, id_token)
             return
-        self._auth[evse_id] = Authorization(id_token, info, since=self._clock.monotonic())
+        self._auth[evse_id] = Authorization(id_token, decision.info, since=self._clock.monotonic())
         if tx is not None:
             tx.authorized = True
             tx.id_token = id_token
             self._event(tx, "Updated", "Authorized", id_token=id_token)
         self._poke()
+
+    def _stop_by_token(self, evse_id: int, id_token: dict[str, Any]) -> None:
+        self._auth.pop(evse_id, None)
+        self._end(evse_id, "StopAuthorized", "Local", id_token)
+        self._poke()
+
+    def _on_event_answer(self, request: Payload, response: Payload) -> None:
+        """A TransactionEvent answer carrying idTokenInfo: cache it; an invalid token
+        ends its transaction (StopTxOnInvalidId, E05 / C15)."""
+        info = response.get("idTokenInfo")
+        token = request.get("idToken")
+        if info is None or token is None:
+            return
+        self._authorization.cache_update(token, info)
+        if info.get("status") == "Accepted":
+            return
+        tx_id = request["transactionInfo"]["transactionId"]
+        for evse_id, tx in list(self.open.items()):
+            if tx.id == tx_id and self._model.get_bool("TxCtrlr", "StopTxOnInvalidId"):
+                log.warning("EVSE %d: the CSMS says token %s is %s: stopping", evse_id,
+                            token.get("idToken"), info.get("status"))
+                self._auth.pop(evse_id, None)
+                self._end(evse_id, "Deauthorized", "DeAuthorized")
+                self._poke()
 
     # -- the core -------------------------------------------------------------------------
 
@@ -361,11 +382,11 @@ class Transactions:
         if not connector.operative or connector.faulted:
             return {"status": "Rejected", "statusInfo": {"reasonCode": "Unavailable"}}
         id_token = request["idToken"]
-        if self._model.get_bool("AuthCtrlr", "AuthorizeRemoteStart"):
-            decision = await self._authorize(id_token, evse_id)
-            info = decision.info if hasattr(decision, "info") else decision
-            if info.get("status") != "Accepted":
+        if self._authorization.needs_authorize_for_remote_start():
+            decision = await self._authorization.authorize(id_token, evse_id=evse_id)
+            if not decision.accepted:
                 return {"status": "Rejected", "statusInfo": {"reasonCode": "InvalidIdToken"}}
+            info = decision.info
         else:
             info = {"status": "Accepted"}
         self._auth[evse_id] = Authorization(id_token, info, request["remoteStartId"],

@@ -1,6 +1,8 @@
 """`station-agent demo`: a local CSMS and the real agent process with mock hardware.
 
-Prints the OCPP exchange as it happens and stops by itself. Needs the `ocpp` package
+Registers, answers the CSMS, then plays a charging session (card, Authorize, plug,
+Started, meter values, unplug, Ended), printing the OCPP exchange as it happens, and
+stops by itself. Needs the `ocpp` package
 (the test extra), which the daemon itself never imports.
 """
 
@@ -17,6 +19,7 @@ from typing import TextIO
 
 DEMO_PASSWORD = "demo-password-0123456"
 HEARTBEAT_S = 3
+SAMPLE_S = 2
 
 
 class Printer:
@@ -65,7 +68,7 @@ async def demo(out: TextIO = sys.stdout) -> int:
                 sys.executable, "-m", "agent", "run", "--config", str(config),
                 stdout=log, stderr=log)
             try:
-                return await _script(csms, printer, agent)
+                return await _script(csms, printer, agent, config)
             finally:
                 if agent.returncode is None:
                     agent.send_signal(signal.SIGTERM)
@@ -79,24 +82,53 @@ async def demo(out: TextIO = sys.stdout) -> int:
                     printer.say("schema problems: " + json.dumps(csms.schema_errors))
 
 
-async def _script(csms: object, printer: Printer, agent: asyncio.subprocess.Process) -> int:
+async def _sim(config: Path, *args: str) -> None:
+    """Drive the mock hardware as an operator would: `station-agent sim ...`."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agent", "sim", "--config", str(config), *args,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"sim {' '.join(args)} failed: {err.decode().strip()}")
+
+
+async def _script(csms: object, printer: Printer, agent: asyncio.subprocess.Process,
+                  config: Path) -> int:
     link = await csms.wait_station("CS-DEMO", timeout=10)  # type: ignore[attr-defined]
     await link.expect_call("BootNotification", timeout=10)
     for evse in (1, 2):
         await link.expect_call("StatusNotification", timeout=10,
                                where=lambda p, e=evse: p["evseId"] == e)
-    printer.say("registered; asking for a few variables")
+    printer.say("registered; the CSMS reads and sets a few variables")
     await link.call("GetVariables", {"getVariableData": [
         {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}},
         {"component": {"name": "EVSE", "evse": {"id": 2}}, "variable": {"name": "AvailabilityState"}},
     ]})
     await link.call("SetVariables", {"setVariableData": [
         {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"},
-         "attributeValue": str(HEARTBEAT_S)}]})
+         "attributeValue": str(HEARTBEAT_S)},
+        {"component": {"name": "SampledDataCtrlr"}, "variable": {"name": "TxUpdatedInterval"},
+         "attributeValue": str(SAMPLE_S)}]})
     await link.call("GetBaseReport", {"requestId": 1, "reportBase": "SummaryInventory"})
     await link.expect_call("NotifyReport", timeout=10)
     printer.say(f"waiting for a Heartbeat ({HEARTBEAT_S} s without other traffic)")
     await link.expect_call("Heartbeat", timeout=HEARTBEAT_S + 10)
+
+    printer.say("a driver swipes card 04A2B3C4 at EVSE 1")
+    await _sim(config, "swipe", "04A2B3C4", "--evse", "1")
+    await link.expect_call("Authorize", timeout=10)
+    printer.say("... and plugs in the EV: the station offers 32 A, the EV draws, the contactor closes")
+    await _sim(config, "plug", "1")
+    await link.expect_call("TransactionEvent", timeout=10, where=lambda p: p["eventType"] == "Started")
+    printer.say(f"charging; meter values every {SAMPLE_S} s")
+    for _ in range(2):
+        await link.expect_call("TransactionEvent", timeout=SAMPLE_S + 10,
+                               where=lambda p: p["triggerReason"] == "MeterValuePeriodic")
+    printer.say("the driver unplugs: the transaction ends")
+    await _sim(config, "unplug", "1")
+    await link.expect_call("TransactionEvent", timeout=10, where=lambda p: p["eventType"] == "Ended")
+    await link.expect_call("StatusNotification", timeout=10,
+                           where=lambda p: p["evseId"] == 1 and p["connectorStatus"] == "Available")
     printer.say("demo done: stopping the agent")
     return 0
 
