@@ -1,7 +1,7 @@
 """The station's live state that blocks share: EVSEs, connectors and their status.
 
 Blocks change it through methods so that every change reaches the listeners (the
-Provisioning block turns connector status changes into StatusNotification). It holds no
+Availability block turns connector status changes into StatusNotification). It holds no
 I/O; the HAL feeds it and blocks read it.
 """
 
@@ -21,6 +21,8 @@ class Connector:
     plugged: bool = False
     faulted: bool = False
     reserved: bool = False
+    # In service now. False shows as Unavailable; the Availability block keeps it in step
+    # with ChangeAvailability (station, EVSE and connector settings, transactions first).
     operative: bool = True
 
     @property
@@ -43,21 +45,42 @@ class Evse:
     max_current_a: float
     phases: int
     nominal_voltage_v: float
-    operative: bool = True
     connectors: dict[int, Connector] = field(default_factory=dict)
+
+    @property
+    def operative(self) -> bool:
+        """Some connector of this EVSE is in service."""
+        return any(c.operative for c in self.connectors.values())
 
 
 class Station:
     def __init__(self, evses: list[Evse]) -> None:
         self.evses: dict[int, Evse] = {e.id: e for e in evses}
-        self.operative = True
         self._listeners: list[StatusListener] = []
 
+    @property
+    def operative(self) -> bool:
+        """Some connector of the station is in service."""
+        return any(e.operative for e in self.evses.values())
+
     def subscribe(self, listener: StatusListener) -> None:
+        """`listener(evse_id, connector_id, status)` after each status change. A listener
+        may change the station in turn; it then hears of that change first, so listeners
+        that care about the latest state read it from the station, not from the args."""
         self._listeners.append(listener)
 
-    def connectors(self) -> list[Connector]:
-        return [c for e in self.evses.values() for c in e.connectors.values()]
+    def connectors(self, evse_id: int | None = None,
+                   connector_id: int | None = None) -> list[Connector]:
+        """The connectors of the station (evse_id None), of one EVSE, or the one connector;
+        KeyError for an EVSE or connector the station does not have."""
+        if evse_id is None:
+            if connector_id is not None:
+                raise KeyError("a connector id needs an EVSE id")
+            return [c for e in self.evses.values() for c in e.connectors.values()]
+        evse = self.evses[evse_id]
+        if connector_id is None:
+            return list(evse.connectors.values())
+        return [evse.connectors[connector_id]]
 
     def connector(self, evse_id: int, connector_id: int) -> Connector:
         return self.evses[evse_id].connectors[connector_id]
@@ -67,25 +90,21 @@ class Station:
         conn = self.connector(evse_id, connector_id)
         before = conn.status
         for name, value in changes.items():
-            if not hasattr(conn, name):
+            if not hasattr(conn, name) or name in ("evse_id", "id"):
                 raise AttributeError(name)
             setattr(conn, name, value)
         if conn.status != before:
             self._notify(conn)
 
-    def set_operative(self, evse_id: int | None, operative: bool) -> None:
-        """Station-wide (evse_id None) or per-EVSE availability; Inoperative shows as Unavailable."""
-        evses = self.evses.values() if evse_id is None else [self.evses[evse_id]]
-        if evse_id is None:
-            self.operative = operative
-        for evse in evses:
-            evse.operative = operative
-            for conn in evse.connectors.values():
-                before = conn.status
-                conn.operative = operative and self.operative
-                if conn.status != before:
-                    self._notify(conn)
+    def set_operative(self, evse_id: int | None, operative: bool,
+                      connector_id: int | None = None) -> None:
+        """Put the whole station (evse_id None), an EVSE or one connector in or out of
+        service now; out of service shows as Unavailable. Which connectors *should* be in
+        service, and when a change has to wait for a transaction, is the Availability
+        block's business (ChangeAvailability)."""
+        for conn in self.connectors(evse_id, connector_id):
+            self.update(conn.evse_id, conn.id, operative=operative)
 
     def _notify(self, conn: Connector) -> None:
-        for listener in self._listeners:
+        for listener in list(self._listeners):
             listener(conn.evse_id, conn.id, conn.status)
