@@ -18,9 +18,10 @@ from agent import __version__
 from agent.blocks.auth_cache import AuthCache
 from agent.blocks.authorization import Authorization
 from agent.blocks.availability import Availability
-from agent.blocks.metering import AlignedMeterValues, meter_value
+from agent.blocks.metering import AlignedMeterValues
 from agent.blocks.provisioning import (CLEAN_STOP, LAST_START, PENDING_BOOT_REASON, Identity,
                                        Provisioning, decide_boot_reason, system_boot_time)
+from agent.blocks.remote_control import RemoteControl, meter_values, notification
 from agent.blocks.transactions import Transactions
 from agent.blocks.variables import Variables
 from agent.clock import Clock, SystemClock, format_datetime
@@ -132,7 +133,7 @@ class Runtime:
         self.transactions = Transactions(
             link=self.link, router=self.router, model=self.model, clock=clock, store=store,
             outbox=self.outbox, station=self.station, hardware=hardware,
-            authorization=self.authorization, meter_value=self._meter_value)
+            authorization=self.authorization, reading=lambda e: self._latest_reading(e)())
         self.transactions.recover()
         self.aligned = AlignedMeterValues(
             self.link, self.model, clock,
@@ -144,6 +145,22 @@ class Runtime:
             store=store, outbox=self.outbox, clock=clock, is_busy=self.transactions.busy)
         self.transactions.on_ended.append(self.availability.transaction_ended)
         self.bridge.watch_faults(self.availability.hardware_changed)
+        # Remote control (block F): TriggerMessage serves what the owning blocks produce.
+        self.remote_control = RemoteControl(self.router, self.station, hardware, clock=clock,
+                                            transaction_on=lambda e: self.transactions.open.get(e))
+        trigger = self.remote_control.register
+        trigger("BootNotification", self.provisioning.trigger_boot,   # F06.FR.17
+                check=lambda _: ("Unspecified", "BootNotification already Accepted")
+                if self.provisioning.registration == "Accepted" else None)
+        trigger("Heartbeat", self.provisioning.trigger_heartbeat)
+        trigger("StatusNotification", self.availability.trigger_status, scope="connector")
+        trigger("MeterValues", meter_values(self.link, self.aligned.triggered), scope="evse",
+                check=lambda e: None if self.aligned.triggered(e) else "NotFound")
+        trigger("TransactionEvent", self.transactions.trigger_event, scope="evse",
+                check=lambda e: None if self.transactions.busy(e) else "TxNotFound")
+        # No firmware or diagnostics block yet: idle is the truth until there is one.
+        for action in ("FirmwareStatusNotification", "LogStatusNotification"):
+            trigger(action, notification(self.link, action, {"status": "Idle"}))
 
     def _endpoint(self) -> Endpoint:
         profile = json.loads(self.store.get_meta(NETWORK_PROFILE) or "{}")
@@ -200,15 +217,7 @@ class Runtime:
         meter = self.hardware.evses[evse_id].devices.meter
         return lambda: meter.latest if meter is not None else None
 
-    def _meter_value(self, evse_id: int, context: str, measurands: str) -> dict[str, Any] | None:
-        """One meterValue from the EVSE's meter: `measurands` names the SampledDataCtrlr
-        variable listing what to report (TxStartedMeasurands, ...)."""
-        meter = self.hardware.evses[evse_id].devices.meter
-        reading = meter.latest if meter is not None else None
-        if reading is None:
-            return None
-        return meter_value(reading, self.model.get_list("SampledDataCtrlr", measurands), context,
-                           phases=self.station.evses[evse_id].phases)
+
 
 
 async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:

@@ -47,6 +47,12 @@ def test_card_then_plug_then_unplug(tmp_path):
                 assert ended["transactionInfo"]["transactionId"] == tx_id
                 assert ended["transactionInfo"]["stoppedReason"] == "EVDisconnected"
                 assert ended["triggerReason"] == "EVDeparted"
+                begin = started["meterValue"][0]["sampledValue"]
+                end = ended["meterValue"][-1]["sampledValue"]
+                assert any(v["context"] == "Transaction.Begin" and
+                           v["measurand"] == "Energy.Active.Import.Register" for v in begin)
+                assert any(v["context"] == "Transaction.End" and
+                           v["measurand"] == "Energy.Active.Import.Register" for v in end)
                 events = [p for p in tx_events(link) if p["transactionInfo"]["transactionId"] == tx_id]
                 assert [p["seqNo"] for p in events] == list(range(len(events)))
                 status = json.loads((await sim_async(config, "status")).stdout)["evses"]["1"]

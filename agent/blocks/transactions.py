@@ -21,10 +21,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from hal.api import ContactorState
+from hal.api import ContactorState, MeterReading
 
 from agent.blocks.authorization import Authorization as AuthorizationBlock
 from agent.blocks.authorization import same_id_token
+from agent.blocks.metering import TxMeterSampler
 from agent.blocks.transaction_state import Transaction, TransactionStore
 from agent.clock import Clock, format_datetime
 from agent.hardware import Hardware
@@ -35,8 +36,7 @@ from agent.store import Store
 
 log = logging.getLogger(__name__)
 
-MeterValueSource = Callable[[int, str, str], "dict[str, Any] | None"]
-# (evse id, reading context, the SampledDataCtrlr variable naming the measurands)
+ReadingSource = Callable[[int], "MeterReading | None"]   # the EVSE meter's latest reading
 
 
 @dataclass
@@ -51,7 +51,7 @@ class Authorization:
 class Transactions:
     def __init__(self, *, link: Any, router: Router, model: Any, clock: Clock, store: Store,
                  outbox: Outbox, station: Station, hardware: Hardware,
-                 authorization: AuthorizationBlock, meter_value: MeterValueSource) -> None:
+                 authorization: AuthorizationBlock, reading: ReadingSource) -> None:
         self._link = link
         self._model = model
         self._clock = clock
@@ -60,9 +60,12 @@ class Transactions:
         self._station = station
         self._hardware = hardware
         self._authorization = authorization
-        self._meter_value = meter_value
+        self._reading = reading
         self._db = TransactionStore(store)
         self.open: dict[int, Transaction] = self._db.load()
+        self._samplers: dict[int, TxMeterSampler] = {
+            evse_id: TxMeterSampler.restore(model, tx.extra["sampler"])
+            for evse_id, tx in self.open.items() if "sampler" in tx.extra}
         self._auth: dict[int, Authorization] = {}
         self._points: dict[int, set[str]] = {e: set() for e in station.evses}
         self._changed = asyncio.Event()
@@ -127,11 +130,11 @@ class Transactions:
         """Seconds until the next periodic sample or authorization time-out."""
         now = self._clock.monotonic()
         deadlines = []
-        interval = self._model.get_int("SampledDataCtrlr", "TxUpdatedInterval")
-        for tx in self.open.values():
-            if interval > 0:
-                due = tx.extra.get("next_sample", now + interval)
-                deadlines.append(due - now)
+        wall = self._clock.now()
+        for sampler in self._samplers.values():
+            due = sampler.next_due()
+            if due is not None:
+                deadlines.append((due - wall).total_seconds())
         timeout = self._model.get_int("TxCtrlr", "EVConnectionTimeOut")
         for auth in self._auth.values():
             deadlines.append(auth.since + timeout - now)
@@ -263,10 +266,12 @@ class Transactions:
             trigger = "ChargingStateChanged"
         tx.charging_state = self._charging_state(evse_id)
         self.open[evse_id] = tx
-        interval = self._model.get_int("SampledDataCtrlr", "TxUpdatedInterval")
-        tx.extra["next_sample"] = self._clock.monotonic() + interval
-        self._event(tx, "Started", trigger, id_token=tx.id_token, context="Transaction.Begin",
-                    measurands="TxStartedMeasurands")
+        sampler = TxMeterSampler(self._model, started_at=self._clock.now(),
+                                 phases=self._station.evses[evse_id].phases)
+        self._samplers[evse_id] = sampler
+        begin = sampler.begin(self._reading(evse_id))
+        self._event(tx, "Started", trigger, id_token=tx.id_token,
+                    meter_values=[begin] if begin else None)
         log.info("EVSE %d: transaction %s started (%s)", evse_id, tx.id, trigger)
         return tx
 
@@ -276,8 +281,10 @@ class Transactions:
         if tx is None:
             return
         tx.charging_state = self._charging_state(evse_id, ending=True)
+        sampler = self._samplers.pop(evse_id, None)
+        values = sampler.end(self._reading(evse_id), self._clock.now()) if sampler else []
         self._event(tx, "Ended", trigger, id_token=id_token, stopped_reason=reason,
-                    context="Transaction.End", measurands="TxEndedMeasurands")
+                    meter_values=values or None)
         log.info("EVSE %d: transaction %s ended (%s, %s)", evse_id, tx.id, trigger, reason)
         for callback in self.on_ended:
             callback(evse_id)
@@ -305,15 +312,18 @@ class Transactions:
             self._event(tx, "Updated", "ChargingStateChanged")
 
     def _sample_if_due(self, tx: Transaction) -> None:
-        interval = self._model.get_int("SampledDataCtrlr", "TxUpdatedInterval")
-        if interval <= 0:
+        sampler = self._samplers.get(tx.evse_id)
+        if sampler is None:
             return
-        now = self._clock.monotonic()
-        due = tx.extra.get("next_sample", now + interval)
-        if now >= due:
-            tx.extra["next_sample"] = due + interval * (1 + int((now - due) // interval))
-            self._event(tx, "Updated", "MeterValuePeriodic", context="Sample.Periodic",
-                        measurands="TxUpdatedMeasurands", droppable=True)
+        due = sampler.next_due()
+        if due is None or due > self._clock.now():
+            return
+        value = sampler.sample(self._reading(tx.evse_id), self._clock.now())
+        if value:
+            self._event(tx, "Updated", "MeterValuePeriodic", meter_values=[value],
+                        droppable=True)
+        else:
+            self._save(tx)  # the schedule moved on: keep it across a restart
 
     async def _control(self, evse_id: int, allowed: bool) -> None:
         hw = self._hardware.evses[evse_id]
@@ -337,8 +347,9 @@ class Transactions:
 
     def _event(self, tx: Transaction, event_type: str, trigger: str, *,
                id_token: dict[str, Any] | None = None,
-               stopped_reason: str | None = None, context: str | None = None,
-               measurands: str | None = None, droppable: bool = False) -> None:
+               stopped_reason: str | None = None,
+               meter_values: list[dict[str, Any]] | None = None,
+               droppable: bool = False) -> None:
         info_part: Payload = {"transactionId": tx.id, "chargingState": tx.charging_state}
         if stopped_reason:
             info_part["stoppedReason"] = stopped_reason
@@ -356,18 +367,22 @@ class Transactions:
             payload["numberOfPhasesUsed"] = phases
         if id_token is not None:
             payload["idToken"] = id_token
-        if context and measurands:
-            value = self._meter_value(tx.evse_id, context, measurands)
-            if value:
-                payload["meterValue"] = [value]
+        if meter_values:
+            payload["meterValue"] = meter_values
         # The transaction's new state and its event: one durable unit.
         with self._store.transaction():
             if event_type == "Ended":
                 self._db.delete(tx.evse_id)
             else:
-                self._db.save(tx)
+                self._save(tx)
             self._outbox.enqueue("TransactionEvent", payload, transaction_id=tx.id,
                                  droppable=droppable)
+
+    def _save(self, tx: Transaction) -> None:
+        sampler = self._samplers.get(tx.evse_id)
+        if sampler is not None:
+            tx.extra["sampler"] = sampler.snapshot()
+        self._db.save(tx)
 
     # -- remote control (F01-F04) ---------------------------------------------------------
 
@@ -410,6 +425,24 @@ class Transactions:
         ongoing = any(tx.id == tx_id for tx in self.open.values())
         return {"ongoingIndicator": ongoing,
                 "messagesInQueue": self._outbox.pending(tx_id) > 0}
+
+    # -- TriggerMessage (F06), for the remote control block -------------------------------
+
+    def trigger_event(self, evse_id: int | None = None) -> int:
+        """Queue a TransactionEvent Updated with triggerReason Trigger and a meter value
+        of context Trigger (TxUpdatedMeasurands) for the transaction on this EVSE, or on
+        every EVSE when None; returns how many. Through the outbox like every event (seqNo
+        order); droppable like a periodic sample: a snapshot, stale once late."""
+        queued = 0
+        for evse, tx in sorted(self.open.items()):
+            if evse_id is not None and evse != evse_id:
+                continue
+            sampler = self._samplers.get(evse)
+            value = sampler.value(self._reading(evse), "Trigger") if sampler else None
+            self._event(tx, "Updated", "Trigger", meter_values=[value] if value else None,
+                        droppable=True)
+            queued += 1
+        return queued
 
 
 def _why_stopped(lost: set[str]) -> tuple[str, str]:
