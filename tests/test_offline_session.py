@@ -67,3 +67,34 @@ def test_transaction_across_an_outage(tmp_path):
                 await asyncio.wait_for(daemon, 10)
             assert csms.schema_errors == []
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_authorization_expires_after_ev_connection_timeout(tmp_path):
+    async def main():
+        async with Csms(passwords={STATION: PASSWORD}) as csms:
+            path = write_config(tmp_path, csms.url)
+            clock = ManualClock()
+            stop = asyncio.Event()
+            daemon = asyncio.ensure_future(run_daemon(load_config(path), stop, clock=clock))
+            try:
+                link = await csms.wait_station(STATION, timeout=10)
+                await link.expect_call("StatusNotification", timeout=10)
+                await wait_for_socket(path)
+                await sim_async(path, "swipe", "CARD1")
+                await link.expect_call("Authorize", timeout=10)
+                await quiet()
+                await clock.advance(119)   # EVConnectionTimeOut is 120 s
+                await quiet()
+                status = json.loads((await sim_async(path, "status")).stdout)["evses"]["1"]
+                assert status["state"] == "Available"
+                await clock.advance(2)
+                await quiet()
+                await sim_async(path, "plug", "1")
+                await quiet()
+                status = json.loads((await sim_async(path, "status")).stdout)["evses"]["1"]
+                assert status["offered_current_a"] is None, "the authorization had expired"
+                assert link.calls("TransactionEvent") == []
+            finally:
+                stop.set()
+                await asyncio.wait_for(daemon, 10)
+    asyncio.run(asyncio.wait_for(main(), 60))

@@ -133,3 +133,66 @@ def test_kill_9_during_a_transaction_loses_nothing(tmp_path):
                 assert sorted(set(seqs)) == list(range(max(seqs) + 1))
             assert csms.schema_errors == []
     asyncio.run(asyncio.wait_for(main(), 120))
+
+
+def test_plug_then_card_stop_by_the_same_card_and_an_invalid_card(tmp_path):
+    async def main():
+        async with Csms(passwords={STATION: PASSWORD}) as csms:
+            csms.responders["Authorize"] = lambda p: {"idTokenInfo": {
+                "status": "Blocked" if p["idToken"]["idToken"] == "BAD1" else "Accepted"}}
+            config, agent, link = await session_setup(csms, tmp_path)
+            try:
+                await sim_async(config, "plug", "1")
+                await link.expect_call("StatusNotification", timeout=10,
+                                       where=lambda p: p["connectorStatus"] == "Occupied")
+                await sim_async(config, "swipe", "BAD1")
+                await link.expect_call("Authorize", timeout=10,
+                                       where=lambda p: p["idToken"]["idToken"] == "BAD1")
+                await asyncio.sleep(0.3)
+                assert tx_events(link) == [], "a blocked card starts nothing"
+                status = json.loads((await sim_async(config, "status")).stdout)["evses"]["1"]
+                assert status["offered_current_a"] is None and not status["contactor_closed"]
+                await sim_async(config, "swipe", "GOOD1")
+                started = await link.expect_call("TransactionEvent", timeout=10,
+                                                 where=lambda p: p["eventType"] == "Started")
+                assert started["idToken"]["idToken"] == "GOOD1"
+                await sim_async(config, "swipe", "GOOD1")   # the same card again: stop
+                ended = await link.expect_call("TransactionEvent", timeout=10,
+                                               where=lambda p: p["eventType"] == "Ended")
+                assert ended["triggerReason"] == "StopAuthorized"
+                assert ended["transactionInfo"]["stoppedReason"] == "Local"
+                assert ended["idToken"]["idToken"] == "GOOD1"
+                status = json.loads((await sim_async(config, "status")).stdout)["evses"]["1"]
+                assert status["contactor_closed"] is False
+            finally:
+                await agent.kill()
+            assert csms.schema_errors == []
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_remote_start_with_authorize_remote_start(tmp_path):
+    async def main():
+        async with Csms(passwords={STATION: PASSWORD}) as csms:
+            csms.responders["Authorize"] = lambda p: {"idTokenInfo": {
+                "status": "Invalid" if p["idToken"]["idToken"] == "NOPE" else "Accepted"}}
+            config, agent, link = await session_setup(csms, tmp_path)
+            try:
+                await link.call("SetVariables", {"setVariableData": [{
+                    "component": {"name": "AuthCtrlr"}, "variable": {"name": "AuthorizeRemoteStart"},
+                    "attributeValue": "true"}]})
+                answer = await link.call("RequestStartTransaction", {
+                    "idToken": {"idToken": "NOPE", "type": "eMAID"}, "remoteStartId": 1, "evseId": 1})
+                assert answer["status"] == "Rejected"
+                answer = await link.call("RequestStartTransaction", {
+                    "idToken": {"idToken": "YES", "type": "eMAID"}, "remoteStartId": 2, "evseId": 1})
+                assert answer["status"] == "Accepted"
+                await link.expect_call("Authorize", timeout=10,
+                                       where=lambda p: p["idToken"]["idToken"] == "YES")
+                await sim_async(config, "plug", "1")
+                started = await link.expect_call("TransactionEvent", timeout=10,
+                                                 where=lambda p: p["eventType"] == "Started")
+                assert started["transactionInfo"]["remoteStartId"] == 2
+            finally:
+                await agent.kill()
+            assert csms.schema_errors == []
+    asyncio.run(asyncio.wait_for(main(), 60))
