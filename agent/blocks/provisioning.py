@@ -128,6 +128,8 @@ class Provisioning:
                 return
             self.registration = status
             await self._clock.sleep(interval if interval > 0 else DEFAULT_RETRY_S)
+            if self.registration == "Accepted":
+                return  # a triggered BootNotification was Accepted meanwhile
 
     def _accepted(self, interval: int) -> None:
         self.registration = "Accepted"
@@ -216,3 +218,29 @@ class Provisioning:
         log.warning("Reset of EVSE %d requested by the CSMS", evse_id)
         await self._reset_evse(evse_id)
 
+
+    # -- TriggerMessage (F06), for the remote control block ---------------------------------
+
+    async def trigger_boot(self) -> None:
+        """Send a BootNotification (reason Triggered) now, at the CSMS's request: a
+        Pending station may be asked for one (B02). An Accepted answer registers the
+        station as at boot. Once Accepted, the trigger is Rejected before this is called
+        (F06.FR.17); while Rejected the CSMS cannot ask (B03.FR.08, errata 2023-12)."""
+        answer = await self._link.call(
+            "BootNotification",
+            {"reason": "Triggered", "chargingStation": self._identity.payload()},
+            before_accepted=True, wait=False)
+        self._take_time(answer["currentTime"])
+        status, interval = answer["status"], answer["interval"]
+        log.info("triggered BootNotification: %s (interval %s s)", status, interval)
+        if status == "Accepted":
+            if self.registration != "Accepted":
+                self._accepted(interval)
+        else:
+            self.registration = status
+
+    async def trigger_heartbeat(self) -> None:
+        """Send a Heartbeat now, at the CSMS's request (F06), registered or not; the
+        answer sets the clock as any Heartbeat's does."""
+        answer = await self._link.call("Heartbeat", {}, before_accepted=True, wait=False)
+        self._take_time(answer["currentTime"])
