@@ -2,6 +2,7 @@
 marked offline where they were created offline. Time on the injectable clock."""
 
 import asyncio
+import contextlib
 import json
 
 from agent.clock import ManualClock
@@ -15,17 +16,27 @@ from tests.test_sim_agent import sim_async, wait_for_socket
 STATION = "CS-TEST"
 
 
+@contextlib.asynccontextmanager
+async def in_process_agent(tmp_path, csms):
+    """The daemon in this process on a ManualClock, registered, its control socket up."""
+    path = write_config(tmp_path, csms.url)
+    clock = ManualClock()
+    stop = asyncio.Event()
+    daemon = asyncio.ensure_future(run_daemon(load_config(path), stop, clock=clock))
+    try:
+        link = await csms.wait_station(STATION, timeout=10)
+        await link.expect_call("StatusNotification", timeout=10)
+        await wait_for_socket(path)
+        yield path, clock, link
+    finally:
+        stop.set()
+        await asyncio.wait_for(daemon, 10)
+
+
 def test_transaction_across_an_outage(tmp_path):
     async def main():
         async with Csms(passwords={STATION: PASSWORD}) as csms:
-            path = write_config(tmp_path, csms.url)
-            clock = ManualClock()
-            stop = asyncio.Event()
-            daemon = asyncio.ensure_future(run_daemon(load_config(path), stop, clock=clock))
-            try:
-                link = await csms.wait_station(STATION, timeout=10)
-                await link.expect_call("StatusNotification", timeout=10)
-                await wait_for_socket(path)
+            async with in_process_agent(tmp_path, csms) as (path, clock, link):
                 await sim_async(path, "plug", "1")
                 await link.call("RequestStartTransaction", {
                     "idToken": {"idToken": "R1", "type": "Central"}, "remoteStartId": 1, "evseId": 1})
@@ -62,9 +73,6 @@ def test_transaction_across_an_outage(tmp_path):
                 offline = [p for p in again.calls("TransactionEvent")]
                 assert offline and all(p.get("offline") is True for p in offline)
                 assert any(p["triggerReason"] == "MeterValuePeriodic" for p in offline)
-            finally:
-                stop.set()
-                await asyncio.wait_for(daemon, 10)
             assert csms.schema_errors == []
     asyncio.run(asyncio.wait_for(main(), 60))
 
@@ -72,14 +80,7 @@ def test_transaction_across_an_outage(tmp_path):
 def test_authorization_expires_after_ev_connection_timeout(tmp_path):
     async def main():
         async with Csms(passwords={STATION: PASSWORD}) as csms:
-            path = write_config(tmp_path, csms.url)
-            clock = ManualClock()
-            stop = asyncio.Event()
-            daemon = asyncio.ensure_future(run_daemon(load_config(path), stop, clock=clock))
-            try:
-                link = await csms.wait_station(STATION, timeout=10)
-                await link.expect_call("StatusNotification", timeout=10)
-                await wait_for_socket(path)
+            async with in_process_agent(tmp_path, csms) as (path, clock, link):
                 await sim_async(path, "swipe", "CARD1")
                 await link.expect_call("Authorize", timeout=10)
                 await quiet()
@@ -94,7 +95,4 @@ def test_authorization_expires_after_ev_connection_timeout(tmp_path):
                 status = json.loads((await sim_async(path, "status")).stdout)["evses"]["1"]
                 assert status["offered_current_a"] is None, "the authorization had expired"
                 assert link.calls("TransactionEvent") == []
-            finally:
-                stop.set()
-                await asyncio.wait_for(daemon, 10)
     asyncio.run(asyncio.wait_for(main(), 60))
