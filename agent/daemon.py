@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import logging
 import time
 from typing import Any, Callable, Literal
@@ -76,6 +77,18 @@ def station_spec(config: Config) -> StationSpec:
                     for e in config.evses),
         security_profile=config.csms.security_profile, identity=config.station.id,
         features=frozenset({FEATURE_AUTH_CACHE}))
+
+
+def tls_context(config: Config) -> ssl.SSLContext:
+    """TLS for security profiles 2 and 3: the CSMS certificate must chain to the configured
+    root(s) and match the host name; TLS 1.2 at least. (Issue 5 adds the installed
+    CSMSRootCertificates, cipher limits and the client certificate rules.)"""
+    context = ssl.create_default_context(
+        cafile=str(config.csms.ca_file) if config.csms.ca_file else None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if config.csms.security_profile == 3 and config.csms.cert_file and config.csms.key_file:
+        context.load_cert_chain(str(config.csms.cert_file), str(config.csms.key_file))
+    return context
 
 
 def seed_first_start(store: Store, model: DeviceModel, config: Config) -> None:
@@ -167,8 +180,9 @@ class Runtime:
         password = None
         if profile.get("securityProfile", 1) in (1, 2):
             password = self.model.get_str("SecurityCtrlr", "BasicAuthPassword") or None
-        return Endpoint(url=profile.get("url", self.config.csms.url),
-                        station_id=self.config.station.id, password=password)
+        url = profile.get("url", self.config.csms.url)
+        return Endpoint(url=url, station_id=self.config.station.id, password=password,
+                        ssl_context=tls_context(self.config) if url.startswith("wss:") else None)
 
     def request_restart(self) -> None:
         if self._outcome is not None and not self._outcome.done():
