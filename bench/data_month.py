@@ -1,0 +1,228 @@
+"""Bytes at IP level for a month of typical use, security profile 2 (target <= 5 MB).
+
+DESIGN.md's month: 1 EVSE, 4 sessions a day of 2 h, sampled meter values every 60 s while
+charging, clock-aligned values every 15 min, the default keep-alive policy, one reconnect a
+day. The daemon (the same `run_daemon` as `station-agent run`, mock hardware) runs in this
+process on the injectable clock, so a month passes in minutes; it talks wss:// with HTTP
+Basic auth to the CSMS peer through a counting TCP proxy on loopback:
+
+- TLS bytes are counted exactly as they cross the proxy (WebSocket framing, permessage-
+  deflate and TLS records included);
+- TCP/IP headers are added per segment: every chunk the proxy reads counts as one segment
+  with 52 bytes of IPv4+TCP header (timestamps option on); pure ACKs are modelled as one
+  per request/answer exchange (the answer carries the ACK of the request, the ACK of the
+  answer goes alone), i.e. as many as the chunks of the busier direction; each connection
+  adds its handshake and close (7 segments).
+
+    .venv/bin/python bench/data_month.py [--days 30] [--heartbeat-interval 86400]
+
+--heartbeat-interval is what the CSMS answers in BootNotification (OCPP makes it the
+station's HeartbeatInterval); the station sends a Heartbeat only after that long without
+any other CALL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import ssl  # noqa: E402
+
+import agent.daemon as daemon_module  # noqa: E402
+from agent.clock import ManualClock  # noqa: E402
+from agent.config import load_config  # noqa: E402
+from agent.demo.csms import Csms  # noqa: E402
+
+STATION = "CS-MONTH"
+PASSWORD = "month-password-000001"
+HEADER = 52          # IPv4 20 + TCP 20 + timestamps option 12
+CONNECTION_SEGMENTS = 7  # SYN, SYN-ACK, ACK, FIN, ACK, FIN, ACK
+SESSION_HOURS = (6, 11, 16, 20)
+RECONNECT_HOUR = 3
+
+
+def make_certs(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 (openssl CLI)."""
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=bench-ca", "-days", "2",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")
+    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext")
+    return directory / "ca.pem", directory / "server.pem", directory / "server.key"
+
+
+@dataclass
+class Counts:
+    up: int = 0
+    down: int = 0
+    up_segments: int = 0
+    down_segments: int = 0
+    connections: int = 0
+
+    @property
+    def segments(self) -> int:
+        return self.up_segments + self.down_segments
+
+    @property
+    def ip_bytes(self) -> int:
+        acks = max(self.up_segments, self.down_segments)
+        return (self.up + self.down + (self.segments + acks) * HEADER
+                + self.connections * CONNECTION_SEGMENTS * HEADER)
+
+
+class CountingProxy:
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.counts = Counts()
+        self.port = 0
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.counts.connections += 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, up: bool) -> None:
+            try:
+                while chunk := await src.read(65536):
+                    if up:
+                        self.counts.up += len(chunk)
+                        self.counts.up_segments += 1
+                    else:
+                        self.counts.down += len(chunk)
+                        self.counts.down_segments += 1
+                    dst.write(chunk)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
+
+
+def config_text(url: str, ca: Path, storage: Path) -> str:
+    return (f'[station]\nid = "{STATION}"\nvendor = "Example"\nmodel = "AC-22"\n\n'
+            f'[csms]\nurl = "{url}"\nsecurity_profile = 2\npassword = "{PASSWORD}"\n'
+            f'ca_file = "{ca}"\n\n[storage]\ndir = "{storage}"\n\n[hal]\ndriver = "mock"\n\n'
+            "[[evse]]\nid = 1\nmax_current_a = 16\nphases = 3\n")
+
+
+async def main(days: int, heartbeat_interval: int, ping_interval: int | None) -> None:
+    logging.disable(logging.WARNING)
+    captured: dict[str, object] = {}
+    build_hardware, runtime_init = daemon_module.build_hardware, daemon_module.Runtime.__init__
+
+    def capture_hardware(config, clock):  # type: ignore[no-untyped-def]
+        captured["hw"] = build_hardware(config, clock)
+        return captured["hw"]
+
+    def capture_runtime(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        runtime_init(self, *args, **kwargs)
+        captured["rt"] = self
+
+    daemon_module.build_hardware = capture_hardware
+    daemon_module.Runtime.__init__ = capture_runtime  # type: ignore[method-assign]
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        ca, cert, key = make_certs(directory)
+        server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_tls.load_cert_chain(cert, key)
+        start = datetime(2026, 3, 1, tzinfo=timezone.utc)
+        clock = ManualClock(start)
+        async with Csms(passwords={STATION: PASSWORD}, ssl_context=server_tls,
+                        heartbeat_interval=heartbeat_interval, now=clock.now) as csms:
+            proxy = CountingProxy(csms.port)
+            await proxy.start()
+            path = directory / "month.toml"
+            path.write_text(config_text(f"wss://127.0.0.1:{proxy.port}/ocpp", ca, directory / "state"))
+            stop = asyncio.Event()
+            daemon = asyncio.ensure_future(daemon_module.run_daemon(load_config(path), stop, clock=clock))
+            link = await csms.wait_station(STATION, timeout=10)
+            await link.expect_call("StatusNotification", timeout=10)
+            rt, mock = captured["rt"], captured["hw"].mock  # type: ignore[attr-defined]
+            if ping_interval is not None:
+                from agent.model.types import Component, Variable
+                rt.model.set(Component("OCPPCommCtrlr"), Variable("WebSocketPingInterval"),
+                             str(ping_interval))
+            ping = rt.model.get_int("OCPPCommCtrlr", "WebSocketPingInterval")
+
+            async def settle() -> None:
+                # Real I/O after each step: wait until the station is connected and idle.
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    session = rt.link.session
+                    if (rt.link.connected and session is not None and session._pending is None
+                            and rt.outbox.pending() == 0):
+                        for _ in range(5):
+                            await asyncio.sleep(0)
+                        if session._pending is None and rt.outbox.pending() == 0:
+                            return
+                    await asyncio.sleep(0.001)
+
+            wall = time.perf_counter()
+            card = 0
+            for minute in range(days * 24 * 60):
+                hour, minute_of_hour = divmod(minute % (24 * 60), 60)
+                if minute_of_hour == 0 and hour in SESSION_HOURS:
+                    card += 1
+                    mock.swipe(f"{card:08X}", evse_id=1)
+                    await settle()
+                    mock.plug(1)
+                if minute_of_hour == 0 and (hour - 2) in SESSION_HOURS:
+                    mock.unplug(1)
+                if minute_of_hour == 0 and hour == RECONNECT_HOUR:
+                    await csms.links[STATION][-1].close()
+                await settle()
+                await clock.advance(60)
+                await settle()
+            wall = time.perf_counter() - wall
+            stop.set()
+            await daemon
+            counts = proxy.counts
+            events = sum(len(l.calls("TransactionEvent")) for l in csms.links[STATION])
+            heartbeats = sum(len(l.calls("Heartbeat")) for l in csms.links[STATION])
+            meter_values = sum(len(l.calls("MeterValues")) for l in csms.links[STATION])
+            await proxy.stop()
+    total = counts.ip_bytes
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"HeartbeatInterval {heartbeat_interval} s (from the CSMS), WebSocketPingInterval {ping} s")
+    print(f"simulated {days} days in {wall:.0f} s: {card} sessions, {events} TransactionEvents, "
+          f"{meter_values} MeterValues, {heartbeats} Heartbeats, {counts.connections} connections")
+    print(f"TLS bytes up {counts.up:,}, down {counts.down:,}; {counts.segments:,} segments")
+    print(f"at IP level: {total:,} bytes = {total / 1e6:.2f} MB "
+          f"({total / (days * 24 * 60):.0f} B a minute); per 30 days: {total / days * 30 / 1e6:.2f} MB")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--heartbeat-interval", type=int, default=86400)
+    parser.add_argument("--ping-interval", type=int, default=None,
+                        help="WebSocketPingInterval to set first (default: the agent's default)")
+    args = parser.parse_args()
+    asyncio.run(main(args.days, args.heartbeat_interval, args.ping_interval))
