@@ -6,11 +6,9 @@ ends when a configured stop point that had been reached is lost (E01-E07 with th
 errata). Every event is committed together with the transaction's new state and handed
 to the durable outbox in the same store transaction, so seqNo never has a gap and
 nothing is lost on `kill -9` (see transaction_state.py). A transaction found open at
-start-up ended with the power (E?: stoppedReason PowerLoss).
+start-up ended with the power: stoppedReason PowerLoss.
 
-Charging control, the same rules on every board: offer current (pilot PWM) only while
-plugged, authorized, operative and fault-free; close the contactor only while offering
-and the EV asks for power (state C/D); open it otherwise.
+The charging rules that drive pilot and contactor are in charging.py.
 """
 
 from __future__ import annotations
@@ -21,9 +19,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from hal.api import ContactorState, MeterReading
+from hal.api import MeterReading
 
-from agent.blocks.authorization import Authorization as AuthorizationBlock
+from agent.blocks import charging
+from agent.blocks.authorization import Authorization
 from agent.blocks.authorization import same_id_token
 from agent.blocks.metering import TxMeterSampler
 from agent.blocks.transaction_state import Transaction, TransactionStore
@@ -40,7 +39,7 @@ ReadingSource = Callable[[int], "MeterReading | None"]   # the EVSE meter's late
 
 
 @dataclass
-class Authorization:
+class Grant:
     """A token accepted for an EVSE, before or during its transaction."""
     id_token: dict[str, Any]
     info: dict[str, Any]
@@ -51,7 +50,7 @@ class Authorization:
 class Transactions:
     def __init__(self, *, link: Any, router: Router, model: Any, clock: Clock, store: Store,
                  outbox: Outbox, station: Station, hardware: Hardware,
-                 authorization: AuthorizationBlock, reading: ReadingSource) -> None:
+                 authorization: Authorization, reading: ReadingSource) -> None:
         self._link = link
         self._model = model
         self._clock = clock
@@ -66,7 +65,7 @@ class Transactions:
         self._samplers: dict[int, TxMeterSampler] = {
             evse_id: TxMeterSampler.restore(model, tx.extra["sampler"])
             for evse_id, tx in self.open.items() if "sampler" in tx.extra}
-        self._auth: dict[int, Authorization] = {}
+        self._auth: dict[int, Grant] = {}
         self._points: dict[int, set[str]] = {e: set() for e in station.evses}
         self._changed = asyncio.Event()
         self.on_ended: list[Callable[[int], None]] = []
@@ -165,7 +164,7 @@ class Transactions:
                     or self._authorization.is_master_pass(decision.info)):
                 self._stop_by_token(evse_id, id_token)
             return
-        self._auth[evse_id] = Authorization(id_token, decision.info, since=self._clock.monotonic())
+        self._auth[evse_id] = Grant(id_token, decision.info, since=self._clock.monotonic())
         if tx is not None:
             tx.authorized = True
             tx.id_token = id_token
@@ -198,22 +197,6 @@ class Transactions:
 
     # -- the core -------------------------------------------------------------------------
 
-    def _reached(self, evse_id: int) -> set[str]:
-        hw = self._hardware.evses[evse_id]
-        connector = self._station.evses[evse_id].connectors[1]
-        points = set()
-        if connector.plugged:
-            points.add("EVConnected")
-        if evse_id in self._auth:
-            points.add("Authorized")
-        contactor = hw.devices.contactor
-        if contactor is not None and contactor.state is ContactorState.CLOSED:
-            points.add("PowerPathClosed")
-            meter = hw.devices.meter
-            if meter is not None and meter.latest and (meter.latest.power_w or 0) > 0:
-                points.add("EnergyTransfer")
-        return points
-
     async def _evaluate(self, evse_id: int) -> None:
         now = self._clock.monotonic()
         auth = self._auth.get(evse_id)
@@ -225,7 +208,8 @@ class Transactions:
             log.info("EVSE %d: no cable within EVConnectionTimeOut; authorization dropped", evse_id)
             self._auth.pop(evse_id)
             auth = None
-        reached = self._reached(evse_id)
+        hw, evse = self._hardware.evses[evse_id], self._station.evses[evse_id]
+        reached = charging.reached_points(hw, evse, auth is not None)
         before = self._points[evse_id]
         self._points[evse_id] = reached
         start = set(self._model.get_list("TxCtrlr", "TxStartPoint"))
@@ -243,12 +227,12 @@ class Transactions:
                 self._auth.pop(evse_id, None)
                 self._end(evse_id, trigger, reason)
                 tx = None
-        await self._control(evse_id, connector.plugged and auth is not None)
+        await charging.apply(hw, evse, auth is not None)
         if tx is not None:
             self._follow_charging_state(tx)
             self._sample_if_due(tx)
 
-    def _start(self, evse_id: int, new_points: set[str], auth: Authorization | None) -> Transaction:
+    def _start(self, evse_id: int, new_points: set[str], auth: Grant | None) -> Transaction:
         tx = Transaction(id=str(uuid.uuid4()), evse_id=evse_id,
                          started_monotonic=self._clock.monotonic())
         if auth is not None:
@@ -290,20 +274,9 @@ class Transactions:
             callback(evse_id)
 
     def _charging_state(self, evse_id: int, ending: bool = False) -> str:
-        hw = self._hardware.evses[evse_id]
-        connector = self._station.evses[evse_id].connectors[1]
-        if not connector.plugged:
-            return "Idle"
-        pilot = hw.devices.pilot
-        contactor = hw.devices.contactor
-        closed = contactor is not None and contactor.state is ContactorState.CLOSED
-        if closed and pilot is not None and pilot.state.wants_power:
-            meter = hw.devices.meter
-            flowing = meter is None or meter.latest is None or (meter.latest.power_w or 0) > 0
-            return "Charging" if flowing else "SuspendedEV"
-        if evse_id in self._auth and not ending:
-            return "SuspendedEV" if pilot is not None and pilot.offered_a else "SuspendedEVSE"
-        return "EVConnected"
+        authorized = evse_id in self._auth and not ending
+        return charging.charging_state(self._hardware.evses[evse_id],
+                                       self._station.evses[evse_id], authorized)
 
     def _follow_charging_state(self, tx: Transaction) -> None:
         state = self._charging_state(tx.evse_id)
@@ -324,24 +297,6 @@ class Transactions:
                         droppable=True)
         else:
             self._save(tx)  # the schedule moved on: keep it across a restart
-
-    async def _control(self, evse_id: int, allowed: bool) -> None:
-        hw = self._hardware.evses[evse_id]
-        evse = self._station.evses[evse_id]
-        connector = evse.connectors[1]
-        allowed = allowed and connector.operative and not connector.faulted and not hw.faults
-        pilot, contactor = hw.devices.pilot, hw.devices.contactor
-        if pilot is not None:
-            offer = evse.max_current_a if allowed else None
-            if pilot.offered_a != offer:
-                await pilot.offer(offer)
-        if contactor is not None:
-            wants = pilot is None or pilot.state.wants_power
-            closed = contactor.state is ContactorState.CLOSED
-            if allowed and wants and not closed:
-                await contactor.close()
-            elif not (allowed and wants) and closed:
-                await contactor.open()
 
     # -- events ---------------------------------------------------------------------------
 
@@ -404,7 +359,7 @@ class Transactions:
             info = decision.info
         else:
             info = {"status": "Accepted"}
-        self._auth[evse_id] = Authorization(id_token, info, request["remoteStartId"],
+        self._auth[evse_id] = Grant(id_token, info, request["remoteStartId"],
                                             self._clock.monotonic())
         self._poke()
         return {"status": "Accepted"}

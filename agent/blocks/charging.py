@@ -1,0 +1,72 @@
+"""What an EVSE's hardware says and what it is told: the charging rules of block E.
+
+Kept apart from the transaction bookkeeping so the safety-relevant rules read in one
+place and are the same on every board:
+- offer current (pilot PWM) only while plugged in, authorized, operative and fault-free;
+- close the contactor only while offering and the EV asks for power (state C/D);
+- open it otherwise.
+"""
+
+from __future__ import annotations
+
+from hal.api import ContactorState
+from hal.evse import EvseHardware
+
+from agent.station import Evse
+
+
+def _closed(hw: EvseHardware) -> bool:
+    contactor = hw.devices.contactor
+    return contactor is not None and contactor.state is ContactorState.CLOSED
+
+
+def _power_flows(hw: EvseHardware, unknown: bool) -> bool:
+    meter = hw.devices.meter
+    if meter is None or meter.latest is None or meter.latest.power_w is None:
+        return unknown
+    return meter.latest.power_w > 0
+
+
+def reached_points(hw: EvseHardware, evse: Evse, authorized: bool) -> set[str]:
+    """The TxStartPoint/TxStopPoint points this EVSE is at now."""
+    points = set()
+    if evse.connectors[1].plugged:
+        points.add("EVConnected")
+    if authorized:
+        points.add("Authorized")
+    if _closed(hw):
+        points.add("PowerPathClosed")
+        if _power_flows(hw, unknown=False):
+            points.add("EnergyTransfer")
+    return points
+
+
+def charging_state(hw: EvseHardware, evse: Evse, authorized: bool) -> str:
+    """ChargingStateEnumType of the EVSE."""
+    if not evse.connectors[1].plugged:
+        return "Idle"
+    pilot = hw.devices.pilot
+    if _closed(hw) and pilot is not None and pilot.state.wants_power:
+        return "Charging" if _power_flows(hw, unknown=True) else "SuspendedEV"
+    if authorized:
+        # Offered but the EV does not draw: the EV suspends; not offered: we do.
+        return "SuspendedEV" if pilot is not None and pilot.offered_a else "SuspendedEVSE"
+    return "EVConnected"
+
+
+async def apply(hw: EvseHardware, evse: Evse, authorized: bool) -> None:
+    """Drive pilot and contactor by the rules above."""
+    connector = evse.connectors[1]
+    allowed = (authorized and connector.plugged and connector.operative
+               and not connector.faulted and not hw.faults)
+    pilot, contactor = hw.devices.pilot, hw.devices.contactor
+    if pilot is not None:
+        offer = evse.max_current_a if allowed else None
+        if pilot.offered_a != offer:
+            await pilot.offer(offer)
+    if contactor is not None:
+        wants = allowed and (pilot is None or pilot.state.wants_power)
+        if wants and not _closed(hw):
+            await contactor.close()
+        elif not wants and _closed(hw):
+            await contactor.open()
