@@ -214,6 +214,7 @@ class Runtime:
             stopper.cancel()
             await _cancel_all(tasks)
         self.bridge.close()
+        self.transactions.close()
         if outcome == "stop":
             self.store.set_meta(CLEAN_STOP, "1")
         return outcome

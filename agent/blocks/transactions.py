@@ -73,8 +73,8 @@ class Transactions:
         router.register("RequestStopTransaction", self._on_request_stop)
         router.register("GetTransactionStatus", self._on_get_status)
         outbox.on_answer("TransactionEvent", self._on_event_answer)
-        for evse_id, hw in hardware.evses.items():
-            hw.subscribe(lambda evse_id=evse_id: self._poke())
+        for hw in hardware.evses.values():
+            hw.subscribe(self._poke)
         station.subscribe(lambda evse, conn, status: self._poke())
 
     # -- what other blocks ask ------------------------------------------------------------
@@ -87,6 +87,11 @@ class Transactions:
     def transaction_id(self, evse_id: int) -> str | None:
         tx = self.open.get(evse_id)
         return tx.id if tx else None
+
+    def close(self) -> None:
+        """Detach from the hardware, which outlives this runtime (Reset)."""
+        for hw in self._hardware.evses.values():
+            hw.unsubscribe(self._poke)
 
     # -- start-up -------------------------------------------------------------------------
 
