@@ -8,6 +8,7 @@ from tests.harness import PASSWORD, AgentProcess, write_config
 from tests.test_sim_agent import sim_async, wait_for_socket
 
 STATION = "CS-TEST"
+ROUNDS = 10  # kill -9 moments per run of the power-cut test
 
 
 def tx_events(link):
@@ -102,7 +103,7 @@ def test_kill_9_during_a_transaction_loses_nothing(tmp_path):
         rng = random.Random(7)
         async with Csms(passwords={STATION: PASSWORD}) as csms:
             config = write_config(tmp_path, csms.url)
-            for round_ in range(4):
+            for round_ in range(ROUNDS):
                 agent = await AgentProcess(config).start()
                 link = await csms.wait_station(STATION, timeout=10,
                                                after=csms.links[STATION][-1] if csms.links.get(STATION) else None)
@@ -127,7 +128,7 @@ def test_kill_9_during_a_transaction_loses_nothing(tmp_path):
             by_tx = {}
             for p in events:
                 by_tx.setdefault(p["transactionInfo"]["transactionId"], []).append(p["seqNo"])
-            assert len(by_tx) == 4
+            assert len(by_tx) == ROUNDS
             for seqs in by_tx.values():
                 # Every seqNo arrives; a repeat is allowed only as a retry of the same one.
                 assert sorted(set(seqs)) == list(range(max(seqs) + 1))
@@ -192,6 +193,40 @@ def test_remote_start_with_authorize_remote_start(tmp_path):
                 started = await link.expect_call("TransactionEvent", timeout=10,
                                                  where=lambda p: p["eventType"] == "Started")
                 assert started["transactionInfo"]["remoteStartId"] == 2
+            finally:
+                await agent.kill()
+            assert csms.schema_errors == []
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_transaction_from_plug_in_when_tx_start_point_is_ev_connected(tmp_path):
+    async def main():
+        async with Csms(passwords={STATION: PASSWORD}) as csms:
+            config, agent, link = await session_setup(csms, tmp_path)
+            try:
+                await link.call("SetVariables", {"setVariableData": [{
+                    "component": {"name": "TxCtrlr"}, "variable": {"name": "TxStartPoint"},
+                    "attributeValue": "EVConnected"}]})
+                await sim_async(config, "plug", "1")
+                started = await link.expect_call("TransactionEvent", timeout=10,
+                                                 where=lambda p: p["eventType"] == "Started")
+                assert started["triggerReason"] == "CablePluggedIn"
+                assert "idToken" not in started
+                assert started["transactionInfo"]["chargingState"] == "EVConnected"
+                status = json.loads((await sim_async(config, "status")).stdout)["evses"]["1"]
+                assert status["offered_current_a"] is None, "no energy before authorization"
+                await sim_async(config, "swipe", "CARD9")
+                authorized = await link.expect_call("TransactionEvent", timeout=10, where=lambda p: (
+                    p["eventType"] == "Updated" and p["triggerReason"] == "Authorized"))
+                assert authorized["idToken"]["idToken"] == "CARD9"
+                await link.expect_call("TransactionEvent", timeout=10, where=lambda p: (
+                    p["transactionInfo"]["chargingState"] == "Charging"))
+                await sim_async(config, "unplug", "1")
+                ended = await link.expect_call("TransactionEvent", timeout=10,
+                                               where=lambda p: p["eventType"] == "Ended")
+                assert ended["transactionInfo"]["stoppedReason"] == "EVDisconnected"
+                seqs = [p["seqNo"] for p in tx_events(link)]
+                assert seqs == list(range(len(seqs)))
             finally:
                 await agent.kill()
             assert csms.schema_errors == []
