@@ -29,12 +29,13 @@ class Transaction:
     seq_no: int = 0                       # the next event's seqNo
     charging_state: str = "EVConnected"   # ChargingStateEnumType last reported
     id_token: dict[str, Any] | None = None
-    group_id_token: dict[str, Any] | None = None
     remote_start_id: int | None = None
-    started_monotonic: float = 0.0        # for TxUpdatedInterval sampling (not after a restart)
-    authorized: bool = False
-    offline_unknown: bool = False         # started offline for a token nobody vouched for
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. the meter sampler's state
+
+    @property
+    def authorized(self) -> bool:
+        """A token was accepted for it (it may have started on plug-in without one)."""
+        return self.id_token is not None
 
     def next_seq(self) -> int:
         seq = self.seq_no

@@ -171,7 +171,6 @@ class Transactions:
             return
         self._auth[evse_id] = Grant(id_token, decision.info, since=self._clock.monotonic())
         if tx is not None:
-            tx.authorized = True
             tx.id_token = id_token
             self._event(tx, "Updated", "Authorized", id_token=id_token)
         self._poke()
@@ -238,12 +237,9 @@ class Transactions:
             self._sample_if_due(tx)
 
     def _start(self, evse_id: int, new_points: set[str], auth: Grant | None) -> Transaction:
-        tx = Transaction(id=str(uuid.uuid4()), evse_id=evse_id,
-                         started_monotonic=self._clock.monotonic())
+        tx = Transaction(id=str(uuid.uuid4()), evse_id=evse_id)
         if auth is not None:
-            tx.authorized = True
             tx.id_token = auth.id_token
-            tx.group_id_token = auth.info.get("groupIdToken")
             tx.remote_start_id = auth.remote_start_id
         if auth is not None and auth.remote_start_id is not None and "Authorized" in new_points:
             trigger = "RemoteStart"
