@@ -10,7 +10,8 @@ def test_demo_shows_boot_and_a_charging_session_then_stops():
     assert result.returncode == 0, result.stderr
     out = result.stdout
     for needed in ('"BootNotification"', '"StatusNotification"', '"Heartbeat"',
-                   '"GetVariables"', '"NotifyReport"', '"Authorize"', '"eventType":"Started"',
-                   '"MeterValuePeriodic"', '"eventType":"Ended"', "agent stopped (exit 0)"):
+                   '"GetVariables"', '"NotifyReport"', '"Authorize"', "TransactionEvent Started #0",
+                   "trigger MeterValuePeriodic", "TransactionEvent Ended", "stopped EVDisconnected",
+                   "agent stopped (exit 0)"):
         assert needed in out
     assert "schema problems" not in out

@@ -23,7 +23,8 @@ SAMPLE_S = 2
 
 
 class Printer:
-    """One line per frame: who sent it, the time since start, the JSON (shortened)."""
+    """One line per frame: who sent it, the time since start, the JSON (shortened), or for
+    a TransactionEvent a readable summary (event, trigger, state, meter)."""
 
     def __init__(self, out: TextIO, width: int = 160) -> None:
         self.out = out
@@ -32,12 +33,41 @@ class Printer:
 
     def frame(self, station_id: str, direction: str, text: str) -> None:
         arrow = "station -> CSMS" if direction == "in" else "CSMS -> station"
+        summary = _transaction_summary(text)
+        if summary:
+            self.say(f"{arrow}  {summary}")
+            return
         if len(text) > self.width:
             text = text[: self.width - 3] + "..."
         self.say(f"{arrow}  {text}")
 
     def say(self, line: str) -> None:
         print(f"{time.monotonic() - self.start:6.2f}s  {line}", file=self.out, flush=True)
+
+
+def _transaction_summary(text: str) -> str | None:
+    """A TransactionEvent in one readable line: what happened and the meter reading."""
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return None
+    if not (isinstance(message, list) and len(message) == 4 and message[2] == "TransactionEvent"):
+        return None
+    event = message[3]
+    info = event.get("transactionInfo", {})
+    energy = [v["value"] for mv in event.get("meterValue", []) for v in mv.get("sampledValue", [])
+              if v.get("measurand", "Energy.Active.Import.Register") == "Energy.Active.Import.Register"]
+    parts = [f"TransactionEvent {event.get('eventType')} #{event.get('seqNo')}",
+             f"trigger {event.get('triggerReason')}", f"state {info.get('chargingState')}"]
+    if "stoppedReason" in info:
+        parts.append(f"stopped {info['stoppedReason']}")
+    if "idToken" in event:
+        parts.append(f"token {event['idToken'].get('idToken')}")
+    if energy:
+        parts.append(f"meter {energy[-1]} Wh")
+    if event.get("offline"):
+        parts.append("offline")
+    return ", ".join(parts) + f"  (tx {str(info.get('transactionId', ''))[:8]})"
 
 
 def _config(directory: Path, url: str) -> Path:
