@@ -174,9 +174,7 @@ def _missing(prefix: str, key: str) -> _Invalid:
 
 def _str(table: dict, prefix: str, key: str, *, required: bool, secret: bool = False) -> str | None:
     name = _join(prefix, key)
-    if key not in table:
-        if required:
-            raise _missing(prefix, key)
+    if not _given(table, prefix, key, required):
         return None
     value = table[key]
     if not isinstance(value, str):
@@ -200,11 +198,18 @@ def _text(table: dict, prefix: str, key: str, max_len: int, *, required: bool) -
     return value
 
 
+def _given(table: dict, prefix: str, key: str, required: bool) -> bool:
+    """Whether the key is there; a required one that is not is an error."""
+    if key in table:
+        return True
+    if required:
+        raise _missing(prefix, key)
+    return False
+
+
 def _int(table: dict, prefix: str, key: str, *, required: bool) -> int | None:
     name = _join(prefix, key)
-    if key not in table:
-        if required:
-            raise _missing(prefix, key)
+    if not _given(table, prefix, key, required):
         return None
     value = table[key]
     if isinstance(value, bool) or not isinstance(value, int):
@@ -214,9 +219,7 @@ def _int(table: dict, prefix: str, key: str, *, required: bool) -> int | None:
 
 def _number(table: dict, prefix: str, key: str, *, required: bool) -> float | None:
     name = _join(prefix, key)
-    if key not in table:
-        if required:
-            raise _missing(prefix, key)
+    if not _given(table, prefix, key, required):
         return None
     value = table[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -124,8 +124,9 @@ class Runtime:
         self.hardware = hardware
         self.bridge = HardwareBridge(self.station, hardware)
         self.router = Router()
+        self.comm = ModelCommSettings(self.model)
         self.link = ConnectionManager(endpoint=self._endpoint, router=self.router, clock=clock,
-                                      settings=ModelCommSettings(self.model), on_frame=on_frame)
+                                      settings=self.comm, on_frame=on_frame)
         boot_reason = decide_boot_reason(
             store.get_meta(PENDING_BOOT_REASON), _float(store.get_meta(LAST_START)),
             store.get_meta(CLEAN_STOP) == "1", system_boot_time())
@@ -193,8 +194,7 @@ class Runtime:
         # its status again. (Ending its transaction and re-initialising its hardware join
         # here once those exist.)
         self.station.set_operative(evse_id, False)
-        await self.availability.reported(timeout=self.model.get_int(
-            "OCPPCommCtrlr", "MessageTimeout", instance="Default"))
+        await self.availability.reported(timeout=self.comm.message_timeout())
         self.station.set_operative(evse_id, True)
 
     async def run(self, stop: asyncio.Event) -> Outcome:

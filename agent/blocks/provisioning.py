@@ -118,7 +118,7 @@ class Provisioning:
             except CallFailed as exc:
                 # No usable answer: try again after the message timeout, on this link.
                 log.warning("BootNotification failed: %s", exc)
-                await self._clock.sleep(self._message_timeout())
+                await self._clock.sleep(self._link.message_timeout())
                 continue
             self._take_time(answer["currentTime"])
             status, interval = answer["status"], answer["interval"]
@@ -148,9 +148,6 @@ class Provisioning:
         except ValueError:
             log.warning("CSMS sent an unreadable currentTime %r", text)
 
-    def _message_timeout(self) -> float:
-        return self._model.get_int("OCPPCommCtrlr", "MessageTimeout", instance="Default")
-
     # -- heartbeat ------------------------------------------------------------------
 
     def _on_variable(self, component: Any, variable: Any, attribute: str, value: str) -> None:
@@ -173,7 +170,7 @@ class Provisioning:
                 answer = await self._link.call("Heartbeat", {})
             except CallFailed as exc:
                 log.info("Heartbeat failed: %s", exc)
-                await self._clock.sleep(self._message_timeout())
+                await self._clock.sleep(self._link.message_timeout())
                 continue
             self._take_time(answer["currentTime"])
 

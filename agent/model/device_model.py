@@ -162,15 +162,23 @@ class DeviceModel:
 
     # -- the CSMS's view: GetVariables / SetVariables -------------------------------------
 
-    def get(self, component: Component, variable: Variable,
-            attribute: str = "Actual") -> GetResult:
+    def _attribute(self, component: Component, variable: Variable,
+                   attribute: str) -> tuple[VariableDefinition, AttributeDefinition] | str:
+        """The definition and attribute addressed, or the status saying why there is none."""
         found = self._find(component, variable)
         if isinstance(found, str):
-            return GetResult(found)
-        definition = found
-        attr = definition.attribute(_attribute_name(attribute))
+            return found
+        attr = found.attribute(_attribute_name(attribute))
         if attr is None:
-            return GetResult("NotSupportedAttributeType")
+            return "NotSupportedAttributeType"
+        return found, attr
+
+    def get(self, component: Component, variable: Variable,
+            attribute: str = "Actual") -> GetResult:
+        found = self._attribute(component, variable, attribute)
+        if isinstance(found, str):
+            return GetResult(found)
+        definition, attr = found
         if not attr.readable:
             return GetResult("Rejected", reason_code="WriteOnly",
                              additional_info=f"{definition} is write-only")
@@ -180,13 +188,10 @@ class DeviceModel:
 
     def set(self, component: Component, variable: Variable, value: str,
             attribute: str = "Actual") -> SetResult:
-        found = self._find(component, variable)
+        found = self._attribute(component, variable, attribute)
         if isinstance(found, str):
             return SetResult(found)
-        definition = found
-        attr = definition.attribute(_attribute_name(attribute))
-        if attr is None:
-            return SetResult("NotSupportedAttributeType")
+        definition, attr = found
         if not attr.writable:
             return SetResult("Rejected", "ReadOnly", f"{definition} is read-only")
         try:

@@ -70,6 +70,10 @@ class ConnectionManager:
     def connected(self) -> bool:
         return self.session is not None and not self.session.closed
 
+    def message_timeout(self) -> float:
+        """How long a CALL waits for its answer (MessageTimeout); also the retry pause."""
+        return self._settings.message_timeout()
+
     @property
     def last_call_sent(self) -> float:
         """Monotonic time of our last CALL; Heartbeat is skipped while others flow."""

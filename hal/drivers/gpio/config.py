@@ -37,6 +37,12 @@ def check_gpiod() -> None:
     load_gpiod()
 
 
+def check_device(chip_path: str) -> None:
+    """What every GPIO device needs before it can work: the bindings and its chip."""
+    check_gpiod()
+    check_chip_exists(chip_path)
+
+
 def line(settings: Mapping[str, Any], key: str, *, required: bool = True) -> int | None:
     value = settings.get(key)
     if value is None:

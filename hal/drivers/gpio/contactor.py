@@ -81,8 +81,7 @@ class GpioContactor(Contactor):
     @classmethod
     def check_config(cls, settings: Mapping[str, Any]) -> None:
         parsed = ContactorSettings.parse(settings)
-        config.check_gpiod()
-        config.check_chip_exists(parsed.chip)
+        config.check_device(parsed.chip)
 
     @classmethod
     def from_config(cls, settings: Mapping[str, Any], *, clock: Clock) -> GpioContactor:

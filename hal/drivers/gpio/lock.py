@@ -97,8 +97,7 @@ class GpioLock(ConnectorLock):
     @classmethod
     def check_config(cls, settings: Mapping[str, Any]) -> None:
         parsed = LockSettings.parse(settings)
-        config.check_gpiod()
-        config.check_chip_exists(parsed.chip)
+        config.check_device(parsed.chip)
 
     @classmethod
     def from_config(cls, settings: Mapping[str, Any], *, clock: Clock) -> GpioLock:

@@ -112,8 +112,7 @@ class GpioPilot(ControlPilot):
     @classmethod
     def check_config(cls, settings: Mapping[str, Any]) -> None:
         parsed = PilotSettings.parse(settings)
-        config.check_gpiod()
-        config.check_chip_exists(parsed.chip)
+        config.check_device(parsed.chip)
         pwm = SysfsPwm(Path(parsed.pwm_sysfs), parsed.pwm_chip, parsed.pwm_channel)
         if not pwm.chip_dir.is_dir():
             raise HalConfigError("pwm_chip", f"{pwm.chip_dir} does not exist; is the PWM "
