@@ -33,6 +33,7 @@ from agent.model.definitions import standard_definitions
 from agent.model.device_model import DeviceModel
 from agent.model.types import FEATURE_AUTH_CACHE, Component, EvseSpec, StationSpec, Variable
 from agent.ocpp.connection import ConnectionManager
+from agent.ocpp.keepalive import KeepAlivePolicy, MetaMemory
 from agent.ocpp.outbox import Outbox
 from agent.ocpp.session import Router
 from agent.ocpp.transport import Endpoint
@@ -126,7 +127,8 @@ class Runtime:
         self.router = Router()
         self.comm = ModelCommSettings(self.model)
         self.link = ConnectionManager(endpoint=self._endpoint, router=self.router, clock=clock,
-                                      settings=self.comm, on_frame=on_frame)
+                                      settings=self.comm, on_frame=on_frame,
+                                      keepalive=KeepAlivePolicy(MetaMemory(store)))
         boot_reason = decide_boot_reason(
             store.get_meta(PENDING_BOOT_REASON), _float(store.get_meta(LAST_START)),
             store.get_meta(CLEAN_STOP) == "1", system_boot_time())

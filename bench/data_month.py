@@ -15,6 +15,7 @@ Basic auth to the CSMS peer through a counting TCP proxy on loopback:
   adds its handshake and close (7 segments).
 
     .venv/bin/python bench/data_month.py [--days 30] [--heartbeat-interval 86400]
+                                         [--ping-interval S] [--nat-timeout S]
 
 --heartbeat-interval is what the CSMS answers in BootNotification (OCPP makes it the
 station's HeartbeatInterval); the station sends a Heartbeat only after that long without
@@ -88,8 +89,14 @@ class Counts:
 
 
 class CountingProxy:
-    def __init__(self, target_port: int) -> None:
+    """Counts bytes; with `nat_timeout`, also plays a NAT that forgets a connection idle
+    for longer than that (clock seconds): its later packets vanish, as on such networks."""
+
+    def __init__(self, target_port: int, clock: ManualClock | None = None,
+                 nat_timeout: float | None = None) -> None:
         self.target_port = target_port
+        self.clock = clock
+        self.nat_timeout = nat_timeout
         self.counts = Counts()
         self.port = 0
         self._server: asyncio.AbstractServer | None = None
@@ -105,10 +112,26 @@ class CountingProxy:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.counts.connections += 1
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        last = [self.clock.monotonic() if self.clock else 0.0]
+
+        def forgotten() -> bool:
+            if self.clock is None or self.nat_timeout is None:
+                return False
+            now = self.clock.monotonic()
+            if now - last[0] > self.nat_timeout:
+                return True
+            last[0] = now
+            return False
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, up: bool) -> None:
             try:
                 while chunk := await src.read(65536):
+                    if forgotten():
+                        # The mapping is gone: the packet crossed the air (counted) and
+                        # was dropped at the NAT; the station's TCP retransmits it.
+                        self.counts.up += len(chunk) if up else 0
+                        self.counts.up_segments += 1 if up else 0
+                        continue
                     if up:
                         self.counts.up += len(chunk)
                         self.counts.up_segments += 1
@@ -132,7 +155,8 @@ def config_text(url: str, ca: Path, storage: Path) -> str:
             "[[evse]]\nid = 1\nmax_current_a = 16\nphases = 3\n")
 
 
-async def main(days: int, heartbeat_interval: int, ping_interval: int | None) -> None:
+async def main(days: int, heartbeat_interval: int, ping_interval: int | None,
+               nat_timeout: float | None) -> None:
     logging.disable(logging.WARNING)
     captured: dict[str, object] = {}
     build_hardware, runtime_init = daemon_module.build_hardware, daemon_module.Runtime.__init__
@@ -156,7 +180,7 @@ async def main(days: int, heartbeat_interval: int, ping_interval: int | None) ->
         clock = ManualClock(start)
         async with Csms(passwords={STATION: PASSWORD}, ssl_context=server_tls,
                         heartbeat_interval=heartbeat_interval, now=clock.now) as csms:
-            proxy = CountingProxy(csms.port)
+            proxy = CountingProxy(csms.port, clock, nat_timeout)
             await proxy.start()
             path = directory / "month.toml"
             path.write_text(config_text(f"wss://127.0.0.1:{proxy.port}/ocpp", ca, directory / "state"))
@@ -201,6 +225,7 @@ async def main(days: int, heartbeat_interval: int, ping_interval: int | None) ->
                 await clock.advance(60)
                 await settle()
             wall = time.perf_counter() - wall
+            effective = rt.link.keepalive.interval(ping)
             stop.set()
             await daemon
             counts = proxy.counts
@@ -210,9 +235,11 @@ async def main(days: int, heartbeat_interval: int, ping_interval: int | None) ->
             await proxy.stop()
     total = counts.ip_bytes
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"HeartbeatInterval {heartbeat_interval} s (from the CSMS), WebSocketPingInterval {ping} s")
+    print(f"HeartbeatInterval {heartbeat_interval} s (from the CSMS), WebSocketPingInterval {ping} s"
+          + (f", a NAT that forgets idle links after {nat_timeout:.0f} s" if nat_timeout else ""))
     print(f"simulated {days} days in {wall:.0f} s: {card} sessions, {events} TransactionEvents, "
           f"{meter_values} MeterValues, {heartbeats} Heartbeats, {counts.connections} connections")
+    print(f"keep-alive interval in use at the end: {effective:.0f} s")
     print(f"TLS bytes up {counts.up:,}, down {counts.down:,}; {counts.segments:,} segments")
     print(f"at IP level: {total:,} bytes = {total / 1e6:.2f} MB "
           f"({total / (days * 24 * 60):.0f} B a minute); per 30 days: {total / days * 30 / 1e6:.2f} MB")
@@ -224,5 +251,7 @@ if __name__ == "__main__":
     parser.add_argument("--heartbeat-interval", type=int, default=86400)
     parser.add_argument("--ping-interval", type=int, default=None,
                         help="WebSocketPingInterval to set first (default: the agent's default)")
+    parser.add_argument("--nat-timeout", type=float, default=None,
+                        help="play a NAT that drops connections idle this long (seconds)")
     args = parser.parse_args()
-    asyncio.run(main(args.days, args.heartbeat_interval, args.ping_interval))
+    asyncio.run(main(args.days, args.heartbeat_interval, args.ping_interval, args.nat_timeout))

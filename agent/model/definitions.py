@@ -179,10 +179,13 @@ def _comm(b: _Builder, station: StationSpec) -> None:
         b.add(c, "UnlockOnEVSideDisconnect", T.BOOLEAN, _ro(False, constant=True))
     else:
         b.add(c, "UnlockOnEVSideDisconnect", T.BOOLEAN, _rw(True))
-    # 270 s: below the idle timeouts of common carrier NATs (often 300 s and more), yet
-    # sparse enough that keep-alive costs ~2 MB a month over TLS instead of ~28 MB at
-    # 20 s. 0 disables the station's pings; negative values are not allowed (Part 4 §8.4).
-    b.add(c, "WebSocketPingInterval", T.INTEGER, _rw(270), unit="s", min_limit=0)
+    # 600 s: carriers ask for keep-alives no more often than every 5 minutes and IoT SIM
+    # NATs keep idle TCP for hours, so a ping every 10 idle minutes (a quiet station sends
+    # aligned meter values every 15) keeps the month within DESIGN.md's 5 MB. On a network
+    # that forgets idle mappings sooner, the station learns a shorter interval by itself
+    # (agent/ocpp/keepalive.py). 0 disables the station's pings; negative values are not
+    # allowed (Part 4 §8.4).
+    b.add(c, "WebSocketPingInterval", T.INTEGER, _rw(600), unit="s", min_limit=0)
 
 
 # --- SecurityCtrlr (A) ---------------------------------------------------------------

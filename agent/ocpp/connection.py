@@ -15,6 +15,7 @@ from typing import Any, Awaitable, Callable, Protocol
 
 from agent.clock import Clock, wait_for
 from agent.ocpp.backoff import reconnect_delay
+from agent.ocpp.keepalive import InMemory, KeepAlivePolicy
 from agent.ocpp.session import (CallFailed, ConnectionClosed, NotConnected, Payload, Router,
                                 Session)
 from agent.ocpp.transport import Endpoint, TransportError, WsConnection, open_connection
@@ -47,7 +48,8 @@ class ConnectionManager:
                  settings: CommSettings,
                  opener: Callable[[Endpoint], Awaitable[WsConnection]] = open_connection,
                  rand: Callable[[], float] = random.random,
-                 on_frame: Callable[[str, str], None] | None = None) -> None:
+                 on_frame: Callable[[str, str], None] | None = None,
+                 keepalive: KeepAlivePolicy | None = None) -> None:
         self._endpoint = endpoint
         self._router = router
         self._clock = clock
@@ -55,6 +57,7 @@ class ConnectionManager:
         self._opener = opener
         self._rand = rand
         self._on_frame = on_frame
+        self.keepalive = keepalive or KeepAlivePolicy(InMemory())
         self.session: Session | None = None
         self._live = asyncio.Event()
         # Set by the Provisioning block when BootNotification is Accepted; stays set
@@ -97,6 +100,11 @@ class ConnectionManager:
                 log.warning("connection to CSMS failed: %s", exc)
                 attempt += 1
                 continue
+            learned = self.keepalive.reconnected(self._settings.ping_interval(), attempt == 0)
+            if learned is not None:
+                log.warning("the link was lost twice after idle keep-alive gaps and came back "
+                            "at once: the network drops idle connections; pinging every "
+                            "%.0f s from now on", learned)
             attempt = 0
             self.connects += 1
             log.info("connected to %s", endpoint.connection_url)
@@ -125,7 +133,7 @@ class ConnectionManager:
 
     async def _keep_alive(self, session: Session, conn: WsConnection) -> None:
         while True:
-            interval = self._settings.ping_interval()
+            interval = self.keepalive.interval(self._settings.ping_interval())
             if interval <= 0:
                 # 0 disables client pings (the CSMS may ping instead); re-read later.
                 await self._clock.sleep(60)
@@ -135,16 +143,20 @@ class ConnectionManager:
             if now < due:
                 await self._clock.sleep(due - now)
                 continue
+            idle = now - session.last_activity
             try:
                 pong = await conn.ping()
                 await wait_for(self._clock, pong, self._settings.message_timeout())
             except ConnectionClosed:
+                self.keepalive.dropped_while_pinging(idle)
                 return
             except TimeoutError:
                 log.warning("no pong within %.0f s: dropping the connection",
                             self._settings.message_timeout())
+                self.keepalive.dropped_while_pinging(idle)
                 await session.close()
                 return
+            self.keepalive.pong()
             session.last_activity = self._clock.monotonic()
 
     async def disconnect(self) -> None:
