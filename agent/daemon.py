@@ -20,6 +20,7 @@ from agent.blocks.auth_cache import AuthCache
 from agent.blocks.authorization import Authorization
 from agent.blocks.availability import Availability
 from agent.blocks.metering import AlignedMeterValues
+from agent.blocks.network_profiles import NetworkProfiles, connection_data
 from agent.blocks.provisioning import (CLEAN_STOP, LAST_START, PENDING_BOOT_REASON, Identity,
                                        Provisioning, decide_boot_reason, system_boot_time)
 from agent.blocks.remote_control import RemoteControl, meter_values, notification
@@ -36,9 +37,10 @@ from agent.ocpp.connection import ConnectionManager
 from agent.ocpp.keepalive import KeepAlivePolicy, MetaMemory
 from agent.ocpp.outbox import Outbox
 from agent.ocpp.session import Router
-from agent.ocpp.transport import Endpoint
+from agent.ocpp.transport import Endpoint, TransportError
 from agent.station import Connector, Evse, Station
 from agent.store import Store
+from agent.trust import StationTrust
 
 log = logging.getLogger(__name__)
 
@@ -80,23 +82,11 @@ def station_spec(config: Config) -> StationSpec:
         features=frozenset({FEATURE_AUTH_CACHE}))
 
 
-def tls_context(config: Config) -> ssl.SSLContext:
-    """TLS for security profiles 2 and 3: the CSMS certificate must chain to the configured
-    root(s) and match the host name; TLS 1.2 at least. (Issue 5 adds the installed
-    CSMSRootCertificates, cipher limits and the client certificate rules.)"""
-    context = ssl.create_default_context(
-        cafile=str(config.csms.ca_file) if config.csms.ca_file else None)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if config.csms.security_profile == 3 and config.csms.cert_file and config.csms.key_file:
-        context.load_cert_chain(str(config.csms.cert_file), str(config.csms.key_file))
-    return context
-
-
 def seed_first_start(store: Store, model: DeviceModel, config: Config) -> None:
     """What the config contributes only once: the first network profile and password."""
     if store.get_meta(SEEDED):
         return
-    profile = {"url": config.csms.url, "securityProfile": config.csms.security_profile}
+    profile = connection_data(config.csms.url, config.csms.security_profile)
     with store.transaction():
         store.set_meta(NETWORK_PROFILE, json.dumps(profile))
         if config.csms.password is not None:
@@ -143,6 +133,14 @@ class Runtime:
         self.variables = Variables(link=self.link, router=self.router, model=self.model,
                                    clock=clock)
         self.outbox = Outbox(store, self.link, clock, self.model)
+        self.trust = StationTrust(config.csms, None)
+        self.network = NetworkProfiles(store=store, model=self.model, router=self.router,
+                                       trust=self.trust, security_event=self.security_event)
+        self._failure_reported: str | None = None
+        self.link.on_failure.append(self._connect_failed)
+        self.link.on_open.append(self._connected)
+        # A01: a new BasicAuthPassword is used from the next connection on, made at once.
+        self.variables.after_set[("SecurityCtrlr", "BasicAuthPassword")] = self.link.disconnect
         self.auth_cache = AuthCache(self.router, self.model, clock, store)
         self.authorization = Authorization(self.link, self.router, self.model, clock, store,
                                            self.auth_cache)
@@ -179,13 +177,38 @@ class Runtime:
             trigger(action, notification(self.link, action, {"status": "Idle"}))
 
     def _endpoint(self) -> Endpoint:
-        profile = json.loads(self.store.get_meta(NETWORK_PROFILE) or "{}")
+        profile = self.network.current()
+        if profile is None:
+            raise TransportError("no usable network connection profile (all are below "
+                                 f"security profile {self.network.security_profile()})")
         password = None
-        if profile.get("securityProfile", 1) in (1, 2):
+        if profile.security_profile in (1, 2):
             password = self.model.get_str("SecurityCtrlr", "BasicAuthPassword") or None
-        url = profile.get("url", self.config.csms.url)
-        return Endpoint(url=url, station_id=self.config.station.id, password=password,
-                        ssl_context=tls_context(self.config) if url.startswith("wss:") else None)
+        context = None
+        if profile.security_profile >= 2:
+            try:
+                context = self.trust.tls(profile.security_profile).context()
+            except (ssl.SSLError, OSError) as exc:
+                raise TransportError(f"TLS set-up for network profile {profile.slot} "
+                                     f"failed: {exc}") from None
+        return Endpoint(url=profile.url, station_id=self.config.station.id, password=password,
+                        ssl_context=context, open_timeout=profile.message_timeout)
+
+    def _connect_failed(self, error: TransportError) -> None:
+        self.network.attempt_failed(error.event)
+        # Errata A00.FR.316: one event for a run of failures of the same kind, not one per
+        # attempt, or a week offline would flood the queue.
+        if error.event is not None and error.event != self._failure_reported:
+            self._failure_reported = error.event
+            self.security_event(error.event, str(error))
+
+    async def _connected(self, session: object) -> None:
+        self._failure_reported = None
+        self.network.connected()
+
+    def security_event(self, event_type: str, tech_info: str | None = None) -> None:
+        """Record a security event (A04); the security log sends the critical ones."""
+        log.warning("security event %s: %s", event_type, tech_info or "")
 
     def request_restart(self) -> None:
         if self._outcome is not None and not self._outcome.done():

@@ -24,6 +24,9 @@ from agent.store import Store
 
 log = logging.getLogger(__name__)
 
+# Daily Heartbeats correct a second or so of drift; that is not worth a security event.
+TIME_SHIFT_WORTH_REPORTING = 5.0
+
 Registration = Literal["Unknown", "Pending", "Rejected", "Accepted"]
 
 # Store keys that carry the boot reason across a restart.
@@ -87,6 +90,8 @@ class Provisioning:
         self._link = link
         self._model = model
         self._clock = clock
+        # Told when the CSMS moved the station's time noticeably (SettingSystemTime).
+        self.on_time_set: list[Callable[[float], None]] = []
         self._store = store
         self._identity = identity
         self.boot_reason = boot_reason
@@ -144,9 +149,15 @@ class Provisioning:
 
     def _take_time(self, text: str) -> None:
         try:
-            self._clock.set_time(parse_datetime(text))
+            utc = parse_datetime(text)
         except ValueError:
             log.warning("CSMS sent an unreadable currentTime %r", text)
+            return
+        shift = (utc - self._clock.now()).total_seconds()
+        self._clock.set_time(utc)
+        if abs(shift) >= TIME_SHIFT_WORTH_REPORTING:
+            for callback in self.on_time_set:
+                callback(shift)
 
     # -- heartbeat ------------------------------------------------------------------
 

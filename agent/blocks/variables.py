@@ -7,7 +7,7 @@ all but the last), as B07/B08 require. Size limits come from DeviceDataCtrlr.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from agent.clock import Clock, format_datetime
 from agent.model.device_model import DeviceModel
@@ -40,6 +40,9 @@ class Variables:
         self._link = link
         self._model = model
         self._clock = clock
+        # Work to do once a SetVariables answer that accepted (component, variable) is on
+        # the wire, e.g. reconnecting with a new BasicAuthPassword (A01).
+        self.after_set: dict[tuple[str, str], Callable[[], Awaitable[None]]] = {}
         limit = self._device_data
         router.register("GetVariables", self._on_get_variables,
                         max_bytes=lambda: limit("BytesPerMessage", "GetVariables"))
@@ -77,10 +80,11 @@ class Variables:
             results.append(result)
         return {"getVariableResult": results}
 
-    async def _on_set_variables(self, request: Payload) -> Payload:
+    async def _on_set_variables(self, request: Payload) -> Payload | Reply:
         items = request["setVariableData"]
         self._check_items(items, "SetVariables")
         results = []
+        follow_ups: list[Callable[[], Awaitable[None]]] = []
         for item in items:
             attribute = item.get("attributeType", "Actual")
             done = self._model.set(component_of(item["component"]), variable_of(item["variable"]),
@@ -91,7 +95,16 @@ class Variables:
             if info:
                 result["attributeStatusInfo"] = info
             results.append(result)
-        return {"setVariableResult": results}
+            follow_up = self.after_set.get((item["component"]["name"], item["variable"]["name"]))
+            if done.status == "Accepted" and follow_up and follow_up not in follow_ups:
+                follow_ups.append(follow_up)
+        if not follow_ups:
+            return {"setVariableResult": results}
+
+        async def then() -> None:
+            for follow_up in follow_ups:
+                await follow_up()
+        return Reply({"setVariableResult": results}, then)
 
     async def _on_get_base_report(self, request: Payload) -> Payload | Reply:
         data = base_report(self._model, request["reportBase"])

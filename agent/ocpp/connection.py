@@ -65,6 +65,8 @@ class ConnectionManager:
         self.accepted = asyncio.Event()
         self.on_open: list[OnOpen] = []
         self.on_close: list[Callable[[], None]] = []
+        # Told of every failed attempt (network profile fall-back, security events).
+        self.on_failure: list[Callable[[TransportError], None]] = []
         self._last_call_sent = clock.monotonic()
         self.connects = 0
         self.failed_attempts = 0
@@ -92,12 +94,16 @@ class ConnectionManager:
                 delay = reconnect_delay(attempt, wait_min, rand_range, repeat, self._rand)
                 log.info("reconnecting in %.1f s", delay)
                 await self._clock.sleep(delay)
-            endpoint = self._endpoint()
             try:
+                # The endpoint may fail to build too (a network profile without the
+                # certificates it needs): that is a failed attempt like any other.
+                endpoint = self._endpoint()
                 conn = await self._opener(endpoint)
             except TransportError as exc:
                 self.failed_attempts += 1
                 log.warning("connection to CSMS failed: %s", exc)
+                for listener in self.on_failure:
+                    listener(exc)
                 attempt += 1
                 continue
             learned = self.keepalive.reconnected(self._settings.ping_interval(), attempt == 0)

@@ -18,6 +18,7 @@ import websockets
 import websockets.exceptions as wse
 
 from agent.ocpp.session import ConnectionClosed
+from agent.ocpp.tls import TlsPolicyError, check_negotiated, classify
 
 try:  # websockets >= 13: the new asyncio implementation
     from websockets.asyncio.client import connect as _new_connect
@@ -30,7 +31,12 @@ WS_MAX_SIZE = (1 << 20) + 64 * 1024
 
 
 class TransportError(Exception):
-    """Could not open the connection; the message says why, for the log."""
+    """Could not open the connection; the message says why, for the log. `event` names
+    the security event the failure stands for (bad CSMS certificate, 401, ...), if any."""
+
+    def __init__(self, message: str, event: str | None = None) -> None:
+        super().__init__(message)
+        self.event = event
 
 
 @dataclass(frozen=True)
@@ -116,18 +122,39 @@ async def open_connection(endpoint: Endpoint) -> WsConnection:
     except wse.InvalidHandshake as exc:
         status = _http_status(exc)
         if status is not None:
-            raise TransportError(f"CSMS refused the connection: HTTP {status}") from None
+            event = "FailedToAuthenticateAtCsms" if status in (401, 403) else None
+            raise TransportError(f"CSMS refused the connection: HTTP {status}", event) from None
+        cause = _ssl_cause(exc)
+        if cause is not None:
+            # TLS 1.3 sends the server's verdict on our certificate after the handshake:
+            # it surfaces while reading the HTTP response.
+            raise TransportError(f"TLS failed: {cause.reason or cause}", classify(cause)) from None
         raise TransportError(f"WebSocket handshake with {url} failed: {exc}") from None
     except ssl.SSLError as exc:
-        raise TransportError(f"TLS failed: {exc.reason or exc}") from None
+        raise TransportError(f"TLS failed: {exc.reason or exc}", classify(exc)) from None
     except (wse.WebSocketException, OSError, asyncio.TimeoutError, EOFError) as exc:
         raise TransportError(f"cannot connect to {url}: {exc or type(exc).__name__}") from None
     conn = WsConnection(ws)
+    transport = getattr(ws, "transport", None)
+    try:
+        check_negotiated(transport.get_extra_info("ssl_object") if transport else None)
+    except TlsPolicyError as exc:
+        await conn.close()
+        raise TransportError(f"TLS refused: {exc}", exc.event) from None
     if conn.subprotocol != SUBPROTOCOL:
         # Part 4, 3.2: a CSMS that did not agree on ocpp2.0.1 closes right away anyway.
         await conn.close()
         raise TransportError(f"CSMS did not accept subprotocol {SUBPROTOCOL}")
     return conn
+
+
+def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+    seen: BaseException | None = exc
+    for _ in range(5):
+        seen = seen.__cause__ or seen.__context__ if seen is not None else None
+        if isinstance(seen, ssl.SSLError):
+            return seen
+    return None
 
 
 def _http_status(exc: Exception) -> int | None:

@@ -178,6 +178,7 @@ class Csms:
             offered_extensions=_split_header(request_headers.get_all("Sec-WebSocket-Extensions")),
             extensions=_split_header(response_headers.get_all("Sec-WebSocket-Extensions")),
             request_headers=list(request_headers.raw_items()),
+            **_tls_parts(ws),
         )
         link = StationLink(self, ws, handshake)
         self.links.setdefault(handshake.station_id, []).append(link)
@@ -210,3 +211,13 @@ def _utc_text(moment: dt.datetime) -> str:
 
 def _split_header(values: list[str]) -> list[str]:
     return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def _tls_parts(ws: Any) -> dict[str, Any]:
+    """TLS version, cipher and the client certificate (DER) of a wss:// connection."""
+    transport = getattr(ws, "transport", None)
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    if ssl_object is None:
+        return {}
+    return {"tls_version": ssl_object.version(), "cipher": (ssl_object.cipher() or ("",))[0],
+            "client_certificate": ssl_object.getpeercert(binary_form=True)}

@@ -31,6 +31,9 @@ class Handshake:
     offered_extensions: list[str]
     extensions: list[str]
     request_headers: list[tuple[str, str]]
+    tls_version: str | None = None
+    cipher: str | None = None
+    client_certificate: bytes | None = None  # DER, when the station presented one
 
     @property
     def compression(self) -> bool:

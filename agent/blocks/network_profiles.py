@@ -1,0 +1,218 @@
+"""Network connection profiles (B09, B10, A05): where the station connects, and how.
+
+Profiles live in configuration slots (the valuesList of NetworkConfigurationPriority),
+persisted in the store. At each boot the station tries the slots in priority order,
+moving to the next after NetworkProfileConnectionAttempts failed attempts, round and
+round. Two rules keep an operator from locking a station out or weakening it:
+
+- a slot whose security profile is below SecurityCtrlr.SecurityProfile is never used
+  (A05: no fall-back to a lower profile once a higher one has run); a successful
+  connection on a higher profile raises SecurityProfile for good;
+- the last slot that worked stays a candidate even when the priority list leaves it
+  out, so a bad new profile costs some attempts, not the station.
+
+SetNetworkProfile validates everything it can before storing: the slot, OCPP version
+and transport, the URL scheme for the security profile, a trusted CSMS root for
+profiles 2 and 3, a station certificate for 3, a password for 1 and 2. The slot in use
+cannot be overwritten: it is the way back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Callable, Protocol
+from urllib.parse import urlsplit
+
+from agent.model.device_model import DeviceModel
+from agent.model.types import Component, Variable
+from agent.ocpp.session import Payload, Router
+from agent.store import Store
+
+log = logging.getLogger(__name__)
+
+PROFILE_KEY = "network.profile.{}"
+LAST_WORKING = "network.last_working"
+COMM = Component("OCPPCommCtrlr")
+SECURITY = Component("SecurityCtrlr")
+
+
+@dataclass(frozen=True)
+class NetworkProfile:
+    slot: int
+    url: str
+    security_profile: int
+    message_timeout: int
+    data: Payload  # connectionData as the CSMS sent it
+
+    @classmethod
+    def from_data(cls, slot: int, data: Payload) -> "NetworkProfile":
+        return cls(slot, data["ocppCsmsUrl"], int(data["securityProfile"]),
+                   int(data.get("messageTimeout", 30)), data)
+
+
+def connection_data(url: str, security_profile: int, message_timeout: int = 30) -> Payload:
+    """The connectionData of a profile made from the config file's [csms] table."""
+    return {"ocppVersion": "OCPP20", "ocppTransport": "JSON", "ocppCsmsUrl": url,
+            "messageTimeout": message_timeout, "securityProfile": security_profile,
+            "ocppInterface": "Wired0"}
+
+
+class Trust(Protocol):
+    """What the certificate store can vouch for, asked when a profile is set."""
+
+    def has_csms_root(self) -> bool: ...
+    def has_station_certificate(self) -> bool: ...
+
+
+class NetworkProfiles:
+    def __init__(self, *, store: Store, model: DeviceModel, router: Router, trust: Trust,
+                 security_event: Callable[[str, str | None], None]) -> None:
+        self._store = store
+        self._model = model
+        self._trust = trust
+        self._event = security_event
+        self._index = 0
+        self._failures = 0
+        self._candidates = self.candidates()
+        router.register("SetNetworkProfile", self._on_set_network_profile)
+
+    # -- storage -------------------------------------------------------------------------
+
+    def load(self, slot: int) -> NetworkProfile | None:
+        text = self._store.get_meta(PROFILE_KEY.format(slot))
+        if not text:
+            return None
+        try:
+            data = json.loads(text)
+            if "url" in data:  # the first layout: {"url", "securityProfile"}
+                data = connection_data(data["url"], int(data.get("securityProfile", 1)))
+            return NetworkProfile.from_data(slot, data)
+        except (ValueError, KeyError, TypeError):
+            log.error("network profile in slot %d is damaged; ignoring it", slot)
+            return None
+
+    def save(self, slot: int, data: Payload) -> None:
+        self._store.set_meta(PROFILE_KEY.format(slot), json.dumps(data, sort_keys=True))
+
+    # -- choosing where to connect ---------------------------------------------------------
+
+    def security_profile(self) -> int:
+        return self._model.get_int("SecurityCtrlr", "SecurityProfile")
+
+    def candidates(self) -> list[NetworkProfile]:
+        """Slots to try, in order: the priority list, then the last one that worked."""
+        floor = self.security_profile()
+        slots: list[int] = []
+        for text in self._model.get_list("OCPPCommCtrlr", "NetworkConfigurationPriority"):
+            if text.isdigit() and int(text) not in slots:
+                slots.append(int(text))
+        last = self._store.get_meta(LAST_WORKING)
+        if last and last.isdigit() and int(last) not in slots:
+            slots.append(int(last))
+        found = [p for p in (self.load(s) for s in slots) if p is not None]
+        usable = [p for p in found if p.security_profile >= floor]
+        for p in found:
+            if p not in usable:
+                log.warning("network profile slot %d uses security profile %d, below the "
+                            "station's %d: not used", p.slot, p.security_profile, floor)
+        return usable
+
+    def current(self) -> NetworkProfile | None:
+        if not self._candidates:
+            return None
+        return self._candidates[self._index % len(self._candidates)]
+
+    def attempt_failed(self, event: str | None = None) -> None:
+        """One failed connection attempt on the current profile."""
+        self._failures += 1
+        limit = self._model.get_int("OCPPCommCtrlr", "NetworkProfileConnectionAttempts")
+        if self._failures >= limit and len(self._candidates) > 1:
+            self._failures = 0
+            self._index += 1
+            nxt = self.current()
+            assert nxt is not None
+            log.warning("%d attempts failed; trying network profile slot %d (%s)",
+                        limit, nxt.slot, nxt.url)
+
+    def connected(self) -> None:
+        """The current profile works: remember it, and let it raise the security floor."""
+        profile = self.current()
+        if profile is None:
+            return
+        self._failures = 0
+        self._store.set_meta(LAST_WORKING, str(profile.slot))
+        self._model.set_actual(COMM, Variable("ActiveNetworkProfile"), str(profile.slot))
+        self._model.set_actual(COMM, Variable("MessageTimeout", "Default"),
+                               str(profile.message_timeout))
+        if profile.security_profile > self.security_profile():
+            self._model.set_actual(SECURITY, Variable("SecurityProfile"),
+                                   str(profile.security_profile))
+            self._event("ReconfigurationOfSecurityParameters",
+                        f"SecurityProfile raised to {profile.security_profile} "
+                        f"(network profile slot {profile.slot})")
+            log.warning("security profile raised to %d; lower profiles are no longer used",
+                        profile.security_profile)
+
+    # -- SetNetworkProfile (B09) -------------------------------------------------------------
+
+    async def _on_set_network_profile(self, request: Payload) -> Payload:
+        slot = request["configurationSlot"]
+        data = request["connectionData"]
+        reason = self._refusal(slot, data)
+        if reason is not None:
+            code, text = reason
+            log.warning("SetNetworkProfile slot %s rejected: %s", slot, text)
+            return {"status": "Rejected",
+                    "statusInfo": {"reasonCode": code, "additionalInfo": text[:512]}}
+        self.save(slot, data)
+        self._event("ReconfigurationOfSecurityParameters",
+                    f"network profile slot {slot}: security profile {data['securityProfile']}, "
+                    f"{urlsplit(data['ocppCsmsUrl']).hostname}")
+        log.info("network profile slot %d stored (%s, security profile %d)", slot,
+                 data["ocppCsmsUrl"], data["securityProfile"])
+        return {"status": "Accepted"}
+
+    def _refusal(self, slot: int, data: Payload) -> tuple[str, str] | None:
+        slots = self._model.definition(
+            COMM, Variable("NetworkConfigurationPriority")).characteristics.values_list
+        if str(slot) not in (slots or ()):
+            return "InvalidSlot", f"slot {slot} is not one of {','.join(slots or ())}"  # B09.FR.05
+        active = self.current()
+        if active is not None and active.slot == slot:
+            return "InUse", f"slot {slot} holds the profile in use; set another slot"
+        if data["ocppVersion"] != "OCPP20":
+            return "UnsupportedVersion", f"{data['ocppVersion']} is not spoken here (OCPP20 is)"
+        if data["ocppTransport"] != "JSON":
+            return "UnsupportedTransport", "only OCPP-J (JSON) is supported"
+        if data.get("vpn") is not None:
+            return "VpnNotSupported", "the agent cannot set up a VPN; configure it in the OS"
+        profile = data["securityProfile"]
+        if profile not in (1, 2, 3):
+            return "InvalidProfile", f"security profile {profile} does not exist"
+        if profile < self.security_profile():
+            return "Downgrade", (f"security profile {profile} is below the station's "
+                                 f"{self.security_profile()}")  # A05
+        return _url_refusal(data["ocppCsmsUrl"], profile) or self._credentials_refusal(profile)
+
+    def _credentials_refusal(self, profile: int) -> tuple[str, str] | None:
+        if profile >= 2 and not self._trust.has_csms_root():
+            return "NoCertificate", "no CSMSRootCertificate installed to verify the CSMS with"
+        if profile == 3 and not self._trust.has_station_certificate():
+            return "NoCertificate", "no valid ChargingStationCertificate for profile 3"
+        if profile in (1, 2) and not self._model.get_str("SecurityCtrlr", "BasicAuthPassword"):
+            return "NoPassword", "no BasicAuthPassword set for profiles 1 and 2"
+        return None
+
+
+def _url_refusal(url: str, profile: int) -> tuple[str, str] | None:
+    try:
+        parts = urlsplit(url)
+        host, _ = parts.hostname, parts.port
+    except ValueError:
+        return "InvalidURL", f"not a URL: {url[:80]}"
+    want = "ws" if profile == 1 else "wss"
+    if parts.scheme != want or not host:
+        return "InvalidURL", f"security profile {profile} needs a {want}:// URL with a host"
+    return None
