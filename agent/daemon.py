@@ -192,7 +192,8 @@ class Runtime:
                 raise TransportError(f"TLS set-up for network profile {profile.slot} "
                                      f"failed: {exc}") from None
         return Endpoint(url=profile.url, station_id=self.config.station.id, password=password,
-                        ssl_context=context, open_timeout=profile.message_timeout)
+                        ssl_context=context, open_timeout=profile.message_timeout,
+                        client_certificate=profile.security_profile == 3)
 
     def _connect_failed(self, error: TransportError) -> None:
         self.network.attempt_failed(error.event)

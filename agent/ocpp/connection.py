@@ -70,6 +70,7 @@ class ConnectionManager:
         self._last_call_sent = clock.monotonic()
         self.connects = 0
         self.failed_attempts = 0
+        self._reconnect_now = False
 
     @property
     def connected(self) -> bool:
@@ -89,11 +90,12 @@ class ConnectionManager:
         """Stay connected until cancelled."""
         attempt = -1  # the very first connection is tried at once
         while True:
-            if attempt >= 0:
+            if attempt >= 0 and not self._reconnect_now:
                 wait_min, rand_range, repeat = self._settings.backoff()
                 delay = reconnect_delay(attempt, wait_min, rand_range, repeat, self._rand)
                 log.info("reconnecting in %.1f s", delay)
                 await self._clock.sleep(delay)
+            self._reconnect_now = False
             try:
                 # The endpoint may fail to build too (a network profile without the
                 # certificates it needs): that is a failed attempt like any other.
@@ -166,8 +168,9 @@ class ConnectionManager:
             session.last_activity = self._clock.monotonic()
 
     async def disconnect(self) -> None:
-        """Close the current connection; run() reconnects (new credentials, Reset...)."""
+        """Close the current connection; run() reconnects at once (new credentials)."""
         if self.session is not None:
+            self._reconnect_now = True
             await self.session.close()
 
     async def call(self, action: str, payload: Payload, *, before_accepted: bool = False,

@@ -46,6 +46,7 @@ class Endpoint:
     password: str | None = None    # HTTP Basic auth (security profiles 1 and 2)
     ssl_context: ssl.SSLContext | None = None
     open_timeout: float = 30.0
+    client_certificate: bool = False  # the TLS context presents one (profile 3)
 
     @property
     def connection_url(self) -> str:
@@ -129,6 +130,13 @@ async def open_connection(endpoint: Endpoint) -> WsConnection:
             # TLS 1.3 sends the server's verdict on our certificate after the handshake:
             # it surfaces while reading the HTTP response.
             raise TransportError(f"TLS failed: {cause.reason or cause}", classify(cause)) from None
+        closed = isinstance(_root_cause(exc), (EOFError, ConnectionError))
+        if endpoint.client_certificate and closed:
+            # A TLS 1.3 server checks the client certificate after its side of the
+            # handshake; one that refuses it often just closes, before any HTTP answer.
+            raise TransportError("CSMS closed the connection after the TLS handshake without "
+                                 "answering: it most likely refused the station certificate",
+                                 "FailedToAuthenticateAtCsms") from None
         raise TransportError(f"WebSocket handshake with {url} failed: {exc}") from None
     except ssl.SSLError as exc:
         raise TransportError(f"TLS failed: {exc.reason or exc}", classify(exc)) from None
@@ -155,6 +163,15 @@ def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
         if isinstance(seen, ssl.SSLError):
             return seen
     return None
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    for _ in range(5):
+        nxt = exc.__cause__ or exc.__context__
+        if nxt is None:
+            break
+        exc = nxt
+    return exc
 
 
 def _http_status(exc: Exception) -> int | None:
