@@ -24,9 +24,6 @@ from agent.store import Store
 
 log = logging.getLogger(__name__)
 
-# Daily Heartbeats correct a second or so of drift; that is not worth a security event.
-TIME_SHIFT_WORTH_REPORTING = 5.0
-
 Registration = Literal["Unknown", "Pending", "Rejected", "Accepted"]
 
 # Store keys that carry the boot reason across a restart.
@@ -90,7 +87,8 @@ class Provisioning:
         self._link = link
         self._model = model
         self._clock = clock
-        # Told when the CSMS moved the station's time noticeably (SettingSystemTime).
+        # Told when the CSMS moved the station's time by more than
+        # ClockCtrlr.TimeAdjustmentReportingThreshold (security event SettingSystemTime).
         self.on_time_set: list[Callable[[float], None]] = []
         self._store = store
         self._identity = identity
@@ -155,7 +153,8 @@ class Provisioning:
             return
         shift = (utc - self._clock.now()).total_seconds()
         self._clock.set_time(utc)
-        if abs(shift) >= TIME_SHIFT_WORTH_REPORTING:
+        threshold = self._model.get_int("ClockCtrlr", "TimeAdjustmentReportingThreshold")
+        if threshold > 0 and abs(shift) > threshold:
             for callback in self.on_time_set:
                 callback(shift)
 
