@@ -254,3 +254,12 @@ def test_an_invalid_call_of_ours_is_never_sent():
         await session.close()
         await runner
     run(main())
+
+
+def test_a_send_on_a_link_that_just_closed_is_not_connected_not_a_crash():
+    async def main():
+        conn, _, session = make()
+        conn.closed = True   # the socket went away; the session has not noticed yet
+        with pytest.raises(NotConnected):
+            await session.call("Heartbeat", {})
+    run(main())

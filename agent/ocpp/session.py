@@ -145,7 +145,15 @@ class Session:
                 asyncio.get_running_loop().create_future())
             self._pending = (message_id, action, fut)
             try:
-                await self._send(rpc.Call(message_id, action, payload))
+                try:
+                    await self._send(rpc.Call(message_id, action, payload))
+                except ConnectionClosed:
+                    # Closed between our check and the send: the message simply waits
+                    # for the next connection, like any other call on a lost link. The
+                    # session counts as closed from here, or a caller that waits for a
+                    # connection before retrying would spin until the reader notices.
+                    self._closed.set()
+                    raise NotConnected(f"{action}: connection closed while sending") from None
                 self.last_call_sent = self._clock.monotonic()
                 limit = self._message_timeout() if timeout is None else timeout
                 try:
