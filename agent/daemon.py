@@ -19,11 +19,13 @@ from agent import __version__
 from agent.blocks.auth_cache import AuthCache
 from agent.blocks.authorization import Authorization
 from agent.blocks.availability import Availability
+from agent.blocks.certificates import Certificates
 from agent.blocks.metering import AlignedMeterValues
 from agent.blocks.network_profiles import NetworkProfiles, connection_data
 from agent.blocks.provisioning import (CLEAN_STOP, LAST_START, PENDING_BOOT_REASON, Identity,
                                        Provisioning, decide_boot_reason, system_boot_time)
 from agent.blocks.remote_control import RemoteControl, meter_values, notification
+from agent.blocks.security_log import SecurityLog
 from agent.blocks.transactions import Transactions
 from agent.blocks.variables import Variables
 from agent.clock import Clock, SystemClock, format_datetime
@@ -38,6 +40,7 @@ from agent.ocpp.keepalive import KeepAlivePolicy, MetaMemory
 from agent.ocpp.outbox import Outbox
 from agent.ocpp.session import Router
 from agent.ocpp.transport import Endpoint, TransportError
+from agent.pki import CertificateStore
 from agent.station import Connector, Evse, Station
 from agent.store import Store
 from agent.trust import StationTrust
@@ -133,7 +136,17 @@ class Runtime:
         self.variables = Variables(link=self.link, router=self.router, model=self.model,
                                    clock=clock)
         self.outbox = Outbox(store, self.link, clock, self.model)
-        self.trust = StationTrust(config.csms, None)
+        self.security_log = SecurityLog(store, clock, self.outbox)
+        self.provisioning.on_time_set.append(lambda shift: self.security_event(
+            "SettingSystemTime", f"CSMS time moved the clock by {shift:+.0f} s"))
+        self.certstore = CertificateStore(config.storage.dir / "certs")
+        self.trust = StationTrust(config.csms, self.certstore)
+        self.certificates = Certificates(
+            self.router, self.link, self.model, clock, self.certstore, config.station.id,
+            security_event=self.security_event,
+            on_new_station_certificate=self._new_station_certificate,
+            security_profile=lambda: self.model.get_int("SecurityCtrlr", "SecurityProfile"),
+            trusted_roots=self.trust.csms_roots_pem)
         self.network = NetworkProfiles(store=store, model=self.model, router=self.router,
                                        trust=self.trust, security_event=self.security_event)
         self._failure_reported: str | None = None
@@ -172,6 +185,7 @@ class Runtime:
                 check=lambda e: None if self.aligned.triggered(e) else "NotFound")
         trigger("TransactionEvent", self.transactions.trigger_event, scope="evse",
                 check=lambda e: None if self.transactions.busy(e) else "TxNotFound")
+        trigger("SignChargingStationCertificate", self.certificates.trigger_sign_certificate)
         # No firmware or diagnostics block yet: idle is the truth until there is one.
         for action in ("FirmwareStatusNotification", "LogStatusNotification"):
             trigger(action, notification(self.link, action, {"status": "Idle"}))
@@ -203,13 +217,19 @@ class Runtime:
             self._failure_reported = error.event
             self.security_event(error.event, str(error))
 
+    def _new_station_certificate(self) -> None:
+        # A01/A02: the new certificate is used from the next connection; on profile 3
+        # that connection is made now, so a bad certificate shows while the CSMS watches.
+        if self.network.current() is not None and self.network.current().security_profile == 3:
+            asyncio.ensure_future(self.link.disconnect())
+
     async def _connected(self, session: object) -> None:
         self._failure_reported = None
         self.network.connected()
 
     def security_event(self, event_type: str, tech_info: str | None = None) -> None:
         """Record a security event (A04); the security log sends the critical ones."""
-        log.warning("security event %s: %s", event_type, tech_info or "")
+        self.security_log.record(event_type, tech_info)
 
     def request_restart(self) -> None:
         if self._outcome is not None and not self._outcome.done():
@@ -227,7 +247,8 @@ class Runtime:
         self._outcome = asyncio.get_running_loop().create_future()
         tasks = [asyncio.ensure_future(t) for t in (
             self.link.run(), self.provisioning.run_heartbeat(), self.availability.run(),
-            self.outbox.run(), self.transactions.run(), self.aligned.run())]
+            self.outbox.run(), self.transactions.run(), self.aligned.run(),
+            self.certificates.run())]
         stopper = asyncio.ensure_future(stop.wait())
         try:
             done, _ = await asyncio.wait({self._outcome, stopper, *tasks},
@@ -289,6 +310,7 @@ async def run_daemon(config: Config, stop: asyncio.Event, clock: Clock | None = 
     hardware = build_hardware(config, clock)
     runtime: Runtime | None = None
     control = None
+    reason = ("StartupOfTheDevice", f"station-agent {__version__} started")
     try:
         log.info("station-agent %s starting as %s", __version__, config.station.id)
         await hardware.start()
@@ -298,8 +320,10 @@ async def run_daemon(config: Config, stop: asyncio.Event, clock: Clock | None = 
             await control.start()
         while True:
             runtime = Runtime(config, store, clock, hardware, on_frame)
+            runtime.security_event(*reason)
             if await runtime.run(stop) == "stop":
                 break
+            reason = ("ResetOrReboot", "Reset requested by the CSMS")
             log.info("restarting the station's work after Reset")
     finally:
         if control is not None:

@@ -193,3 +193,88 @@ def test_a_new_basic_auth_password_is_used_at_once(tmp_path):
                 assert NEW_PASSWORD not in agent.log and PASSWORD not in agent.log
                 assert await agent.stop() == 0
     run(main())
+
+
+def test_a_root_installed_over_ocpp_opens_the_way_to_profile_2(tmp_path):
+    async def main():
+        ca, cert, key = make_ca_and_server(tmp_path)
+        async with Csms(passwords={STATION: PASSWORD}) as plain, \
+                Csms(passwords={STATION: PASSWORD}, ssl_context=server_tls(cert, key)) as tls:
+            async with AgentProcess(config(tmp_path, plain.url, 1)) as agent:
+                link = await registered(plain)
+                started = await link.expect_call("SecurityEventNotification", timeout=10)
+                assert started["type"] == "StartupOfTheDevice"
+                answer = await link.call("SetNetworkProfile", network_profile(2, tls.url, 2))
+                assert answer["statusInfo"]["reasonCode"] == "NoCertificate"
+                answer = await link.call("InstallCertificate", {
+                    "certificateType": "CSMSRootCertificate", "certificate": "garbage"})
+                assert answer["status"] == "Rejected"
+                answer = await link.call("GetInstalledCertificateIds", {})
+                assert answer["status"] == "NotFound"
+                answer = await link.call("InstallCertificate", {
+                    "certificateType": "CSMSRootCertificate", "certificate": ca.read_text()})
+                assert answer["status"] == "Accepted"
+                ids = await link.call("GetInstalledCertificateIds",
+                                      {"certificateType": ["CSMSRootCertificate"]})
+                assert len(ids["certificateHashDataChain"]) == 1
+                assert (await link.call("SetNetworkProfile", network_profile(2, tls.url, 2)))[
+                    "status"] == "Accepted"
+                await set_(link, "OCPPCommCtrlr", "NetworkConfigurationPriority", "2,1")
+                await link.call("Reset", {"type": "Immediate"})
+                link = await registered(tls)
+                events = [await link.expect_call("SecurityEventNotification", timeout=10)
+                          for _ in range(1)]
+                assert events[0]["type"] == "ResetOrReboot"
+                assert await get(link, "SecurityCtrlr", "SecurityProfile") == "2"
+                # The last CSMS root of a station on profile 2 cannot go.
+                root = ids["certificateHashDataChain"][0]["certificateHashData"]
+                answer = await link.call("DeleteCertificate", {"certificateHashData": root})
+                assert answer["status"] == "Failed"
+                assert await agent.stop() == 0
+            assert not plain.schema_errors and not tls.schema_errors
+    run(main(), 90)
+
+
+def test_sign_certificate_round_trip_and_the_next_connection_uses_the_new_certificate(tmp_path):
+    from certs import dev_pki
+    from cryptography.hazmat.primitives import serialization
+
+    async def main():
+        ca, cert, key = make_ca_and_server(tmp_path)
+        ca_cert = x509.load_pem_x509_certificate(ca.read_bytes())
+        ca_key = serialization.load_pem_private_key((tmp_path / "ca.key").read_bytes(), None)
+        client_cert, client_key = make_client(tmp_path, STATION)
+        async with Csms(ssl_context=server_tls(cert, key, client_ca=ca)) as csms:
+            path = config(tmp_path, csms.url, 3, ca=ca, cert=client_cert, key=client_key,
+                          password=None)
+            async with AgentProcess(path) as agent:
+                link = await registered(csms)
+                first = x509.load_der_x509_certificate(link.handshake.client_certificate)
+                answer = await link.call("TriggerMessage",
+                                         {"requestedMessage": "SignChargingStationCertificate"})
+                assert answer["status"] == "Accepted"
+                request = await link.expect_call("SignCertificate", timeout=10)
+                csr = x509.load_pem_x509_csr(request["csr"].encode())
+                assert csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == STATION
+                # Garbage first: refused, reported, the old certificate stays in use.
+                answer = await link.call("CertificateSigned", {
+                    "certificateChain": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+                    "certificateType": "ChargingStationCertificate"})
+                assert answer["status"] == "Rejected"
+                event = await link.expect_call("SecurityEventNotification", timeout=10,
+                                               where=lambda p: p["type"] != "StartupOfTheDevice")
+                assert event["type"] == "InvalidChargingStationCertificate"
+                signed = dev_pki.sign_csr(request["csr"], ca_cert, ca_key, days=30)
+                answer = await link.call("CertificateSigned", {
+                    "certificateChain": dev_pki.pem(signed).decode(),
+                    "certificateType": "ChargingStationCertificate"})
+                assert answer["status"] == "Accepted"
+                again = await csms.wait_station(STATION, timeout=15, after=link)
+                used = x509.load_der_x509_certificate(again.handshake.client_certificate)
+                assert used.serial_number == signed.serial_number != first.serial_number
+                key_files = list((tmp_path / "state" / "certs").rglob("key.pem"))
+                assert key_files and all(p.stat().st_mode & 0o077 == 0 for p in key_files)
+                assert "PRIVATE KEY" not in agent.log
+                assert await agent.stop() == 0
+            assert csms.schema_errors == []
+    run(main(), 90)
