@@ -28,6 +28,7 @@ from agent.config_fields import IDENTITY_MAX_LEN, PASSWORD_CHARS  # noqa: F401  
 from hal.api import DriverSpec, HalConfigError
 from hal.drivers import check as check_driver
 from hal.drivers import settings_without_driver
+from hal.drivers.command_installer import CommandInstaller
 
 from agent.config_fields import (
     DEVICE_ROLES,
@@ -57,6 +58,7 @@ __all__ = [
     "ConfigError",
     "CsmsConfig",
     "EvseConfig",
+    "FirmwareConfig",
     "HalConfig",
     "StationConfig",
     "StorageConfig",
@@ -66,6 +68,7 @@ __all__ = [
 
 DEFAULT_CONFIG_PATH = Path("/etc/station-agent/station-agent.toml")
 DEFAULT_STORAGE_DIR = Path("/var/lib/station-agent")
+DEFAULT_INSTALL_TIMEOUT_S = 1800
 # "mock" is the default because it is the safe one: it never closes a contactor. The
 # installed config names the driver explicitly anyway, so a real charger says "hardware".
 DEFAULT_HAL_DRIVER = "mock"
@@ -136,6 +139,15 @@ class HalConfig:
 
 
 @dataclass(frozen=True)
+class FirmwareConfig:
+    """How UpdateFirmware installs a verified image (hal.api.FirmwareInstaller)."""
+
+    install_command: str | None = None   # None: the mock installer, or no updates on hardware
+    version_command: str | None = None
+    install_timeout_s: int = DEFAULT_INSTALL_TIMEOUT_S
+
+
+@dataclass(frozen=True)
 class EvseConfig:
     id: int
     max_current_a: float
@@ -153,6 +165,7 @@ class Config:
     storage: StorageConfig
     hal: HalConfig
     evses: tuple[EvseConfig, ...]  # sorted by id: evses[i].id == i + 1
+    firmware: FirmwareConfig = FirmwareConfig()
 
 
 def load_config(path: Path | str) -> Config:
@@ -210,7 +223,9 @@ def _build(data: dict, base: Path, path: Path) -> Config:
     storage = _storage(data.get("storage", {}), base)
     hal = _hal(data.get("hal", {}))
     evses = _evses(data.get("evse"), hal.driver)
-    return Config(path=path, station=station, csms=csms, storage=storage, hal=hal, evses=evses)
+    firmware = _firmware(data.get("firmware", {}))
+    return Config(path=path, station=station, csms=csms, storage=storage, hal=hal, evses=evses,
+                  firmware=firmware)
 
 
 def _station(table: dict) -> StationConfig:
@@ -307,6 +322,22 @@ def _hal(table: dict) -> HalConfig:
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise _Invalid("hal.driver", f"must be 'mock' or 'hardware', got {_short(driver)}{hint}")
     return HalConfig(driver=driver)
+
+
+def _firmware(table: dict) -> FirmwareConfig:
+    install = _str(table, "firmware", "install_command", required=False)
+    version = _str(table, "firmware", "version_command", required=False)
+    timeout = _int(table, "firmware", "install_timeout_s", required=False)
+    if timeout is not None and not 10 <= timeout <= 86400:
+        raise _Invalid("firmware.install_timeout_s", f"must be 10 to 86400 seconds, got {timeout}")
+    try:
+        if install is not None:
+            CommandInstaller(install, version)   # the same checks the daemon will make
+        elif version is not None:
+            raise HalConfigError("version_command", "needs install_command too")
+    except HalConfigError as exc:
+        raise _Invalid(f"firmware.{exc.key}", exc.message) from None
+    return FirmwareConfig(install, version, timeout or DEFAULT_INSTALL_TIMEOUT_S)
 
 
 def _devices(entry: dict, prefix: str, hal_driver: str) -> tuple[DriverSpec, ...]:

@@ -32,6 +32,7 @@ _TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "csms": ("url", "security_profile", "password", "ca_file", "cert_file", "key_file"),
     "storage": ("dir",),
     "hal": ("driver",),
+    "firmware": ("install_command", "version_command", "install_timeout_s"),
 }
 # Device tables of an EVSE with hal.driver = "hardware" (hal.drivers.REGISTRY roles).
 DEVICE_ROLES = ("meter", "contactor", "pilot", "lock", "reader", "power")

@@ -13,9 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from hal.api import Clock, EvseDevices, PilotState
+from hal.api import Clock, EvseDevices, FirmwareInstaller, PilotState
 from hal.drivers import create as create_device
+from hal.drivers.command_installer import CommandInstaller
 from hal.drivers.mock import MockStation
+from hal.drivers.mock.installer import MockInstaller
 from hal.evse import EvseHardware
 
 from agent.config import Config
@@ -26,6 +28,7 @@ from agent.station import Station
 class Hardware:
     evses: dict[int, EvseHardware]
     mock: MockStation | None = None     # set when hal.driver = "mock": sim drives it
+    installer: FirmwareInstaller | None = None   # None: this station takes no firmware
 
     async def start(self) -> None:
         for hw in self.evses.values():
@@ -38,14 +41,27 @@ class Hardware:
 
 
 def build_hardware(config: Config, clock: Clock) -> Hardware:
+    installer = build_installer(config)
     if config.hal.driver == "mock":
         mock = MockStation(config.evses, clock)
-        return Hardware({e.id: EvseHardware(e.id, mock.devices(e.id)) for e in config.evses}, mock)
+        return Hardware({e.id: EvseHardware(e.id, mock.devices(e.id)) for e in config.evses},
+                        mock, installer)
     evses = {}
     for evse in config.evses:
         devices = EvseDevices(**{spec.role: create_device(spec, clock) for spec in evse.devices})
         evses[evse.id] = EvseHardware(evse.id, devices)
-    return Hardware(evses)
+    return Hardware(evses, installer=installer)
+
+
+def build_installer(config: Config) -> FirmwareInstaller | None:
+    """The config's install command; else, on the mock station, the mock installer."""
+    firmware = config.firmware
+    if firmware.install_command is not None:
+        return CommandInstaller(firmware.install_command, firmware.version_command,
+                                firmware.install_timeout_s)
+    if config.hal.driver == "mock":
+        return MockInstaller(config.storage.dir)
+    return None
 
 
 # Device roles of an EVSE (hal.api.EvseDevices); a fault is reported under its role.

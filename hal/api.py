@@ -13,6 +13,7 @@ import abc
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Mapping, Protocol
 
 Listener = Callable[[], None]
@@ -262,3 +263,26 @@ class DriverSpec:
     role: str                      # meter, contactor, pilot, lock, reader, power
     driver: str                    # name in the registry, e.g. "modbus_meter"
     settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+# -- firmware ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class InstallOutcome:
+    ok: bool
+    detail: str     # one line for the operator: what the installer said or why it failed
+
+
+class FirmwareInstaller(abc.ABC):
+    """Hands a verified firmware image to whatever updates this system (a package manager,
+    an A/B updater); the agent never writes partitions itself. Knows nothing of OCPP:
+    download, signature checks and reporting are the agent's."""
+
+    @abc.abstractmethod
+    async def install(self, image: Path) -> InstallOutcome:
+        """Install the image; return when the installer has finished (not raise)."""
+
+    @abc.abstractmethod
+    def running_version(self) -> str | None:
+        """The firmware version running now, as the installer knows it; None when the
+        agent's own configured/package version is the truth."""

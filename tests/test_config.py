@@ -191,6 +191,7 @@ def test_installed_config_documents_every_key():
         "csms": ["url", "security_profile", "password", "ca_file", "cert_file", "key_file"],
         "storage": ["dir"],
         "hal": ["driver"],
+        "firmware": ["install_command", "version_command", "install_timeout_s"],
         "evse": ["id", "max_current_a", "phases", "nominal_voltage_v"],
     }
     lines = text.splitlines()
