@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -45,22 +46,36 @@ def _run(config: Config) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
 
-    async def main() -> None:
+    async def main() -> str:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run_daemon(config, stop)
+        return await run_daemon(config, stop)
 
     try:
-        asyncio.run(main())
+        outcome = asyncio.run(main())
     except ConfigError as exc:
         print(f"station-agent: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except StoreError as exc:
         print(f"station-agent: {exc}; check storage.dir and its permissions", file=sys.stderr)
         return 1
+    if outcome == "reexec":
+        _reexec()
     return 0
+
+
+def _reexec() -> None:
+    """Become a fresh agent process with the same command line: after a firmware install
+    the new code on disk must be what runs. The PID stays (systemd keeps tracking it);
+    the store and hardware were closed by run_daemon, and Python's own descriptors are
+    not inherited."""
+    logging.getLogger(__name__).info("restarting the agent process")
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,18 +13,23 @@ import json
 import ssl
 import logging
 import time
+from pathlib import Path
 from typing import Any, Callable, Literal
 
-from agent import __version__
+from cryptography.hazmat.primitives import serialization
+
+from agent import __version__, transfer
 from agent.blocks.auth_cache import AuthCache
 from agent.blocks.authorization import Authorization
 from agent.blocks.availability import Availability
 from agent.blocks.certificates import Certificates
+from agent.blocks.diagnostics import Diagnostics
+from agent.blocks.firmware import FirmwareUpdate
 from agent.blocks.metering import AlignedMeterValues
 from agent.blocks.network_profiles import NetworkProfiles, connection_data
 from agent.blocks.provisioning import (CLEAN_STOP, LAST_START, PENDING_BOOT_REASON, Identity,
                                        Provisioning, decide_boot_reason, system_boot_time)
-from agent.blocks.remote_control import RemoteControl, meter_values, notification
+from agent.blocks.remote_control import RemoteControl, meter_values
 from agent.blocks.security_log import SecurityLog
 from agent.blocks.transactions import Transactions
 from agent.blocks.variables import Variables
@@ -32,6 +37,7 @@ from agent.clock import Clock, SystemClock, format_datetime
 from agent.config import Config, ConfigError
 from agent.control import ControlServer, EvseStatus, build_status, socket_path
 from agent.hardware import Hardware, HardwareBridge, build_hardware
+from agent.logfile import attach_log_file
 from agent.model.definitions import standard_definitions
 from agent.model.device_model import DeviceModel
 from agent.model.types import FEATURE_AUTH_CACHE, Component, EvseSpec, StationSpec, Variable
@@ -47,7 +53,8 @@ from agent.trust import StationTrust
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["stop", "restart"]
+# "reexec": start the process anew (after a firmware install: new code must be loaded).
+Outcome = Literal["stop", "restart", "reexec"]
 
 # The [csms] table of the config seeds network connection profile 1 on first start; from
 # then on the persisted profile is the truth (DESIGN.md).
@@ -74,15 +81,20 @@ class ModelCommSettings:
                 get("OCPPCommCtrlr", "RetryBackOffRepeatTimes"))
 
 
-def station_spec(config: Config) -> StationSpec:
+def station_spec(config: Config, firmware_version: str) -> StationSpec:
     return StationSpec(
         vendor=config.station.vendor, model=config.station.model,
         serial_number=config.station.serial_number,
-        firmware_version=config.station.firmware_version,
+        firmware_version=firmware_version,
         evses=tuple(EvseSpec(e.id, e.max_current_a, e.phases, e.nominal_voltage_v)
                     for e in config.evses),
         security_profile=config.csms.security_profile, identity=config.station.id,
         features=frozenset({FEATURE_AUTH_CACHE}))
+
+
+def log_dir(config: Config) -> Path:
+    """Where the agent keeps its own bounded log, for GetLog DiagnosticsLog."""
+    return config.storage.dir / "log"
 
 
 def seed_first_start(store: Store, model: DeviceModel, config: Config) -> None:
@@ -108,7 +120,12 @@ class Runtime:
         self.store = store
         self.clock = clock
         self._outcome: asyncio.Future[Outcome] | None = None
-        self.model = DeviceModel(store, standard_definitions(station_spec(config)))
+        # The installer knows best what runs (an A/B slot's version); else the config's
+        # firmware_version, whose default is this package's version.
+        installed = hardware.installer.running_version() if hardware.installer else None
+        self.firmware_version = installed or config.station.firmware_version
+        self.model = DeviceModel(store, standard_definitions(
+            station_spec(config, self.firmware_version)))
         self.model.provide(Component("ClockCtrlr"), Variable("DateTime"),
                            lambda: format_datetime(clock.now()))
         seed_first_start(store, self.model, config)
@@ -130,7 +147,7 @@ class Runtime:
         self.provisioning = Provisioning(
             link=self.link, router=self.router, model=self.model, clock=clock, store=store,
             identity=Identity(config.station.vendor, config.station.model,
-                              config.station.serial_number, config.station.firmware_version),
+                              config.station.serial_number, self.firmware_version),
             boot_reason=boot_reason, restart=self.request_restart,
             reset_evse=self.reset_evse, is_idle=lambda evse_id: True)
         self.variables = Variables(link=self.link, router=self.router, model=self.model,
@@ -186,9 +203,25 @@ class Runtime:
         trigger("TransactionEvent", self.transactions.trigger_event, scope="evse",
                 check=lambda e: None if self.transactions.busy(e) else "TxNotFound")
         trigger("SignChargingStationCertificate", self.certificates.trigger_sign_certificate)
-        # No firmware or diagnostics block yet: idle is the truth until there is one.
-        for action in ("FirmwareStatusNotification", "LogStatusNotification"):
-            trigger(action, notification(self.link, action, {"status": "Idle"}))
+        self.firmware = FirmwareUpdate(
+            router=self.router, link=self.link, outbox=self.outbox, store=store, clock=clock,
+            installer=hardware.installer, work_dir=config.storage.dir / "firmware",
+            running_version=self.firmware_version, evse_ids=self.station.evses,
+            evses=_FirmwareEvses(self), manufacturer_roots=self._manufacturer_roots,
+            download=transfer.download, check_url=transfer.check_url,
+            ssl_context=self._transfer_tls, security_event=self.security_event,
+            allow_new_sessions=lambda: self.model.get_bool(
+                "ChargingStation", "AllowNewSessionsPendingFirmwareUpdate"),
+            restart=self.request_reexec, message_timeout=self.comm.message_timeout)
+        self.transactions.on_ended.append(self.firmware.transaction_ended)
+        trigger("FirmwareStatusNotification", self.firmware.trigger_status)
+        self.diagnostics = Diagnostics(
+            self.router, self.link, clock, store, config.station.id,
+            work_dir=config.storage.dir / "diagnostics", log_dir=log_dir(config),
+            upload=transfer.upload, check_url=transfer.check_url,
+            security_log_text=self.security_log.export_text, ssl_context=self._transfer_tls)
+        self.diagnostics.recover()
+        trigger("LogStatusNotification", self.diagnostics.trigger_status)
 
     def _endpoint(self) -> Endpoint:
         profile = self.network.current()
@@ -235,6 +268,23 @@ class Runtime:
         if self._outcome is not None and not self._outcome.done():
             self._outcome.set_result("restart")
 
+    def request_reexec(self) -> None:
+        if self._outcome is not None and not self._outcome.done():
+            self._outcome.set_result("reexec")
+
+    def _manufacturer_roots(self) -> list[str]:
+        return [c.public_bytes(serialization.Encoding.PEM).decode()
+                for c in self.certstore.roots("ManufacturerRootCertificate")]
+
+    def _transfer_tls(self) -> ssl.SSLContext:
+        """https downloads and uploads: the system's CAs plus the CSMS roots the station
+        trusts (the file server is often the CSMS's own)."""
+        context = ssl.create_default_context()
+        roots = self.trust.csms_roots_pem()
+        if roots:
+            context.load_verify_locations(cadata=roots)
+        return context
+
     async def reset_evse(self, evse_id: int) -> None:
         # An EVSE reset takes it out of service and back: the CSMS sees Unavailable, then
         # its status again. (Ending its transaction and re-initialising its hardware join
@@ -248,7 +298,7 @@ class Runtime:
         tasks = [asyncio.ensure_future(t) for t in (
             self.link.run(), self.provisioning.run_heartbeat(), self.availability.run(),
             self.outbox.run(), self.transactions.run(), self.aligned.run(),
-            self.certificates.run())]
+            self.certificates.run(), self.firmware.run(), self.diagnostics.run())]
         stopper = asyncio.ensure_future(stop.wait())
         try:
             done, _ = await asyncio.wait({self._outcome, stopper, *tasks},
@@ -282,6 +332,23 @@ class Runtime:
 
 
 
+class _FirmwareEvses:
+    """The EVSEs as the firmware update sees them (FirmwareUpdate's Evses)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def busy(self, evse_id: int) -> bool:
+        return self._runtime.transactions.busy(evse_id)
+
+    def hold(self, evse_id: int) -> None:
+        if not self.busy(evse_id):
+            self._runtime.station.set_operative(evse_id, False)
+
+    def release_all(self) -> None:
+        self._runtime.availability.resume_service()
+
+
 async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
     """Cancel and wait; cancel again should a library have swallowed the first one."""
     pending = {t for t in tasks if not t.done()}
@@ -299,14 +366,16 @@ def _float(text: str | None) -> float | None:
 
 
 async def run_daemon(config: Config, stop: asyncio.Event, clock: Clock | None = None,
-                     on_frame: Callable[[str, str], None] | None = None) -> None:
-    """Run until `stop` is set; Reset requests rebuild the runtime in between.
+                     on_frame: Callable[[str, str], None] | None = None) -> Outcome:
+    """Run until `stop` is set; Reset requests rebuild the runtime in between. Returns
+    "reexec" when the process must start anew (a firmware install), else "stop".
 
     The store, the hardware and the control socket outlive a Reset: a Reset restarts the
     agent's work, it does not unplug the vehicle.
     """
     clock = clock or SystemClock()
     store = Store.in_dir(config.storage.dir)
+    log_file = attach_log_file(log_dir(config))
     hardware = build_hardware(config, clock)
     runtime: Runtime | None = None
     control = None
@@ -321,8 +390,9 @@ async def run_daemon(config: Config, stop: asyncio.Event, clock: Clock | None = 
         while True:
             runtime = Runtime(config, store, clock, hardware, on_frame)
             runtime.security_event(*reason)
-            if await runtime.run(stop) == "stop":
-                break
+            outcome = await runtime.run(stop)
+            if outcome != "restart":
+                return outcome
             reason = ("ResetOrReboot", "Reset requested by the CSMS")
             log.info("restarting the station's work after Reset")
     finally:
@@ -330,3 +400,5 @@ async def run_daemon(config: Config, stop: asyncio.Event, clock: Clock | None = 
             await control.stop()
         await hardware.stop()
         store.close()
+        logging.getLogger().removeHandler(log_file)
+        log_file.close()

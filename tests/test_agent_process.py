@@ -119,8 +119,9 @@ BAD_FRAMES = [
     ('[2, "m3", "Reset", {"type": "Sometime"}]', "m3", "PropertyConstraintViolation"),
     ('[2, "m4", "Reset", {"type": "Immediate", "color": "red"}]', "m4", "FormatViolation"),
     ('[2, "m5", "Teleport", {}]', "m5", "NotImplemented"),
-    ('[2, "m6", "GetLog", {"logType": "DiagnosticsLog", "requestId": 1, '
-     '"log": {"remoteLocation": "ftp://127.0.0.1/x"}}]', "m6", "NotSupported"),
+    # A valid request of a feature this station does not offer (a Local Controller's).
+    ('[2, "m6", "PublishFirmware", {"location": "ftp://127.0.0.1/x", "requestId": 1, '
+     '"checksum": "0123456789abcdef0123456789abcdef"}]', "m6", "NotSupported"),
     ('[7, "m7", "Reset", {}]', "m7", "MessageTypeNotSupported"),
     ('[2, "m8", "DataTransfer", {"vendorId": "' + "x" * (1 << 20) + '"}]', "m8", "FormatViolation"),
 ]

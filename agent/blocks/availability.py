@@ -102,6 +102,11 @@ class Availability:
         NotifyEvent on EVSE.Problem when one appears or ends."""
         self.problems.hardware_changed(evse_id, faults)
 
+    def resume_service(self) -> None:
+        """Bring every connector back in line with the CSMS's settings, after something
+        else (a firmware install that did not happen) took some out of service."""
+        self._apply(self._station.evses, enable=True)
+
     def wanted(self, evse_id: int, connector_id: int) -> bool:
         """Whether this connector should be in service by the CSMS's settings."""
         return not ({STATION, (evse_id, 0), (evse_id, connector_id)} & self._inoperative)

@@ -108,6 +108,10 @@ def _physical(b: _Builder, station: StationSpec) -> None:
     b.add(cs, "SupplyPhases", T.INTEGER,
           _ro(max((e.phases for e in station.evses), default=0), constant=True))
     b.add(cs, "Problem", T.BOOLEAN, _ro(False))
+    b.add(cs, "FirmwareVersion", T.STRING, _ro(station.firmware_version, constant=True))
+    # L01.FR.07: while a firmware install waits for transactions to end, EVSEs that are
+    # free go Unavailable unless this says new sessions may still start.
+    b.add(cs, "AllowNewSessionsPendingFirmwareUpdate", T.BOOLEAN, _rw(False))
 
     for evse in station.evses:
         ev = Component("EVSE", evse=evse.id)
