@@ -60,6 +60,7 @@ Outcome = Literal["stop", "restart", "reexec"]
 # then on the persisted profile is the truth (DESIGN.md).
 NETWORK_PROFILE = "network.profile.1"
 SEEDED = "daemon.seeded"
+INVALID_EVENT_GAP_S = 3600.0
 
 
 class ModelCommSettings:
@@ -167,6 +168,9 @@ class Runtime:
         self.network = NetworkProfiles(store=store, model=self.model, router=self.router,
                                        trust=self.trust, security_event=self.security_event)
         self._failure_reported: str | None = None
+        self._invalid_reported_at: float | None = None
+        self._invalid_suppressed = 0
+        self.router.on_invalid = self._invalid_message
         self.link.on_failure.append(self._connect_failed)
         self.link.on_open.append(self._connected)
         # A01: a new BasicAuthPassword is used from the next connection on, made at once.
@@ -259,6 +263,19 @@ class Runtime:
     async def _connected(self, session: object) -> None:
         self._failure_reported = None
         self.network.connected()
+
+    def _invalid_message(self, description: str) -> None:
+        """InvalidMessages, at most once per INVALID_EVENT_GAP_S: a CSMS that keeps
+        sending bad frames must not push the rest out of the bounded security log."""
+        now = self.clock.monotonic()
+        if self._invalid_reported_at is not None and \
+                now - self._invalid_reported_at < INVALID_EVENT_GAP_S:
+            self._invalid_suppressed += 1
+            return
+        more = (f" (and {self._invalid_suppressed} more since the last report)"
+                if self._invalid_suppressed else "")
+        self._invalid_reported_at, self._invalid_suppressed = now, 0
+        self.security_event("InvalidMessages", f"from the CSMS: {description}"[:200] + more)
 
     def security_event(self, event_type: str, tech_info: str | None = None) -> None:
         """Record a security event (A04); the security log sends the critical ones."""

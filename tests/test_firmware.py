@@ -14,9 +14,10 @@ from agent.control import socket_path
 from agent.daemon import run_daemon
 from agent.demo.csms import Csms
 from hal.drivers.mock.installer import mock_image
-from tests.file_servers import FileServer, closed_port
+from tests.file_servers import FileServer, FtpServer, closed_port, server_context
 from tests.firmware_pki import expired, make_firmware_pki, other_root, sign_file
 from tests.harness import PASSWORD, write_config
+from tests.tls_certs import make_ca_and_server
 
 STATION = "CS-TEST"
 START_VERSION = "1.0.0"
@@ -159,6 +160,48 @@ def test_signed_update_installs_restarts_and_reports_installed(tmp_path):
             assert station.outcomes == ["reexec", "stop"]
             assert csms.schema_errors == []
             assert not (station.config.storage.dir / "firmware" / "7").exists()
+    run(main())
+
+
+def test_https_with_an_installed_root_and_ftp_downloads(tmp_path):
+    """https trusts the system's CAs plus the CSMS roots installed over OCPP; ftp logs
+    in with the URL's user. Until the root is there, https fails: DownloadFailed."""
+    pki = make_firmware_pki("ec")
+    ca, cert, key = make_ca_and_server(tmp_path, prefix="files-")
+
+    async def main():
+        async with Csms(passwords={STATION: PASSWORD}) as csms:
+            with FileServer(tls=server_context(cert, key)) as server, \
+                    FtpServer(tmp_path / "ftp", "fw", "ftp-secret-1") as ftp:
+                url, signature = publish(server, tmp_path, pki)
+                (ftp.user_dir / "station-3.0.0.img").write_bytes(mock_image("3.0.0"))
+                ftp_signature = sign_file(pki, ftp.user_dir / "station-3.0.0.img")
+                async with Station(tmp_path, csms) as station:
+                    link = await connected(csms)
+                    await install_root(link, pki)
+                    answer = await link.call("UpdateFirmware", update_request(
+                        50, url, signature, pki, retries=0))
+                    assert answer["status"] == "Accepted"
+                    assert await statuses_until(link, 50, "DownloadFailed") == [
+                        "Downloading", "DownloadFailed"]
+                    answer = await link.call("InstallCertificate", {
+                        "certificateType": "CSMSRootCertificate", "certificate": ca.read_text()})
+                    assert answer["status"] == "Accepted"
+                    answer = await link.call("UpdateFirmware", update_request(51, url, signature, pki))
+                    assert answer["status"] == "Accepted"
+                    assert (await statuses_until(link, 51, "InstallRebooting"))[:2] == [
+                        "Downloading", "Downloaded"]
+                    again = await connected(csms, after=link)
+                    assert await statuses_until(again, 51, "Installed") == ["Installed"]
+                    answer = await again.call("UpdateFirmware", update_request(
+                        52, ftp.url("/station-3.0.0.img", "fw:ftp-secret-1@"), ftp_signature, pki))
+                    assert answer["status"] == "Accepted"
+                    assert (await statuses_until(again, 52, "InstallRebooting"))[:2] == [
+                        "Downloading", "Downloaded"]
+                    third = await connected(csms, after=again)
+                    assert third.calls("BootNotification")[0]["chargingStation"]["firmwareVersion"] == "3.0.0"
+                assert station.outcomes == ["reexec", "reexec", "stop"]
+            assert csms.schema_errors == []
     run(main())
 
 

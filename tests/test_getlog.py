@@ -63,6 +63,10 @@ def test_each_log_type_is_uploaded_with_what_the_window_holds(tmp_path):
             with FileServer() as server:
                 async with station(tmp_path, csms, clock):
                     link = await connected(csms)
+                    # Bad frames from the CSMS: answered, and one InvalidMessages event
+                    # in the security log for the lot.
+                    for text in ('[2, "b1", "Reset", {"type": "Sometime"}]', "not json"):
+                        await link.send_raw(text, timeout=5)
                     since = format_datetime(clock.now() - timedelta(minutes=5))
                     answer = await link.call("GetLog", {
                         "logType": "SecurityLog", "requestId": 5,
@@ -74,6 +78,8 @@ def test_each_log_type_is_uploaded_with_what_the_window_holds(tmp_path):
                     uploaded = server.files[f"/logs/{name}"]
                     security = next(v for k, v in members(uploaded).items() if "security" in k)
                     assert "StartupOfTheDevice" in security
+                    invalid = [line for line in security.splitlines() if "InvalidMessages" in line]
+                    assert len(invalid) == 1 and "Reset" in invalid[0], security
 
                     answer = await link.call("GetLog", {
                         "logType": "DiagnosticsLog", "requestId": 6,

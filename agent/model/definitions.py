@@ -141,9 +141,9 @@ def _comm(b: _Builder, station: StationSpec) -> None:
     c = Component("OCPPCommCtrlr")
     # Slot in use for the current connection (errata: integer). Set by the connection.
     b.add(c, "ActiveNetworkProfile", T.INTEGER, _ro(1))
-    # urllib and ftplib come with Python; the firmware/log blocks use them. SFTP would need
-    # a third-party client, so it is not offered.
-    b.add(c, "FileTransferProtocols", T.MEMBER_LIST, _ro("HTTP,HTTPS", constant=True),
+    # What agent/transfer speaks for UpdateFirmware and GetLog: http.client and ftplib
+    # come with Python. FTPS and SFTP are not offered (SFTP needs a third-party client).
+    b.add(c, "FileTransferProtocols", T.MEMBER_LIST, _ro("FTP,HTTP,HTTPS", constant=True),
           values=("FTP", "FTPS", "HTTP", "HTTPS", "SFTP"))
     # Inactivity interval; the CSMS sets its own in BootNotificationResponse (B01.FR.04),
     # so this only counts until the first Accepted boot. One hour: often enough for the

@@ -93,6 +93,9 @@ class Router:
         # Consulted before any handler: returns a CallError code to refuse all CSMS
         # calls (e.g. SecurityError while BootNotification is Rejected), or None.
         self.gate: Callable[[str], str | None] = lambda action: None
+        # Told of every frame from the CSMS that is not valid OCPP (the security event
+        # InvalidMessages); the description is for the operator.
+        self.on_invalid: Callable[[str], None] = lambda description: None
 
     def register(self, action: str, handler: Handler,
                  max_bytes: Callable[[], int] | None = None) -> None:
@@ -194,6 +197,7 @@ class Session:
 
     def _receive(self, text: str | bytes) -> None:
         if len(text) > MAX_FRAME_BYTES:
+            self._router.on_invalid(f"frame of {len(text)} bytes")
             self._spawn(self._send_error(rpc.CallError(
                 rpc.call_id_prefix(text), "FormatViolation",
                 f"frame of {len(text)} bytes exceeds the limit of {MAX_FRAME_BYTES}")))
@@ -202,6 +206,7 @@ class Session:
             frame = rpc.parse(text)
         except rpc.FrameError as exc:
             log.warning("invalid frame from CSMS (%s)", exc.reason)
+            self._router.on_invalid(f"invalid frame: {exc.reason}")
             if exc.reply is not None:
                 self._spawn(self._send_error(exc.reply))
             return
@@ -254,6 +259,7 @@ class Session:
         try:
             validate(call.action, "request", call.payload)
         except PayloadError as exc:
+            self._router.on_invalid(f"{call.action}: {exc.code}: {exc.description}")
             return rpc.CallError(call.message_id, exc.code, exc.description)
         if route.max_bytes is not None and size > route.max_bytes():
             return rpc.CallError(call.message_id, "FormatViolation",
