@@ -76,9 +76,10 @@ def csms_now():
     return datetime.now(timezone.utc)
 
 
-async def connected(csms, after=None):
-    link = await csms.wait_station(STATION, timeout=10, after=after)
-    await link.expect_call("StatusNotification", timeout=10)
+async def connected(csms, after=None, station=STATION, timeout=10):
+    """The station's next link, once it has told its status (registered)."""
+    link = await csms.wait_station(station, timeout=timeout, after=after)
+    await link.expect_call("StatusNotification", timeout=timeout)
     return link
 
 
@@ -111,7 +112,7 @@ def update_request(request_id, url, signature, pki, *, retrieve=None, install=No
     return request
 
 
-async def statuses_until(link, request_id, last, timeout=15):
+async def statuses_until(link, request_id, last, timeout=20):
     """FirmwareStatusNotification statuses of `request_id` on this link, up to `last`."""
     seen = []
     while not seen or seen[-1] != last:
@@ -369,7 +370,7 @@ def test_second_update_cancels_the_first_mid_download(tmp_path):
                                                  version="1.5.0")
             url, signature = publish(server, tmp_path, pki)
             server.behaviour.stall_after = 50_000     # the first download hangs half-way
-            async with Station(tmp_path, csms) as station:
+            async with Station(tmp_path, csms):
                 link = await connected(csms)
                 await install_root(link, pki)
                 answer = await link.call("UpdateFirmware", update_request(

@@ -13,12 +13,16 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
+
 from agent.clock import format_datetime
 from agent.demo.csms import Csms
 from hal.drivers.mock.installer import mock_image
 from tests.file_servers import FileServer
+from tests import test_firmware as firmware_flow
 from tests.firmware_pki import make_firmware_pki, sign_file
 from tests.harness import PASSWORD, AgentProcess, write_config
+from tests.test_firmware import statuses_until
 
 STATION = "CS-FWPC"
 
@@ -63,18 +67,7 @@ def file_server():
 
 
 async def connected(csms, after=None):
-    link = await csms.wait_station(STATION, timeout=20, after=after)
-    await link.expect_call("StatusNotification", timeout=15)
-    return link
-
-
-async def statuses_until(link, request_id, last, timeout=20):
-    seen = []
-    while not seen or seen[-1] != last:
-        payload = await link.expect_call("FirmwareStatusNotification", timeout=timeout)
-        assert payload.get("requestId") == request_id, payload
-        seen.append(payload["status"])
-    return seen
+    return await firmware_flow.connected(csms, after, station=STATION, timeout=20)
 
 
 async def start_update(link, pki, server, tmp_path, request_id):
@@ -145,7 +138,11 @@ def test_kill_during_download_resumes_and_installs(tmp_path):
     run(main())
 
 
-def test_kill_during_install_then_the_installer_finishes(tmp_path):
+@pytest.mark.parametrize("installer_finishes", [True, False])
+def test_kill_during_install(tmp_path, installer_finishes):
+    """Power dies with the installer at work. If the installer still got to the end (it
+    runs outside the agent), the new version runs: Installed. If it died too, the old
+    one runs: InstallationFailed, never Installed."""
     pki = make_firmware_pki("rsa")
 
     async def main():
@@ -158,50 +155,31 @@ def test_kill_during_install_then_the_installer_finishes(tmp_path):
                     assert await statuses_until(link, 60, "Installing") == [
                         "Downloading", "Downloaded", "SignatureVerified", "Installing"]
                     await wait_file(tmp_path / "installer.pid")
-                    await agent.kill()          # the power dies with the installer at work
-                    (tmp_path / "go").write_text("")  # ... which finishes on its own
                     installer = int((tmp_path / "installer.pid").read_text())
+                    await agent.kill()
+                    if installer_finishes:
+                        (tmp_path / "go").write_text("")
+                    else:
+                        os.kill(installer, signal.SIGKILL)
                     await _gone(installer)
                     await agent.start()
                     again = await connected(csms, after=link)
                     boot = again.calls("BootNotification")[0]
-                    assert (boot["reason"], boot["chargingStation"]["firmwareVersion"]) == (
-                        "FirmwareUpdate", "2.0.0")
-                    assert await statuses_until(again, 60, "Installed") == ["Installed"]
-                    await again.expect_call("SecurityEventNotification",
-                                            where=lambda p: p["type"] == "FirmwareUpdated")
-                finally:
-                    assert await agent.stop() == 0
-            assert csms.schema_errors == []
-    run(main())
-
-
-def test_kill_during_install_that_never_completes_is_installation_failed(tmp_path):
-    pki = make_firmware_pki("ec")
-
-    async def main():
-        async with Csms(passwords={STATION: PASSWORD}) as csms:
-            with file_server() as server:
-                agent = await AgentProcess(config(tmp_path, csms, installer=True)).start()
-                try:
-                    link = await connected(csms)
-                    await start_update(link, pki, server, tmp_path, 61)
-                    assert (await statuses_until(link, 61, "Installing"))[-1] == "Installing"
-                    await wait_file(tmp_path / "installer.pid")
-                    installer = int((tmp_path / "installer.pid").read_text())
-                    await agent.kill()          # power cut: agent and installer die
-                    os.kill(installer, signal.SIGKILL)
-                    await _gone(installer)
-                    await agent.start()
-                    again = await connected(csms, after=link)
-                    assert again.calls("BootNotification")[0]["chargingStation"][
-                        "firmwareVersion"] == "1.0.0"
-                    assert await statuses_until(again, 61, "InstallationFailed") == [
-                        "InstallationFailed"]
-                    await asyncio.sleep(0.3)
-                    assert "FirmwareUpdated" not in [
-                        p["type"] for p in again.calls("SecurityEventNotification")]
-                    # Nothing is left pending: the station is back to normal service.
+                    assert boot["reason"] == "FirmwareUpdate"
+                    version = boot["chargingStation"]["firmwareVersion"]
+                    if installer_finishes:
+                        assert version == "2.0.0"
+                        assert await statuses_until(again, 60, "Installed") == ["Installed"]
+                        await again.expect_call("SecurityEventNotification",
+                                                where=lambda p: p["type"] == "FirmwareUpdated")
+                    else:
+                        assert version == "1.0.0"
+                        assert await statuses_until(again, 60, "InstallationFailed") == [
+                            "InstallationFailed"]
+                        await asyncio.sleep(0.3)
+                        assert "FirmwareUpdated" not in [
+                            p["type"] for p in again.calls("SecurityEventNotification")]
+                    # Nothing is left pending: the station is back in normal service.
                     assert again.calls("StatusNotification")[0]["connectorStatus"] == "Available"
                 finally:
                     assert await agent.stop() == 0

@@ -10,12 +10,13 @@ from __future__ import annotations
 import ftplib
 import socket
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import Callable
 
 from agent.transfer.errors import (INCOMPLETE, NETWORK, NOT_FOUND, PERMISSION_DENIED,
                                    SERVER_ERROR, Failure, one_line)
 from agent.transfer.netfail import network_failure
 from agent.transfer.partfile import CHUNK, PartFile
+from agent.transfer.source import chunks, open_source
 from agent.transfer.urls import Target
 from agent.transfer.worker import Cancel, closing, open_socket
 
@@ -96,27 +97,14 @@ def send(target: Target, source: Path, size: int, *, cancel: Cancel,
     path = target.ftp_path
     if not path or path.endswith("/"):
         path += source.name
-    try:
-        stream: BinaryIO = open(source, "rb")
-    except OSError as exc:
-        raise Failure(NOT_FOUND, f"cannot read the local file {source}: "
-                                 f"{exc.strerror or exc}") from None
+    stream = open_source(source)
 
     def store(ftp: _Ftp, progress: _Progress) -> None:
         data, _ = _open_data(ftp, f"STOR {path}", 0, cancel, timeout)
         with closing(data, cancel):
             sent = 0
             progress.text = _progress(sent, size)
-            while sent < size:
-                cancel.check()
-                try:
-                    chunk = stream.read(min(CHUNK, size - sent))
-                except OSError as exc:
-                    raise Failure(NOT_FOUND, f"cannot read the local file {source}: "
-                                             f"{exc.strerror or exc}") from None
-                if not chunk:
-                    raise Failure(INCOMPLETE, f"the local file {source} shrank while "
-                                              f"being sent ({sent} of {size} bytes)")
+            for chunk in chunks(stream, source, size, cancel):
                 data.sendall(chunk)
                 sent += len(chunk)
                 progress.text = _progress(sent, size)

@@ -13,11 +13,12 @@ import http.client
 import re
 import ssl
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import Callable
 from urllib.parse import urljoin
 
 from agent import __version__
 from agent.transfer import multipart
+from agent.transfer.source import chunks, open_source
 from agent.transfer.errors import (INCOMPLETE, NOT_FOUND, NOT_SUPPORTED, PERMISSION_DENIED,
                                    SERVER_ERROR, TOO_LARGE, Failure, TransferError,
                                    one_line)
@@ -248,25 +249,9 @@ def send(first: Target, source: Path, size: int, method: str, *, cancel: Cancel,
 
 
 def _send_file(conn: _Connection, source: Path, size: int, cancel: Cancel) -> None:
-    try:
-        stream: BinaryIO = open(source, "rb")
-    except OSError as exc:
-        raise Failure(NOT_FOUND, f"cannot read the local file {source}: "
-                                 f"{exc.strerror or exc}") from None
-    with stream:
-        left = size
-        while left > 0:
-            cancel.check()
-            try:
-                chunk = stream.read(min(CHUNK, left))
-            except OSError as exc:
-                raise Failure(NOT_FOUND, f"cannot read the local file {source}: "
-                                         f"{exc.strerror or exc}") from None
-            if not chunk:
-                raise Failure(INCOMPLETE, f"the local file {source} shrank while being "
-                                          f"sent ({size - left} of {size} bytes)")
+    with open_source(source) as stream:
+        for chunk in chunks(stream, source, size, cancel):
             conn.send(chunk)
-            left -= len(chunk)
 
 
 def _status_failure(response: http.client.HTTPResponse, at: Target, first: Target) -> Failure:
