@@ -64,3 +64,14 @@ class AgentProcess:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.kill()
+
+
+async def until_logged(caplog: Any, text: str, timeout: float = 5) -> None:
+    """Until an in-process agent has logged a record containing `text` (caplog must be
+    set to the record's level): for waiting on real I/O whose end arms a timer of the
+    injectable clock, such as a failed attempt before its retry interval."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not any(text in r.getMessage() for r in caplog.records):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"nothing logged with {text!r} within {timeout} s")
+        await asyncio.sleep(0.01)

@@ -5,6 +5,7 @@ root, and the mock installer. Every status sequence is checked in order."""
 
 import asyncio
 import contextlib
+import logging
 from datetime import datetime, timedelta, timezone
 
 from agent.clock import ManualClock, format_datetime
@@ -16,7 +17,7 @@ from agent.demo.csms import Csms
 from hal.drivers.mock.installer import mock_image
 from tests.file_servers import FileServer, FtpServer, closed_port, server_context
 from tests.firmware_pki import expired, make_firmware_pki, other_root, sign_file
-from tests.harness import PASSWORD, write_config
+from tests.harness import PASSWORD, until_logged, write_config
 from tests.tls_certs import make_ca_and_server
 
 STATION = "CS-TEST"
@@ -110,6 +111,12 @@ def update_request(request_id, url, signature, pki, *, retrieve=None, install=No
     if retry_interval is not None:
         request["retryInterval"] = retry_interval
     return request
+
+
+async def download_failed(caplog, attempt):
+    """Until download attempt `attempt` ("1/3") has failed: the retry interval starts
+    only then."""
+    await until_logged(caplog, f"download {attempt} failed")
 
 
 async def statuses_until(link, request_id, last, timeout=20):
@@ -271,8 +278,12 @@ def test_bad_signing_certificate_is_refused_before_download(tmp_path):
     run(main())
 
 
-def test_download_retries_until_the_server_is_up(tmp_path):
+def test_download_retries_until_the_server_is_up(tmp_path, caplog):
     pki = make_firmware_pki("ec")
+    caplog.set_level(logging.WARNING, logger="agent.blocks.firmware.update")
+
+    async def failed(attempt):
+        await download_failed(caplog, f"{attempt}/3")
 
     async def main():
         async with Csms(passwords={STATION: PASSWORD}) as csms:
@@ -287,8 +298,11 @@ def test_download_retries_until_the_server_is_up(tmp_path):
                                          retries=2, retry_interval=30)
                 assert (await link.call("UpdateFirmware", request))["status"] == "Accepted"
                 assert await statuses_until(link, 9, "Downloading") == ["Downloading"]
-                await station.advance(29)       # attempt 1 failed; not yet time for 2
+                await failed(1)
+                await station.advance(29)       # not yet time for attempt 2
+                assert not any("download 2/3" in r.getMessage() for r in caplog.records)
                 await station.advance(1)        # attempt 2 fails too
+                await failed(2)
                 server = FileServer(port=port)      # the server comes up
                 server.files["/fw/station-2.0.0.img"] = image.read_bytes()
                 with server:
@@ -305,8 +319,9 @@ def test_download_retries_until_the_server_is_up(tmp_path):
     run(main())
 
 
-def test_download_failed_after_the_last_retry(tmp_path):
+def test_download_failed_after_the_last_retry(tmp_path, caplog):
     pki = make_firmware_pki("ec")
+    caplog.set_level(logging.WARNING, logger="agent.blocks.firmware.update")
 
     async def main():
         async with Csms(passwords={STATION: PASSWORD}) as csms, file_server() as server:
@@ -318,6 +333,7 @@ def test_download_failed_after_the_last_retry(tmp_path):
                 request = update_request(10, url, signature, pki, retries=1, retry_interval=60)
                 assert (await link.call("UpdateFirmware", request))["status"] == "Accepted"
                 assert await statuses_until(link, 10, "Downloading") == ["Downloading"]
+                await download_failed(caplog, "1/2")
                 await station.advance(60)
                 assert await statuses_until(link, 10, "DownloadFailed") == ["DownloadFailed"]
                 assert len(server.requests) == 2

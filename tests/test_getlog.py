@@ -13,7 +13,7 @@ from agent.config import load_config
 from agent.daemon import run_daemon
 from agent.demo.csms import Csms
 from tests.file_servers import FileServer
-from tests.harness import PASSWORD, write_config
+from tests.harness import PASSWORD, until_logged, write_config
 
 STATION = "CS-LOG"
 
@@ -55,7 +55,7 @@ def members(data):
                 if m.isfile()}
 
 
-def test_each_log_type_is_uploaded_with_what_the_window_holds(tmp_path):
+def test_each_log_type_is_uploaded_with_what_the_window_holds(tmp_path, caplog):
     async def main():
         logging.getLogger().setLevel(logging.INFO)   # as `station-agent run` sets it
         clock = ManualClock(datetime.now(timezone.utc))
@@ -99,7 +99,7 @@ def test_each_log_type_is_uploaded_with_what_the_window_holds(tmp_path):
                         "log": {"remoteLocation": server.url("/denied/x.tar.gz")}})
                     assert answer["status"] == "Accepted"
                     assert await log_statuses(link, 7, "Uploading") == ["Uploading"]
-                    await asyncio.sleep(0.2)
+                    await until_logged(caplog, "attempt 1 of 2 failed")
                     await clock.advance(30)
                     assert await log_statuses(link, 7, "PermissionDenied") == [
                         "Uploading", "PermissionDenied"]
