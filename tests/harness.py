@@ -75,3 +75,53 @@ async def until_logged(caplog: Any, text: str, timeout: float = 5) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"nothing logged with {text!r} within {timeout} s")
         await asyncio.sleep(0.01)
+
+
+class InProcessAgent:
+    """The daemon's own code (run_daemon) in the test's event loop on a ManualClock, so
+    time moves only when the test says. "reexec" (after a firmware install) starts it
+    again, as the process's exec would; `outcomes` lists how each run ended."""
+
+    def __init__(self, config_path: Path, clock: Any = None) -> None:
+        from agent.clock import ManualClock
+        from agent.config import load_config
+        self.config = load_config(config_path)
+        self.clock = clock or ManualClock()
+        self.stop_event = asyncio.Event()
+        self.outcomes: list[str] = []
+        self.task: asyncio.Future[None] | None = None
+
+    async def _loop(self) -> None:
+        from agent.daemon import run_daemon
+        while True:
+            outcome = await run_daemon(self.config, self.stop_event, clock=self.clock)
+            self.outcomes.append(outcome)
+            if outcome != "reexec":
+                return
+
+    async def __aenter__(self) -> "InProcessAgent":
+        self.task = asyncio.ensure_future(self._loop())
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.stop_event.set()
+        assert self.task is not None
+        await asyncio.wait_for(self.task, 10)
+
+    async def advance(self, seconds: float, settle: float = 0.2) -> None:
+        """Move the clock once answers already on their way have arrived (a real round
+        trip takes real time), then let the agent act on it."""
+        await asyncio.sleep(settle)
+        await self.clock.advance(seconds)
+        await asyncio.sleep(settle)
+
+    async def sim(self, command: str, evse: int | None = None) -> dict[str, Any]:
+        """`station-agent sim COMMAND [EVSE]` through the control socket; the reply."""
+        from agent import sim
+        from agent.control import socket_path
+        request: dict[str, Any] = {"command": command}
+        if evse is not None:
+            request["evse"] = evse
+        reply = await asyncio.to_thread(sim.send, socket_path(self.config.storage.dir), request)
+        assert reply["ok"], reply
+        return reply

@@ -9,15 +9,11 @@ import logging
 from datetime import datetime, timedelta, timezone
 
 from agent.clock import ManualClock, format_datetime
-from agent import sim as agent_sim
-from agent.config import load_config
-from agent.control import socket_path
-from agent.daemon import run_daemon
 from agent.demo.csms import Csms
 from hal.drivers.mock.installer import mock_image
 from tests.file_servers import FileServer, FtpServer, closed_port, server_context
 from tests.firmware_pki import expired, make_firmware_pki, other_root, sign_file
-from tests.harness import PASSWORD, until_logged, write_config
+from tests.harness import PASSWORD, InProcessAgent, until_logged, write_config
 from tests.tls_certs import make_ca_and_server
 
 STATION = "CS-TEST"
@@ -38,39 +34,13 @@ async def quiet(seconds=0.2):
     await asyncio.sleep(seconds)
 
 
-class Station:
-    """run_daemon in a loop: "reexec" (after an install) starts it again, as exec would."""
-
+class Station(InProcessAgent):
     def __init__(self, tmp_path, csms, evses=1, clock=None):
-        extra = ""
-        path = write_config(tmp_path, csms.url, station_id=STATION, evses=evses, extra=extra)
-        text = path.read_text().replace('serial_number = "0001"\n',
-                                        f'serial_number = "0001"\nfirmware_version = "{START_VERSION}"\n')
-        path.write_text(text)
-        self.config = load_config(path)
-        self.clock = clock or ManualClock()
-        self.stop = asyncio.Event()
-        self.outcomes = []
-        self.task = None
-
-    async def _loop(self):
-        while True:
-            outcome = await run_daemon(self.config, self.stop, clock=self.clock)
-            self.outcomes.append(outcome)
-            if outcome != "reexec":
-                return
-
-    async def __aenter__(self):
-        self.task = asyncio.ensure_future(self._loop())
-        return self
-
-    async def __aexit__(self, *exc):
-        self.stop.set()
-        await asyncio.wait_for(self.task, 10)
-
-    async def advance(self, seconds):
-        await quiet()
-        await self.clock.advance(seconds)
+        path = write_config(tmp_path, csms.url, station_id=STATION, evses=evses)
+        path.write_text(path.read_text().replace(
+            'serial_number = "0001"\n',
+            f'serial_number = "0001"\nfirmware_version = "{START_VERSION}"\n'))
+        super().__init__(path, clock)
 
 
 def csms_now():
@@ -472,8 +442,4 @@ def test_failed_install_reports_and_gives_the_evses_back(tmp_path):
 
 
 async def sim(station, command, evse=None):
-    request = {"command": command} if evse is None else {"command": command, "evse": evse}
-    reply = await asyncio.to_thread(agent_sim.send, socket_path(station.config.storage.dir),
-                                    request)
-    assert reply["ok"], reply
-    return reply
+    return await station.sim(command, evse)

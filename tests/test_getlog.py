@@ -2,18 +2,15 @@
 type uploaded to a real HTTP server on 127.0.0.1, the archive opened and read."""
 
 import asyncio
-import contextlib
 import io
 import logging
 import tarfile
 from datetime import datetime, timedelta, timezone
 
 from agent.clock import ManualClock, format_datetime
-from agent.config import load_config
-from agent.daemon import run_daemon
 from agent.demo.csms import Csms
 from tests.file_servers import FileServer
-from tests.harness import PASSWORD, until_logged, write_config
+from tests.harness import PASSWORD, InProcessAgent, until_logged, write_config
 
 STATION = "CS-LOG"
 
@@ -22,16 +19,8 @@ def run(coro, timeout=60):
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
-@contextlib.asynccontextmanager
-async def station(tmp_path, csms, clock):
-    config = load_config(write_config(tmp_path, csms.url, station_id=STATION))
-    stop = asyncio.Event()
-    task = asyncio.ensure_future(run_daemon(config, stop, clock=clock))
-    try:
-        yield config
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
+def station(tmp_path, csms, clock):
+    return InProcessAgent(write_config(tmp_path, csms.url, station_id=STATION), clock)
 
 
 async def connected(csms):
