@@ -375,6 +375,10 @@ def _optional(b: _Builder, station: StationSpec) -> None:
     if FEATURE_SMART_CHARGING in features:
         b.add(c, "Enabled", T.BOOLEAN, _rw(True))
         b.add(c, "Available", T.BOOLEAN, _ro(True, constant=True))
+        # phaseToUse needs hardware that picks the phase of 1-phase charging; the HAL has
+        # none, so profiles that ask for it are refused (K01.FR.20).
+        b.add(c, "ACPhaseSwitchingSupported", T.BOOLEAN, _ro(False, constant=True))
+        # maxLimit: the most profiles kept (SetChargingProfile beyond: TooManyElements).
         b.add(c, "Entries", T.INTEGER, _ro(0), instance="ChargingProfiles", max_limit=100)
         b.add(c, "ProfileStackLevel", T.INTEGER, _ro(10, constant=True))
         b.add(c, "RateUnit", T.MEMBER_LIST, _ro("A,W", constant=True), values=("A", "W"))
