@@ -30,7 +30,10 @@ from agent.blocks.network_profiles import NetworkProfiles, connection_data
 from agent.blocks.provisioning import (CLEAN_STOP, LAST_START, PENDING_BOOT_REASON, Identity,
                                        Provisioning, decide_boot_reason, system_boot_time)
 from agent.blocks.remote_control import RemoteControl, meter_values
+from agent.blocks.metering.values import Extras
 from agent.blocks.security_log import SecurityLog
+from agent.blocks.smart_charging.block import SmartCharging
+from agent.blocks.smart_charging.schedule import EvseLimits
 from agent.blocks.transactions import Transactions
 from agent.blocks.variables import Variables
 from agent.clock import Clock, SystemClock, format_datetime
@@ -40,7 +43,8 @@ from agent.hardware import Hardware, HardwareBridge, build_hardware
 from agent.logfile import attach_log_file
 from agent.model.definitions import standard_definitions
 from agent.model.device_model import DeviceModel
-from agent.model.types import FEATURE_AUTH_CACHE, Component, EvseSpec, StationSpec, Variable
+from agent.model.types import (FEATURE_AUTH_CACHE, FEATURE_SMART_CHARGING, Component,
+                               EvseSpec, StationSpec, Variable)
 from agent.ocpp.connection import ConnectionManager
 from agent.ocpp.keepalive import KeepAlivePolicy, MetaMemory
 from agent.ocpp.outbox import Outbox
@@ -90,7 +94,7 @@ def station_spec(config: Config, firmware_version: str) -> StationSpec:
         evses=tuple(EvseSpec(e.id, e.max_current_a, e.phases, e.nominal_voltage_v)
                     for e in config.evses),
         security_profile=config.csms.security_profile, identity=config.station.id,
-        features=frozenset({FEATURE_AUTH_CACHE}))
+        features=frozenset({FEATURE_AUTH_CACHE, FEATURE_SMART_CHARGING}))
 
 
 def log_dir(config: Config) -> Path:
@@ -181,12 +185,23 @@ class Runtime:
         self.transactions = Transactions(
             link=self.link, router=self.router, model=self.model, clock=clock, store=store,
             outbox=self.outbox, station=self.station, hardware=hardware,
-            authorization=self.authorization, reading=lambda e: self._latest_reading(e)())
+            authorization=self.authorization, reading=lambda e: self._latest_reading(e)(),
+            limit=lambda e: self.smart_charging.current_a(e), extras=self._offered,
+            check_tx_profile=lambda e, p: self.smart_charging.check_remote_start_profile(e, p))
         self.transactions.recover()
+        # Smart charging after Transactions' recovery: TxProfiles of transactions that
+        # ended with the power go with them.
+        self.smart_charging = SmartCharging(
+            router=self.router, link=self.link, model=self.model, store=store, clock=clock,
+            evses={e.id: EvseLimits(e.max_current_a, e.phases, e.nominal_voltage_v)
+                   for e in config.evses},
+            transactions=self.transactions)
+        self.transactions.on_started.append(self.smart_charging.transaction_started)
+        self.transactions.on_ended.append(self.smart_charging.transaction_ended)
         self.aligned = AlignedMeterValues(
             self.link, self.model, clock,
             {e: self._latest_reading(e) for e in self.station.evses},
-            lambda evse_id: self.transactions.busy(evse_id))
+            lambda evse_id: self.transactions.busy(evse_id), extras=self._offered)
         # Availability after Transactions: it asks them which EVSE is busy as it starts.
         self.availability = Availability(
             link=self.link, router=self.router, station=self.station, model=self.model,
@@ -315,7 +330,8 @@ class Runtime:
         tasks = [asyncio.ensure_future(t) for t in (
             self.link.run(), self.provisioning.run_heartbeat(), self.availability.run(),
             self.outbox.run(), self.transactions.run(), self.aligned.run(),
-            self.certificates.run(), self.firmware.run(), self.diagnostics.run())]
+            self.certificates.run(), self.firmware.run(), self.diagnostics.run(),
+            self.smart_charging.run())]
         stopper = asyncio.ensure_future(stop.wait())
         try:
             done, _ = await asyncio.wait({self._outcome, stopper, *tasks},
@@ -339,8 +355,20 @@ class Runtime:
         assert mock is not None
         return build_status(self.link.connected, {
             evse_id: EvseStatus(evse.connectors[1].status, mock.snapshot(evse_id),
+                                power_limit_w=self.smart_charging.power_w(evse_id),
                                 transaction_id=self.transactions.transaction_id(evse_id))
             for evse_id, evse in self.station.evses.items()})
+
+    def _offered(self, evse_id: int) -> Extras:
+        """Current.Offered / Power.Offered: what the pilot offers now, and the power
+        that is (nothing offered: 0, the EV may not draw)."""
+        pilot = self.hardware.evses[evse_id].devices.pilot
+        if pilot is None:
+            return Extras(offered_power_w=self.smart_charging.power_w(evse_id))
+        amps = pilot.offered_a or 0.0
+        evse = self.station.evses[evse_id]
+        return Extras(offered_current_a=amps,
+                      offered_power_w=amps * evse.phases * evse.nominal_voltage_v)
 
     def _latest_reading(self, evse_id: int) -> Callable[[], Any]:
         meter = self.hardware.evses[evse_id].devices.meter

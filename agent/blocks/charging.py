@@ -2,7 +2,9 @@
 
 Kept apart from the transaction bookkeeping so the safety-relevant rules read in one
 place and are the same on every board:
-- offer current (pilot PWM) only while plugged in, authorized, operative and fault-free;
+- offer current (pilot PWM) only while plugged in, authorized, operative and fault-free,
+  never more than the EVSE's rating nor the smart-charging limit of the moment;
+- a limit below IEC 61851-1's lowest offer (6 A) pauses charging: no PWM, SuspendedEVSE;
 - close the contactor only while offering and the EV asks for power (state C/D);
 - open it otherwise.
 """
@@ -13,6 +15,8 @@ from hal.api import ContactorState
 from hal.evse import EvseHardware
 
 from agent.station import Evse
+
+MIN_OFFER_A = 6.0   # IEC 61851-1: the lowest current a PWM pilot can offer
 
 
 def _closed(hw: EvseHardware) -> bool:
@@ -54,18 +58,26 @@ def charging_state(hw: EvseHardware, evse: Evse, authorized: bool) -> str:
     return "EVConnected"
 
 
-async def apply(hw: EvseHardware, evse: Evse, authorized: bool) -> None:
-    """Drive pilot and contactor by the rules above."""
+def offer_for(evse: Evse, limit_a: float | None) -> float | None:
+    """The current to offer when charging is allowed: None for a pause."""
+    offer = evse.max_current_a if limit_a is None else min(evse.max_current_a, limit_a)
+    return offer if offer >= MIN_OFFER_A else None
+
+
+async def apply(hw: EvseHardware, evse: Evse, authorized: bool,
+                limit_a: float | None = None) -> None:
+    """Drive pilot and contactor by the rules above; `limit_a` is the smart-charging
+    limit per phase now (None: none below the rating)."""
     connector = evse.connectors[1]
     allowed = (authorized and connector.plugged and connector.operative
                and not connector.faulted and not hw.faults)
+    offer = offer_for(evse, limit_a) if allowed else None
     pilot, contactor = hw.devices.pilot, hw.devices.contactor
     if pilot is not None:
-        offer = evse.max_current_a if allowed else None
         if pilot.offered_a != offer:
             await pilot.offer(offer)
     if contactor is not None:
-        wants = allowed and (pilot is None or pilot.state.wants_power)
+        wants = offer is not None and (pilot is None or pilot.state.wants_power)
         if wants and not _closed(hw):
             await contactor.close()
         elif not wants and _closed(hw):

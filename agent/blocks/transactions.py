@@ -17,6 +17,7 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Callable
 
 from hal.api import MeterReading
@@ -25,6 +26,7 @@ from agent.blocks import charging
 from agent.blocks.authorization import Authorization
 from agent.blocks.authorization import same_id_token
 from agent.blocks.metering import TxMeterSampler
+from agent.blocks.metering.values import Extras
 from agent.blocks.transaction_state import Transaction, TransactionStore
 from agent.clock import Clock, format_datetime
 from agent.hardware import Hardware
@@ -45,12 +47,21 @@ class Grant:
     info: dict[str, Any]
     remote_start_id: int | None = None
     since: float = 0.0
+    charging_profile: dict[str, Any] | None = None   # RequestStartTransaction's TxProfile
 
 
 class Transactions:
     def __init__(self, *, link: Any, router: Router, model: Any, clock: Clock, store: Store,
                  outbox: Outbox, station: Station, hardware: Hardware,
-                 authorization: Authorization, reading: ReadingSource) -> None:
+                 authorization: Authorization, reading: ReadingSource,
+                 limit: Callable[[int], float | None] = lambda evse_id: None,
+                 extras: Callable[[int], Extras | None] = lambda evse_id: None,
+                 check_tx_profile: Callable[[int, Payload], str | None] | None = None) -> None:
+        """`limit(evse_id)`: the smart-charging current limit per phase now (None: no
+        limit). `extras(evse_id)`: offered current/power for meter values.
+        `check_tx_profile(evse_id, profile)`: None if RequestStartTransaction's
+        chargingProfile is acceptable, else the reasonCode (None callable: profiles are
+        not supported)."""
         self._link = link
         self._model = model
         self._clock = clock
@@ -60,6 +71,9 @@ class Transactions:
         self._hardware = hardware
         self._authorization = authorization
         self._reading = reading
+        self._limit = limit
+        self._extras = extras
+        self._check_tx_profile = check_tx_profile
         self._db = TransactionStore(store)
         self.open: dict[int, Transaction] = self._db.load()
         self._samplers: dict[int, TxMeterSampler] = {
@@ -69,6 +83,8 @@ class Transactions:
         self._points: dict[int, set[str]] = {e: set() for e in station.evses}
         self._changed = asyncio.Event()
         self.on_ended: list[Callable[[int], None]] = []
+        # (evse_id, transaction id, RequestStartTransaction's chargingProfile or None)
+        self.on_started: list[Callable[[int, str, dict[str, Any] | None], None]] = []
         router.register("RequestStartTransaction", self._on_request_start)
         router.register("RequestStopTransaction", self._on_request_stop)
         router.register("GetTransactionStatus", self._on_get_status)
@@ -87,6 +103,15 @@ class Transactions:
     def transaction_id(self, evse_id: int) -> str | None:
         tx = self.open.get(evse_id)
         return tx.id if tx else None
+
+    def started_at(self, evse_id: int) -> datetime | None:
+        """When the transaction on this EVSE started (Relative charging profiles)."""
+        sampler = self._samplers.get(evse_id) if evse_id in self.open else None
+        return sampler.started_at if sampler is not None else None
+
+    def reapply(self) -> None:
+        """Drive the hardware again now: a limit changed."""
+        self._poke()
 
     def close(self) -> None:
         """Detach from the hardware, which outlives this runtime (Reset)."""
@@ -231,7 +256,7 @@ class Transactions:
                 self._auth.pop(evse_id, None)
                 self._end(evse_id, trigger, reason)
                 tx = None
-        await charging.apply(hw, evse, auth is not None)
+        await charging.apply(hw, evse, auth is not None, self._limit(evse_id))
         if tx is not None:
             self._follow_charging_state(tx)
             self._sample_if_due(tx)
@@ -254,10 +279,12 @@ class Transactions:
         sampler = TxMeterSampler(self._model, started_at=self._clock.now(),
                                  phases=self._station.evses[evse_id].phases)
         self._samplers[evse_id] = sampler
-        begin = sampler.begin(self._reading(evse_id))
+        begin = sampler.begin(self._reading(evse_id), self._extras(evse_id))
         self._event(tx, "Started", trigger, id_token=tx.id_token,
                     meter_values=[begin] if begin else None)
         log.info("EVSE %d: transaction %s started (%s)", evse_id, tx.id, trigger)
+        for callback in self.on_started:
+            callback(evse_id, tx.id, auth.charging_profile if auth is not None else None)
         return tx
 
     def _end(self, evse_id: int, trigger: str, reason: str,
@@ -267,7 +294,8 @@ class Transactions:
             return
         tx.charging_state = self._charging_state(evse_id, ending=True)
         sampler = self._samplers.pop(evse_id, None)
-        values = sampler.end(self._reading(evse_id), self._clock.now()) if sampler else []
+        values = sampler.end(self._reading(evse_id), self._clock.now(),
+                                      self._extras(evse_id)) if sampler else []
         self._event(tx, "Ended", trigger, id_token=id_token, stopped_reason=reason,
                     meter_values=values or None)
         log.info("EVSE %d: transaction %s ended (%s, %s)", evse_id, tx.id, trigger, reason)
@@ -292,7 +320,8 @@ class Transactions:
         due = sampler.next_due()
         if due is None or due > self._clock.now():
             return
-        value = sampler.sample(self._reading(tx.evse_id), self._clock.now())
+        value = sampler.sample(self._reading(tx.evse_id), self._clock.now(),
+                               self._extras(tx.evse_id))
         if value:
             self._event(tx, "Updated", "MeterValuePeriodic", meter_values=[value],
                         droppable=True)
@@ -353,6 +382,13 @@ class Transactions:
         if not connector.operative or connector.faulted:
             return {"status": "Rejected", "statusInfo": {"reasonCode": "Unavailable"}}
         id_token = request["idToken"]
+        profile = request.get("chargingProfile")
+        if profile is not None:
+            # K05: a TxProfile for the transaction this start will make.
+            reason = ("UnsupportedRequest" if self._check_tx_profile is None
+                      else self._check_tx_profile(evse_id, profile))
+            if reason is not None:
+                return {"status": "Rejected", "statusInfo": {"reasonCode": reason}}
         if self._authorization.needs_authorize_for_remote_start():
             decision = await self._authorization.authorize(id_token, evse_id=evse_id)
             if not decision.accepted:
@@ -361,7 +397,7 @@ class Transactions:
         else:
             info = {"status": "Accepted"}
         self._auth[evse_id] = Grant(id_token, info, request["remoteStartId"],
-                                            self._clock.monotonic())
+                                    self._clock.monotonic(), profile)
         self._poke()
         return {"status": "Accepted"}
 
