@@ -125,3 +125,12 @@ class InProcessAgent:
         reply = await asyncio.to_thread(sim.send, socket_path(self.config.storage.dir), request)
         assert reply["ok"], reply
         return reply
+
+
+def close_stores(stores: list[Any]) -> None:
+    """Close every store a test opened, also those a failing test left half-used."""
+    for store in stores:
+        try:
+            store.close()
+        except Exception:  # noqa: BLE001 - closing is best effort at teardown
+            pass

@@ -18,6 +18,7 @@ from agent.model.types import FEATURE_AUTH_CACHE, Component, EvseSpec, StationSp
 from agent.ocpp.session import Router
 from agent.ocpp.validation import validate
 from agent.store import Store
+from tests.harness import close_stores
 
 DAY = 86400
 
@@ -67,11 +68,7 @@ class Env:
         assert result.status == "Accepted", result
 
     def close(self) -> None:
-        for store in self.stores:
-            try:
-                store.close()
-            except Exception:
-                pass
+        close_stores(self.stores)
 
 
 @pytest.fixture

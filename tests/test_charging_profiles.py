@@ -25,6 +25,7 @@ from agent.ocpp.session import CallErrorReceived, OcppError, Reply, Router
 from agent.ocpp import rpc
 from agent.ocpp.validation import validate
 from agent.store import Store
+from tests.harness import close_stores
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 TX1 = "tx-one"
@@ -124,11 +125,7 @@ class Env:
         return [p for a, p in self.link.calls if a == "ReportChargingProfiles"]
 
     def close(self) -> None:
-        for store in self.stores:
-            try:
-                store.close()
-            except Exception:
-                pass
+        close_stores(self.stores)
 
 
 @pytest.fixture

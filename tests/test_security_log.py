@@ -17,6 +17,7 @@ from agent.clock import ManualClock, parse_datetime
 from agent.ocpp.outbox import Outbox
 from agent.ocpp.validation import validate
 from agent.store import Store
+from tests.harness import close_stores
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -51,11 +52,7 @@ class Env:
         return [json.loads(payload) for _, payload in rows]
 
     def close(self) -> None:
-        for store in self.stores:
-            try:
-                store.close()
-            except Exception:
-                pass
+        close_stores(self.stores)
 
 
 @pytest.fixture
