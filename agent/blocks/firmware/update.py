@@ -143,10 +143,6 @@ class FirmwareUpdate:
     def transaction_ended(self, evse_id: int) -> None:
         self._tx_ended.set()
 
-    @property
-    def in_progress(self) -> bool:
-        return self.job is not None
-
     async def trigger_status(self) -> None:
         """TriggerMessage FirmwareStatusNotification (F06): the last status of the update
         in progress with its requestId, or Idle."""
@@ -217,13 +213,12 @@ class FirmwareUpdate:
                 if downloaded is None:
                     return
                 job = downloaded
-            certificate = self._verified(job)
-            if certificate is None:
+            if not self._verified(job):
                 return
             if job.stage == stages.DOWNLOADED:
                 job = self._report(job, stages.SIGNATURE_VERIFIED)
             job = await self._wait_to_install(job)
-            if self._verified(job) is None:   # the file may have changed while it waited
+            if not self._verified(job):   # the file may have changed while it waited
                 return
             await self._install(job)
         except asyncio.CancelledError:
@@ -259,9 +254,9 @@ class FirmwareUpdate:
                 return self._report(job, stages.DOWNLOADED)
         return None
 
-    def _verified(self, job: FirmwareJob) -> object | None:
-        """The signing certificate when certificate and signature hold; else the update
-        ends here with InvalidSignature (or InvalidCertificate's event, should the root
+    def _verified(self, job: FirmwareJob) -> bool:
+        """Whether certificate and signature hold; if not, the update ends here with
+        InvalidSignature (and InvalidFirmwareSigningCertificate's event, should the root
         have been deleted meanwhile)."""
         try:
             certificate = check_signing_certificate(
@@ -269,15 +264,15 @@ class FirmwareUpdate:
         except VerificationError as exc:
             self._security_event("InvalidFirmwareSigningCertificate", _short(str(exc)))
             self._end(job, "InvalidSignature", str(exc))
-            return None
+            return False
         try:
             digest = verify_signature(self._image(job), job.signature, certificate)
         except (VerificationError, OSError) as exc:
             self._security_event("InvalidFirmwareSignature", _short(str(exc)))
             self._end(job, "InvalidSignature", str(exc))
-            return None
+            return False
         log.info("firmware image %s: signature verified (sha256 %s)", job.file_name, digest)
-        return certificate
+        return True
 
     async def _wait_to_install(self, job: FirmwareJob) -> FirmwareJob:
         if job.install_at is not None and job.install_at > self._clock.now():

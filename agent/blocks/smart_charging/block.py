@@ -11,7 +11,7 @@ the store, so they keep working offline and across restarts.
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol
 
 from agent.blocks.smart_charging.limits import AppliedLimits
 from agent.blocks.smart_charging.management import ChargingProfiles
@@ -24,7 +24,7 @@ from agent.store import Store
 log = logging.getLogger(__name__)
 
 
-class Transactions:
+class Transactions(Protocol):
     """What the block needs of the Transactions block."""
 
     def transaction_id(self, evse_id: int) -> str | None: ...
