@@ -4,9 +4,10 @@
 PYTHON ?= python3
 VENV := .venv
 # The suite also runs against the versions Debian 12 ships (the .deb depends on them):
-# websockets 10.4 (legacy client only), pyserial 3.5, python-can 4.1, cryptography 38.
+# websockets 10.4 (legacy client only), pyserial 3.5, python-can 4.1, cryptography 38,
+# sdnotify 0.3.1.
 VENV_BOOKWORM := .venv-bookworm
-BOOKWORM_PINS := 'websockets==10.4' 'pyserial==3.5' 'python-can==4.1.0' 'cryptography==38.0.4'
+BOOKWORM_PINS := 'websockets==10.4' 'pyserial==3.5' 'python-can==4.1.0' 'cryptography==38.0.4' 'sdnotify==0.3.1'
 
 .PHONY: demo test test-latest test-bookworm clean
 

@@ -51,6 +51,7 @@ from agent.ocpp.outbox import Outbox
 from agent.ocpp.session import Router
 from agent.ocpp.transport import Endpoint, TransportError
 from agent.pki import CertificateStore
+from agent.service import ServiceNotifier, StationState
 from agent.station import Connector, Evse, Station
 from agent.store import Store
 from agent.trust import StationTrust
@@ -359,6 +360,11 @@ class Runtime:
                                 transaction_id=self.transactions.transaction_id(evse_id))
             for evse_id, evse in self.station.evses.items()})
 
+    def service_state(self) -> StationState:
+        """The one-line state systemd shows (`systemctl status`)."""
+        active = sum(self.transactions.busy(evse_id) for evse_id in self.station.evses)
+        return StationState(self.link.connected, active)
+
     def _offered(self, evse_id: int) -> Extras:
         """Current.Offered / Power.Offered: what the pilot offers now, and the power
         that is (nothing offered: 0, the EV may not draw)."""
@@ -424,6 +430,8 @@ async def run_daemon(config: Config, stop: asyncio.Event, clock: Clock | None = 
     hardware = build_hardware(config, clock)
     runtime: Runtime | None = None
     control = None
+    notifier = ServiceNotifier()
+    pinger: asyncio.Task[None] | None = None
     reason = ("StartupOfTheDevice", f"station-agent {__version__} started")
     try:
         log.info("station-agent %s starting as %s", __version__, config.station.id)
@@ -435,12 +443,21 @@ async def run_daemon(config: Config, stop: asyncio.Event, clock: Clock | None = 
         while True:
             runtime = Runtime(config, store, clock, hardware, on_frame)
             runtime.security_event(*reason)
+            if pinger is None:
+                # Ready means running (hardware up, blocks built), not connected: a
+                # station offline at boot is a working station.
+                notifier.ready(runtime.service_state())
+                pinger = asyncio.ensure_future(notifier.run(
+                    lambda: runtime.service_state() if runtime else StationState(False, 0)))
             outcome = await runtime.run(stop)
             if outcome != "restart":
                 return outcome
             reason = ("ResetOrReboot", "Reset requested by the CSMS")
             log.info("restarting the station's work after Reset")
     finally:
+        notifier.stopping()
+        if pinger is not None:
+            await _cancel_all([pinger])
         if control is not None:
             await control.stop()
         await hardware.stop()
