@@ -30,13 +30,14 @@ def write_config(directory: Path, csms_url: str, *, station_id: str = "CS-TEST",
 class AgentProcess:
     """One run of the daemon; its stderr goes to a file the test can read."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
         self.config = config
+        self.env = env or {}
         self.log_path = config.parent / "agent.log"
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> "AgentProcess":
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         log = open(self.log_path, "ab")
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "agent", "run", "--config", str(self.config),
