@@ -238,6 +238,39 @@ class ConnectorLock(Device):
     def locked(self) -> bool | None: ...
 
 
+# -- external limit (energy manager, grid operator) -------------------------------------------
+
+# Who set an external limit: OCPP's ChargingLimitSourceEnumType without CSO (that is the
+# CSMS itself, never a hardware input). EMS: a local energy manager; SO: the system
+# operator (a grid operator's control box or ripple-control receiver); Other.
+LIMIT_SOURCES = ("EMS", "SO", "Other")
+
+
+@dataclass(frozen=True)
+class ExternalLimitSignal:
+    """A limit on the whole station's power from outside OCPP. limit_w None: no limit."""
+
+    limit_w: float | None = None
+    source: str = "EMS"
+    grid_critical: bool = False
+
+    def __post_init__(self) -> None:
+        if self.source not in LIMIT_SOURCES:
+            raise ValueError(f"limit source must be one of {', '.join(LIMIT_SOURCES)}, "
+                             f"got {self.source!r}")
+        if self.limit_w is not None and not (self.limit_w >= 0 and self.limit_w != float("inf")):
+            raise ValueError(f"limit must be a number of watts, 0 or more, got {self.limit_w!r}")
+
+
+class ExternalLimit(Device):
+    """An input that caps the station (an EMS over Modbus, a grid operator's relay
+    contact). Listeners are called whenever `signal` changes."""
+
+    @property
+    @abc.abstractmethod
+    def signal(self) -> ExternalLimitSignal: ...
+
+
 # -- one EVSE's hardware ---------------------------------------------------------------------
 
 @dataclass
