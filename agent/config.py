@@ -155,6 +155,9 @@ class EvseConfig:
     nominal_voltage_v: float
     # [evse.<role>] tables (hal.driver = "hardware"): which driver, which settings.
     devices: tuple[DriverSpec, ...] = ()
+    # A DC EVSE: a power module sets the output (max_current_a is the DC output's
+    # rating; phases and nominal_voltage_v describe its AC supply).
+    dc: bool = False
 
 
 @dataclass(frozen=True)
@@ -415,9 +418,16 @@ def _evses(entries: list | None, hal_driver: str) -> tuple[EvseConfig, ...]:
                 f"{prefix}.nominal_voltage_v",
                 f"must be {low:g} to {high:g} V (phase to neutral, e.g. 230), got {voltage:g}",
             )
+        has_power = "power" in entry
+        dc = entry.get("dc", has_power)
+        if not isinstance(dc, bool):
+            raise _Invalid(f"{prefix}.dc", f"must be true or false, got {_describe(dc)}")
+        if hal_driver == "hardware" and dc != has_power:
+            raise _Invalid(f"{prefix}.dc", "a DC EVSE needs [evse.power], and an EVSE with "
+                                           "[evse.power] is DC; remove the key or fix the tables")
         evses.append(EvseConfig(id=evse_id, max_current_a=current, phases=phases,
                                 nominal_voltage_v=voltage,
-                                devices=_devices(entry, prefix, hal_driver)))
+                                devices=_devices(entry, prefix, hal_driver), dc=dc))
     return tuple(sorted(evses, key=lambda e: e.id))
 
 

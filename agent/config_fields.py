@@ -36,7 +36,7 @@ _TABLE_KEYS: dict[str, tuple[str, ...]] = {
 }
 # Device tables of an EVSE with hal.driver = "hardware" (hal.drivers.REGISTRY roles).
 DEVICE_ROLES = ("meter", "contactor", "pilot", "lock", "reader", "power")
-_EVSE_KEYS = ("id", "max_current_a", "phases", "nominal_voltage_v", *DEVICE_ROLES)
+_EVSE_KEYS = ("id", "max_current_a", "phases", "nominal_voltage_v", "dc", *DEVICE_ROLES)
 _TOP_LEVEL = (*_TABLE_KEYS, "evse")
 
 

@@ -187,7 +187,8 @@ class Runtime:
             link=self.link, router=self.router, model=self.model, clock=clock, store=store,
             outbox=self.outbox, station=self.station, hardware=hardware,
             authorization=self.authorization, reading=lambda e: self._latest_reading(e)(),
-            limit=lambda e: self.smart_charging.current_a(e), extras=self._offered,
+            limit=lambda e: self.smart_charging.current_a(e),
+            power_limit=lambda e: self.smart_charging.power_w(e), extras=self._offered,
             check_tx_profile=lambda e, p: self.smart_charging.check_remote_start_profile(e, p))
         self.transactions.recover()
         # Smart charging after Transactions' recovery: TxProfiles of transactions that
@@ -368,7 +369,12 @@ class Runtime:
     def _offered(self, evse_id: int) -> Extras:
         """Current.Offered / Power.Offered: what the pilot offers now, and the power
         that is (nothing offered: 0, the EV may not draw)."""
-        pilot = self.hardware.evses[evse_id].devices.pilot
+        devices = self.hardware.evses[evse_id].devices
+        pilot = devices.pilot
+        if devices.power is not None:
+            # DC: the module's current set-point is the offer (0 while it is off).
+            return Extras(offered_current_a=self.transactions.dc_offer_a(evse_id),
+                          offered_power_w=self.smart_charging.power_w(evse_id))
         if pilot is None:
             return Extras(offered_power_w=self.smart_charging.power_w(evse_id))
         amps = pilot.offered_a or 0.0

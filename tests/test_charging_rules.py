@@ -68,3 +68,81 @@ def test_inoperative_or_faulted_never_offers():
         assert hw.devices.contactor.state is ContactorState.OPEN
         await hw.stop()
     asyncio.run(main())
+
+
+# -- DC: the power module's set-point is the offer --------------------------------------------
+
+class DcSpec:
+    id = 1
+    max_current_a = 200
+    phases = 3
+    nominal_voltage_v = 230
+    dc = True
+
+
+def dc_rig():
+    mock = MockStation([DcSpec()], ManualClock())
+    hw = EvseHardware(1, mock.devices(1))
+    evse = Evse(1, 200, 3, 230, connectors={1: Connector(1, 1)})
+    # Every state the simulated output passes through, to catch switching under load.
+    seen = []
+    ev = mock.ev(1)
+    ev.watch(lambda: seen.append((ev.contactor_closed, ev.dc_on, ev.dc_current_a)))
+    return mock, hw, evse, seen
+
+
+def test_dc_module_follows_the_power_limit_and_never_switches_under_load():
+    async def main():
+        mock, hw, evse, seen = dc_rig()
+        await hw.start()
+        dc = charging.DcCommand()
+        mock.plug(1)
+        evse.connectors[1].plugged = True
+        await charging.apply(hw, evse, authorized=False, dc=dc)
+        assert mock.snapshot(1)["power_w"] == 0, "not authorized: module off"
+        await charging.apply(hw, evse, authorized=True, limit_w=50_000, dc=dc)
+        snap = mock.snapshot(1)
+        # 50 kW at the module's 1000 V ceiling: 50 A, so no battery voltage exceeds it.
+        assert snap["offered_current_a"] == 50 and snap["contactor_closed"]
+        assert snap["power_w"] == 50_000
+        await charging.apply(hw, evse, authorized=True, limit_w=None, dc=dc)
+        assert mock.snapshot(1)["offered_current_a"] == 200, "no limit: the rating"
+        await charging.apply(hw, evse, authorized=True, limit_w=500, dc=dc)
+        snap = mock.snapshot(1)
+        assert snap["power_w"] == 0 and not snap["contactor_closed"], "below 1 A: a pause"
+        assert charging.charging_state(hw, evse, authorized=True) == "SuspendedEVSE"
+        await charging.apply(hw, evse, authorized=True, limit_w=20_000, dc=dc)
+        assert mock.snapshot(1)["power_w"] == 20_000
+        mock.suspend(1)          # the EV stops asking: module off, then contactor open
+        await charging.apply(hw, evse, authorized=True, limit_w=20_000, dc=dc)
+        assert mock.snapshot(1)["contactor_closed"] is False
+        mock.resume(1)
+        await charging.apply(hw, evse, authorized=True, limit_w=20_000, dc=dc)
+        mock.fault(1)
+        await charging.apply(hw, evse, authorized=True, limit_w=20_000, dc=dc)
+        assert mock.snapshot(1)["power_w"] == 0
+        await hw.stop()
+        assert (True, True, 50.0) in seen and (True, True, 20.0) in seen
+        # The module is on only behind a closed contactor, except where the simulated
+        # safety circuit dropped the contactor itself (the fault).
+        fault_at = next(i for i, (closed, on, _) in enumerate(seen) if on and not closed)
+        assert mock.ev(1).fault is not None and all(
+            closed or not on for closed, on, _ in seen[:fault_at])
+        assert not mock.ev(1).dc_on, "stopped: module off"
+    asyncio.run(main())
+
+
+def test_dc_set_point_is_sent_once_per_change():
+    async def main():
+        mock, hw, evse, seen = dc_rig()
+        await hw.start()
+        dc = charging.DcCommand()
+        mock.plug(1)
+        evse.connectors[1].plugged = True
+        for _ in range(3):
+            await charging.apply(hw, evse, authorized=True, limit_w=30_000, dc=dc)
+        assert [s for s in seen if s[2] == 30.0 and s[1]] == [(True, True, 30.0)]
+        assert charging.dc_current_for(evse, 1000, 33_333) == 33.3
+        assert charging.dc_current_for(evse, 1000, None) == 200
+        await hw.stop()
+    asyncio.run(main())

@@ -192,7 +192,7 @@ def test_installed_config_documents_every_key():
         "storage": ["dir"],
         "hal": ["driver"],
         "firmware": ["install_command", "version_command", "install_timeout_s"],
-        "evse": ["id", "max_current_a", "phases", "nominal_voltage_v"],
+        "evse": ["id", "max_current_a", "phases", "nominal_voltage_v", "dc"],
     }
     lines = text.splitlines()
     for table, names in keys.items():

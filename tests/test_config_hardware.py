@@ -91,6 +91,15 @@ def test_hardware_needs_a_meter_and_a_pilot_or_power_module(tmp_path, pty_port):
     assert "evse[1].pilot" in message
 
 
+def test_dc_key_agrees_with_the_power_module(tmp_path, pty_port):
+    meter = f'dc = true\n[evse.meter]\ndriver = "modbus_meter"\nport = "{pty_port}"\n'
+    message = error(write(tmp_path, meter))
+    assert "evse[1].dc" in message and "[evse.power]" in message
+    assert "evse[1].dc" in error(write(tmp_path, 'dc = "yes"\n', driver="mock"))
+    mock = load_config(write(tmp_path, "dc = true\n", driver="mock"))
+    assert mock.evses[0].dc is True
+
+
 def test_device_tables_need_the_hardware_driver(tmp_path, pty_port):
     message = error(write(tmp_path, f'[evse.meter]\ndriver = "modbus_meter"\nport = "{pty_port}"\n',
                           driver="mock"))

@@ -23,9 +23,12 @@ async def quiet(seconds=0.2):
 
 
 class Agent(InProcessAgent):
-    def __init__(self, tmp_path, csms, clock, evses=1):
-        super().__init__(write_config(tmp_path, csms.url, station_id=STATION, evses=evses),
-                         clock)
+    def __init__(self, tmp_path, csms, clock, evses=1, dc=False):
+        config = write_config(tmp_path, csms.url, station_id=STATION, evses=evses)
+        if dc:   # EVSE 1 a 200 A DC output fed by a 3-phase supply
+            config.write_text(config.read_text().replace(
+                "max_current_a = 32\n", "max_current_a = 200\ndc = true\n", 1))
+        super().__init__(config, clock)
 
     async def evse(self, evse_id):
         return (await self.sim("status"))["status"]["evses"][str(evse_id)]
@@ -210,5 +213,32 @@ def test_profiles_survive_a_restart_and_remote_start_brings_its_own(tmp_path):
                 tx_profile = profile(4, "TxProfile", [(0, 8)], kind="Relative")
                 await start_session(agent, link, 1, charging_profile=tx_profile)
                 assert (await agent.evse(1))["offered_current_a"] == 8
+            assert csms.schema_errors == []
+    run(main())
+
+
+def test_dc_power_module_follows_the_schedule_at_the_scheduled_second(tmp_path):
+    async def main():
+        async with csms_and_clock() as (csms, clock):
+            async with Agent(tmp_path, csms, clock, dc=True) as agent:
+                link = await connected(csms)
+                await set_profile(link, 0, profile(1, "TxDefaultProfile", [(0, 50_000)],
+                                                   unit="W", start=clock.now()))
+                tx_id = await start_session(agent, link, 1)
+                status = await agent.evse(1)
+                # The module's set-point: 50 kW at its 1000 V ceiling.
+                assert (status["offered_current_a"], status["power_w"]) == (50, 50_000)
+                assert status["power_limit_w"] == 50_000 and status["contactor_closed"]
+                await set_profile(link, 1, profile(2, "TxProfile", [(0, 30_000), (300, 0)],
+                                                   unit="W", start=clock.now(),
+                                                   transaction_id=tx_id))
+                assert (await agent.evse(1))["power_w"] == 30_000
+                await agent.advance(299)
+                assert (await agent.evse(1))["power_w"] == 30_000
+                await agent.advance(1)
+                status = await agent.evse(1)
+                assert status["power_w"] == 0 and status["contactor_closed"] is False
+                await link.expect_call("TransactionEvent", where=lambda p: p.get(
+                    "transactionInfo", {}).get("chargingState") == "SuspendedEVSE")
             assert csms.schema_errors == []
     run(main())

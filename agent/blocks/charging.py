@@ -7,16 +7,37 @@ place and are the same on every board:
 - a limit below IEC 61851-1's lowest offer (6 A) pauses charging: no PWM, SuspendedEVSE;
 - close the contactor only while offering and the EV asks for power (state C/D);
 - open it otherwise.
+A DC EVSE (one with a power module) follows the same rules with the module's current
+set-point as the offer: contactor closed before the module is switched on, module off
+before the contactor opens (no switching under load).
 """
 
 from __future__ import annotations
 
-from hal.api import ContactorState
+import logging
+import math
+from dataclasses import dataclass
+
+from hal.api import ContactorState, PowerModule
 from hal.evse import EvseHardware
 
 from agent.station import Evse
 
+log = logging.getLogger(__name__)
+
 MIN_OFFER_A = 6.0   # IEC 61851-1: the lowest current a PWM pilot can offer
+MIN_DC_A = 1.0      # below this a DC set-point is a pause, not a charge
+
+
+@dataclass
+class DcCommand:
+    """What the agent last told an EVSE's power module (so an unchanged set-point is not
+    sent again at every meter reading); reset with the agent's runtime, which then
+    simply sends it once more."""
+
+    voltage_v: float | None = None   # the output's voltage ceiling
+    current_a: float | None = None
+    on: bool = False
 
 
 def _closed(hw: EvseHardware) -> bool:
@@ -65,12 +86,17 @@ def offer_for(evse: Evse, limit_a: float | None) -> float | None:
 
 
 async def apply(hw: EvseHardware, evse: Evse, authorized: bool,
-                limit_a: float | None = None) -> None:
-    """Drive pilot and contactor by the rules above; `limit_a` is the smart-charging
-    limit per phase now (None: none below the rating)."""
+                limit_a: float | None = None, *, limit_w: float | None = None,
+                dc: DcCommand | None = None) -> None:
+    """Drive pilot and contactor (or power module) by the rules above; `limit_a` is the
+    smart-charging limit per phase now, `limit_w` the power limit (None: none below the
+    rating); `dc` remembers what a power module was told."""
     connector = evse.connectors[1]
     allowed = (authorized and connector.plugged and connector.operative
                and not connector.faulted and not hw.faults)
+    if hw.devices.power is not None:
+        await _apply_dc(hw, hw.devices.power, evse, allowed, limit_w, dc or DcCommand())
+        return
     offer = offer_for(evse, limit_a) if allowed else None
     pilot, contactor = hw.devices.pilot, hw.devices.contactor
     if pilot is not None:
@@ -82,3 +108,48 @@ async def apply(hw: EvseHardware, evse: Evse, authorized: bool,
             await contactor.close()
         elif not wants and _closed(hw):
             await contactor.open()
+
+
+def dc_current_for(evse: Evse, ceiling_v: float, limit_w: float | None) -> float:
+    """The DC current set-point: the EVSE's rating, less when a power limit applies.
+
+    Worked out at the voltage ceiling, so the limit holds at whatever voltage the battery
+    sits (P = V x I, V never above the ceiling); floored to 0.1 A."""
+    current = evse.max_current_a
+    if limit_w is not None:
+        current = min(current, limit_w / ceiling_v)
+    return math.floor(current * 10 + 1e-9) / 10
+
+
+async def _apply_dc(hw: EvseHardware, power: PowerModule, evse: Evse, allowed: bool,
+                    limit_w: float | None, dc: DcCommand) -> None:
+    pilot, contactor = hw.devices.pilot, hw.devices.contactor
+    wants = allowed and (pilot is None or pilot.state.wants_power)
+    current = 0.0
+    if wants:
+        if dc.voltage_v is None:
+            # The EV's own voltage limit comes from ISO 15118 / DIN 70121, which this
+            # agent does not speak: the module's maximum is the ceiling (see README).
+            caps = await power.capabilities()
+            dc.voltage_v = caps.max_voltage_v if caps.max_voltage_v > 0 else None
+        if dc.voltage_v is None:
+            log.warning("EVSE %d: the power module reports no output range; not charging",
+                        evse.id)
+        else:
+            current = dc_current_for(evse, dc.voltage_v, limit_w)
+    if current < MIN_DC_A:
+        if dc.on:
+            await power.enable(False)
+            dc.on = False
+        if contactor is not None and _closed(hw):
+            await contactor.open()
+        return
+    assert dc.voltage_v is not None
+    if contactor is not None and not _closed(hw):
+        await contactor.close()
+    if dc.current_a != current:
+        await power.set_output(dc.voltage_v, current)
+        dc.current_a = current
+    if not dc.on:
+        await power.enable(True)
+        dc.on = True

@@ -55,10 +55,11 @@ class Transactions:
                  outbox: Outbox, station: Station, hardware: Hardware,
                  authorization: Authorization, reading: ReadingSource,
                  limit: Callable[[int], float | None] = lambda evse_id: None,
+                 power_limit: Callable[[int], float | None] = lambda evse_id: None,
                  extras: Callable[[int], Extras | None] = lambda evse_id: None,
                  check_tx_profile: Callable[[int, Payload], str | None] | None = None) -> None:
         """`limit(evse_id)`: the smart-charging current limit per phase now (None: no
-        limit). `extras(evse_id)`: offered current/power for meter values.
+        limit); `power_limit(evse_id)` the same in W (what a DC EVSE follows). `extras(evse_id)`: offered current/power for meter values.
         `check_tx_profile(evse_id, profile)`: None if RequestStartTransaction's
         chargingProfile is acceptable, else the reasonCode (None callable: profiles are
         not supported)."""
@@ -72,6 +73,8 @@ class Transactions:
         self._authorization = authorization
         self._reading = reading
         self._limit = limit
+        self._power_limit = power_limit
+        self._dc = {evse_id: charging.DcCommand() for evse_id in station.evses}
         self._extras = extras
         self._check_tx_profile = check_tx_profile
         self._db = TransactionStore(store)
@@ -108,6 +111,11 @@ class Transactions:
         """When the transaction on this EVSE started (Relative charging profiles)."""
         sampler = self._samplers.get(evse_id) if evse_id in self.open else None
         return sampler.started_at if sampler is not None else None
+
+    def dc_offer_a(self, evse_id: int) -> float:
+        """The DC current set-point this EVSE's power module runs at (0: off)."""
+        dc = self._dc[evse_id]
+        return (dc.current_a or 0.0) if dc.on else 0.0
 
     def reapply(self) -> None:
         """Drive the hardware again now: a limit changed."""
@@ -256,7 +264,8 @@ class Transactions:
                 self._auth.pop(evse_id, None)
                 self._end(evse_id, trigger, reason)
                 tx = None
-        await charging.apply(hw, evse, auth is not None, self._limit(evse_id))
+        await charging.apply(hw, evse, auth is not None, self._limit(evse_id),
+                             limit_w=self._power_limit(evse_id), dc=self._dc[evse_id])
         if tx is not None:
             self._follow_charging_state(tx)
             self._sample_if_due(tx)

@@ -54,8 +54,10 @@ class MockStation:
     def __init__(self, evses: Iterable[EvseLike], clock: Clock, *, meter_poll_s: float = 1.0) -> None:
         self._evses: dict[int, _Evse] = {}
         for e in evses:
+            # A DC EVSE's output has no phases (its supply's do not matter here).
             spec = e if isinstance(e, MockEvseSpec) else MockEvseSpec(
-                e.id, e.max_current_a, e.phases, e.nominal_voltage_v)
+                e.id, e.max_current_a, 0 if getattr(e, "dc", False) else e.phases,
+                e.nominal_voltage_v)
             if spec.id in self._evses:
                 raise ValueError(f"duplicate EVSE id {spec.id}")
             self._evses[spec.id] = _Evse(spec, clock, meter_poll_s)
