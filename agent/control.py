@@ -7,15 +7,19 @@ newline-delimited JSON, one request and one reply per line, any number per conne
     {"command": "plug", "evse": 1}                  -> {"ok": true, "evse": 1}
     {"command": "swipe", "token": "AB12"}           -> {"ok": true, "evse": 1, "token": "AB12", "type": "ISO14443"}
     {"command": "ev-max", "evse": 1, "amps": 16}    -> {"ok": true, "evse": 1}
+    {"command": "external-limit", "watts": 4200, "source": "SO", "grid_critical": true}
+                                                    -> {"ok": true}
     {"command": "status"}                           -> {"ok": true, "status": {...}}
     anything wrong                                  -> {"ok": false, "error": "unknown EVSE 9"}
 
 Commands: plug, unplug, suspend, resume, fault, clear (each needs "evse"), ev-max
 ("evse", "amps"), swipe ("token"; "evse" optional, default the lowest EVSE id, where a
-station's single reader sits; "type" optional, default ISO14443), status. Unknown fields
-are errors, so a typo is not silently ignored. Nothing a client sends can stop the
-server: bad input gets an error reply, a line over 64 KiB gets one and the connection
-is closed (the rest of that line cannot be told from the next request).
+station's single reader sits; "type" optional, default ISO14443), external-limit ("watts",
+a number or null for no limit; "source" optional, EMS, SO or Other, default EMS;
+"grid_critical" optional, default false), status. Unknown fields are errors, so a typo
+is not silently ignored. Nothing a client sends can stop the server: bad input gets an
+error reply, a line over 64 KiB gets one and the connection is closed (the rest of that
+line cannot be told from the next request).
 """
 
 from __future__ import annotations
@@ -116,6 +120,23 @@ def _amps(request: Mapping[str, Any]) -> float:
     return float(value)
 
 
+def _watts(request: Mapping[str, Any]) -> float | None:
+    # Required, null included: a request that forgot the limit must not lift it.
+    if "watts" not in request:
+        raise RequestError("external-limit: missing 'watts' (a number, or null for no limit)")
+    value = request["watts"]
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise RequestError(f"'watts' must be a number or null, got {_json_type(value)}")
+    return value
+
+
+def _flag(request: Mapping[str, Any], key: str) -> bool:
+    value = request.get(key, False)
+    if not isinstance(value, bool):
+        raise RequestError(f"{key!r} must be true or false, got {_json_type(value)}")
+    return value
+
+
 def _string(request: Mapping[str, Any], key: str, default: str | None = None) -> str:
     if key not in request:
         if default is None:
@@ -138,6 +159,7 @@ _FIELDS: dict[str, frozenset[str]] = {
     **{c: frozenset({"evse"}) for c in ("plug", "unplug", "suspend", "resume", "fault", "clear")},
     "ev-max": frozenset({"evse", "amps"}),
     "swipe": frozenset({"token", "evse", "type"}),
+    "external-limit": frozenset({"watts", "source", "grid_critical"}),
     "status": frozenset(),
 }
 COMMANDS = tuple(_FIELDS)
@@ -186,6 +208,12 @@ class Dispatcher:
             evse_id = st.default_evse() if chosen is None else chosen
             token = st.swipe(uid, id_type, evse_id)
             return {"evse": evse_id, "token": token.uid, "type": token.type}
+        if command == "external-limit":
+            # The range and the source are the station's to check (its ValueError becomes
+            # the reply), so the socket and a test calling MockStation agree.
+            st.set_external_limit(_watts(request), _string(request, "source", "EMS"),
+                                  _flag(request, "grid_critical"))
+            return {}
         evse_id = _evse(request)
         assert evse_id is not None
         if command == "ev-max":

@@ -18,6 +18,7 @@ from typing import Any
 
 from agent.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
 from agent.control import MAX_LINE, socket_path
+from hal.api import LIMIT_SOURCES
 
 EXIT_REFUSED = 1
 EXIT_CONFIG = 2
@@ -62,6 +63,28 @@ def _amps(text: str) -> float:
     return value
 
 
+CLEAR_LIMIT = "clear"
+
+
+def _watts(text: str) -> float | None:
+    """WATTS of `external-limit`: a number, or 'clear' (None: no limit)."""
+    if text.strip().lower() == CLEAR_LIMIT:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(
+            f"WATTS must be a number of watts, 0 or more, or '{CLEAR_LIMIT}', got {text!r}")
+    return value
+
+
+def _json_number(value: float) -> int | float:
+    # 4200, not 4200.0, on the wire and on the screen (1e300 stays a float, not 301 digits).
+    return int(value) if value.is_integer() and abs(value) < 2**53 else value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `sim` subcommand's arguments, commands in DESIGN.md's order. `--config` may
     come before or after COMMAND."""
@@ -89,6 +112,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ev_max.add_argument("amps", metavar="AMPS", type=_amps, help="amps per phase")
     for name in ("suspend", "resume", "fault", "clear"):
         command(name, _EVSE_COMMANDS[name][0])
+    limit = command("external-limit", "a limit on the whole station from an energy manager or "
+                    f"the grid operator (W); '{CLEAR_LIMIT}' ends it", evse=False)
+    limit.add_argument("watts", metavar="WATTS", type=_watts,
+                       help=f"the most power the whole station may draw, in W, or '{CLEAR_LIMIT}'")
+    limit.add_argument("--source", choices=LIMIT_SOURCES, default="EMS",
+                       help="who sets it: EMS (a local energy manager), SO (the grid operator) "
+                            "or Other (default EMS)")
+    limit.add_argument("--grid-critical", action="store_true",
+                       help="the limit protects the grid (OCPP isGridCritical)")
     command("status", "the station as JSON on stdout", evse=False)
 
 
@@ -102,8 +134,11 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
             request["evse"] = args.evse
         return request
     if command == "ev-max":
-        amps = int(args.amps) if args.amps.is_integer() else args.amps
-        return {"command": "ev-max", "evse": args.evse, "amps": amps}
+        return {"command": "ev-max", "evse": args.evse, "amps": _json_number(args.amps)}
+    if command == "external-limit":
+        return {"command": "external-limit",
+                "watts": None if args.watts is None else _json_number(args.watts),
+                "source": args.source, "grid_critical": args.grid_critical}
     return {"command": command, "evse": args.evse}
 
 
@@ -163,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     if args.sim_command == "status":
         print(json.dumps(reply["status"]))
     else:
-        print(_confirmation(args.sim_command, reply))
+        print(_confirmation(args, reply))
     return 0
 
 
@@ -183,8 +218,13 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     return reply
 
 
-def _confirmation(command: str, reply: dict[str, Any]) -> str:
-    evse = reply.get("evse")
+def _confirmation(args: argparse.Namespace, reply: dict[str, Any]) -> str:
+    command, evse = args.sim_command, reply.get("evse")
+    if command == "external-limit":
+        if args.watts is None:
+            return "external limit cleared"
+        critical = ", grid critical" if args.grid_critical else ""
+        return f"external limit set: {_json_number(args.watts)} W from {args.source}{critical}"
     if command == "swipe":
         return f"EVSE {evse}: card {reply.get('token')} presented"
     if command == "ev-max":

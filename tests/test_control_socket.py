@@ -3,6 +3,7 @@ it: a server in this process over a MockStation, the CLI as a real subprocess.""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -17,7 +18,9 @@ from typing import Any, Awaitable, Callable, Iterator
 import pytest
 
 from agent.clock import ManualClock
+from agent import sim as sim_cli
 from agent.control import MAX_LINE, ControlError, ControlServer, EvseStatus, build_status
+from hal.api import ExternalLimitSignal
 from hal.drivers.mock import MockEvseSpec, MockStation
 
 ROOT = Path(__file__).parent.parent
@@ -117,6 +120,55 @@ def test_each_command_drives_the_mock_station(short_dir: Path) -> None:
         reply = await ask_one(path, {"command": "swipe", "token": "cd", "evse": 2, "type": "ISO15693"})
         assert reply["evse"] == 2
         assert (await asyncio.wait_for(station.devices(2).reader.tokens().__anext__(), 1)).type == "ISO15693"
+    serve(short_dir, scenario)
+
+
+def test_external_limit_sets_and_clears_the_station_wide_limit(short_dir: Path) -> None:
+    async def scenario(path: Path, station: MockStation, clock: ManualClock) -> None:
+        limit = station.external_limit
+        heard: list[ExternalLimitSignal] = []
+        limit.subscribe(lambda: heard.append(limit.signal))
+        reply = await ask_one(path, {"command": "external-limit", "watts": 4200, "source": "SO",
+                                     "grid_critical": True})
+        assert reply == {"ok": True}
+        assert limit.signal == ExternalLimitSignal(4200.0, "SO", True)
+        await ask_one(path, {"command": "external-limit", "watts": 3500.5})  # the defaults
+        assert limit.signal == ExternalLimitSignal(3500.5, "EMS", False)
+        assert await ask_one(path, {"command": "external-limit", "watts": None}) == {"ok": True}
+        assert limit.signal == ExternalLimitSignal()
+        await ask_one(path, {"command": "external-limit", "watts": None})  # cleared already
+        assert heard == [ExternalLimitSignal(4200.0, "SO", True), ExternalLimitSignal(3500.5),
+                         ExternalLimitSignal()]
+        # Not an EVSE's business: the status document is the contract's, unchanged.
+        status = (await ask_one(path, {"command": "status"}))["status"]
+        assert set(status) == {"connected", "evses"}
+    serve(short_dir, scenario)
+
+
+@pytest.mark.parametrize("request_, error", [
+    ({}, "missing 'watts'"),
+    ({"watts": "4200"}, "'watts' must be a number or null, got string"),
+    ({"watts": True}, "'watts' must be a number or null, got boolean"),
+    ({"watts": [4200]}, "'watts' must be a number or null, got array"),
+    ({"watts": -1}, "0 or more"),
+    ({"watts": float("nan")}, "0 or more"),
+    ({"watts": float("inf")}, "0 or more"),
+    ({"watts": 4200, "source": "CSO"}, "limit source must be one of EMS, SO, Other"),
+    ({"watts": 4200, "source": 1}, "'source' must be a string, got integer"),
+    ({"watts": 4200, "grid_critical": "yes"}, "'grid_critical' must be true or false, got string"),
+    ({"watts": 4200, "grid_critical": 1}, "'grid_critical' must be true or false, got integer"),
+    ({"watts": 4200, "evse": 1}, "unknown field(s) 'evse'"),
+    ({"limit": 4200}, "unknown field(s) 'limit'"),
+])
+def test_bad_external_limits_get_errors_and_change_nothing(
+        short_dir: Path, request_: dict, error: str) -> None:
+    async def scenario(path: Path, station: MockStation, clock: ManualClock) -> None:
+        station.set_external_limit(5000, "SO")
+        heard: list[object] = []
+        station.external_limit.subscribe(lambda: heard.append(station.external_limit.signal))
+        reply = await ask_one(path, {"command": "external-limit", **request_})
+        assert reply["ok"] is False and error in reply["error"], reply
+        assert station.external_limit.signal == ExternalLimitSignal(5000, "SO") and heard == []
     serve(short_dir, scenario)
 
 
@@ -310,6 +362,61 @@ def test_sim_commands_against_a_running_server(short_dir: Path) -> None:
     serve(short_dir, scenario)
 
 
+def test_sim_external_limit_against_a_running_server(short_dir: Path) -> None:
+    config = str(write_config(short_dir))
+
+    async def scenario(path: Path, station: MockStation, clock: ManualClock) -> None:
+        code, out, err = await sim("--config", config, "external-limit", "4200", "--source", "SO",
+                                   "--grid-critical")
+        assert (code, err) == (0, ""), err
+        assert out.strip() == "external limit set: 4200 W from SO, grid critical"
+        assert station.external_limit.signal == ExternalLimitSignal(4200.0, "SO", True)
+        code, out, err = await sim("external-limit", "clear", "--config", config)
+        assert (code, err, out.strip()) == (0, "", "external limit cleared")
+        assert station.external_limit.signal == ExternalLimitSignal()
+    serve(short_dir, scenario)
+
+
+def parse_sim(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="station-agent sim")
+    sim_cli.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+@pytest.mark.parametrize("argv, request_", [
+    (("external-limit", "4200"),
+     {"command": "external-limit", "watts": 4200, "source": "EMS", "grid_critical": False}),
+    (("external-limit", "1500.5", "--source", "Other"),
+     {"command": "external-limit", "watts": 1500.5, "source": "Other", "grid_critical": False}),
+    (("external-limit", "--grid-critical", "0", "--source", "SO"),
+     {"command": "external-limit", "watts": 0, "source": "SO", "grid_critical": True}),
+    (("external-limit", "clear"),
+     {"command": "external-limit", "watts": None, "source": "EMS", "grid_critical": False}),
+    (("external-limit", "CLEAR"),
+     {"command": "external-limit", "watts": None, "source": "EMS", "grid_critical": False}),
+])
+def test_sim_external_limit_arguments(argv: tuple[str, ...], request_: dict) -> None:
+    request = sim_cli.build_request(parse_sim(*argv))
+    assert request == request_
+    assert type(request["watts"]) is type(request_["watts"])  # 4200 on the wire, not 4200.0
+
+
+@pytest.mark.parametrize("argv, error", [
+    (("external-limit", "lots"),
+     "WATTS must be a number of watts, 0 or more, or 'clear', got 'lots'"),
+    (("external-limit", "-5"), "got '-5'"),
+    (("external-limit", "nan"), "got 'nan'"),
+    (("external-limit", "inf"), "got 'inf'"),
+    (("external-limit",), "the following arguments are required: WATTS"),
+    (("external-limit", "4200", "--source", "CSO"), "invalid choice: 'CSO'"),
+])
+def test_sim_external_limit_bad_arguments(
+        capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], error: str) -> None:
+    with pytest.raises(SystemExit) as info:
+        parse_sim(*argv)
+    assert info.value.code == 2 and error in capsys.readouterr().err
+
+
 def test_sim_errors_without_a_running_agent(short_dir: Path) -> None:
     config = write_config(short_dir)
 
@@ -326,4 +433,6 @@ def test_sim_errors_without_a_running_agent(short_dir: Path) -> None:
         assert code == 2 and "EVSE must be an EVSE id" in err
         code, _, err = await sim("--config", str(config), "honk")
         assert code == 2 and "invalid choice" in err
+        code, out, err = await sim("--config", str(config), "external-limit", "4.2kW")
+        assert code == 2 and out == "" and "WATTS must be a number of watts" in err
     asyncio.run(main())

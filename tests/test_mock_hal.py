@@ -8,8 +8,8 @@ from typing import Any, Awaitable, Callable
 import pytest
 
 from agent.clock import ManualClock
-from hal.api import ContactorState, PilotState, PresentedToken
-from hal.drivers.mock import MockEvseSpec, MockStation, UnknownEvse
+from hal.api import ContactorState, ExternalLimitSignal, PilotState, PresentedToken
+from hal.drivers.mock import MockEvseSpec, MockExternalLimit, MockStation, UnknownEvse
 
 AC3 = MockEvseSpec(1, max_current_a=32, phases=3, nominal_voltage_v=230)
 AC1 = MockEvseSpec(2, max_current_a=16, phases=1, nominal_voltage_v=230)
@@ -265,6 +265,48 @@ def test_dc_evse_draws_from_its_power_module() -> None:
         readback = await power.read()
         assert readback.voltage_v == 1000 and station.snapshot(3)["offered_current_a"] == 200
     run(test, specs=(AC3, DC))
+
+
+def test_external_limit_starts_unlimited_and_listeners_hear_only_changes() -> None:
+    async def test(station: MockStation, clock: ManualClock) -> None:
+        limit = station.external_limit
+        assert isinstance(limit, MockExternalLimit)
+        assert limit.signal == ExternalLimitSignal(None, "EMS", False) and limit.fault is None
+        heard: list[ExternalLimitSignal] = []
+        limit.subscribe(lambda: heard.append(limit.signal))
+        station.set_external_limit(4200, source="SO", grid_critical=True)
+        station.set_external_limit(4200.0, source="SO", grid_critical=True)  # the same again
+        station.set_external_limit(4200, source="SO")          # no longer grid critical
+        station.set_external_limit(3000, source="SO")
+        limit.set(ExternalLimitSignal(3000, "SO"))              # the device itself, the same
+        station.set_external_limit(None)
+        station.set_external_limit(None)
+        assert heard == [ExternalLimitSignal(4200, "SO", True), ExternalLimitSignal(4200, "SO"),
+                         ExternalLimitSignal(3000, "SO"), ExternalLimitSignal()]
+        assert isinstance(heard[0].limit_w, float)
+        station.set_external_limit(0, source="Other")  # 0 W: a stop, not "no limit"
+        assert limit.signal.limit_w == 0 and limit.signal.source == "Other"
+    run(test)
+
+
+def test_bad_external_limits_raise_and_change_nothing() -> None:
+    async def test(station: MockStation, clock: ManualClock) -> None:
+        limit = station.external_limit
+        station.set_external_limit(5000, source="SO")
+        heard: list[ExternalLimitSignal] = []
+        limit.subscribe(lambda: heard.append(limit.signal))
+        bad: list[dict[str, Any]] = [
+            {"limit_w": -1}, {"limit_w": float("nan")}, {"limit_w": float("inf")},
+            {"limit_w": "4200"}, {"limit_w": True}, {"limit_w": 10**400},
+            {"limit_w": 4200, "source": "CSO"}, {"limit_w": 4200, "source": "ems"},
+            {"limit_w": None, "source": 7}, {"limit_w": 4200, "grid_critical": 1}]
+        for kwargs in bad:
+            with pytest.raises(ValueError):
+                station.set_external_limit(**kwargs)
+        with pytest.raises(TypeError):
+            limit.set(4200)  # type: ignore[arg-type]
+        assert limit.signal == ExternalLimitSignal(5000, "SO") and heard == []
+    run(test)
 
 
 def test_snapshot_has_the_status_fields() -> None:

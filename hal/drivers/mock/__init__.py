@@ -6,14 +6,16 @@ difference; a person or a test drives the simulated world through `MockStation`
 agent's control socket. Time comes from the injected clock only.
 
 - ev.py       SimulatedEv: the physics of one EVSE (pilot state, current, energy)
-- devices.py  MockPilot, MockContactor, MockMeter, MockLock, MockReader, MockPowerModule
+- devices.py  MockPilot, MockContactor, MockMeter, MockLock, MockReader, MockPowerModule,
+              MockExternalLimit (the station-wide limit of an energy manager / grid operator)
 - station.py  MockStation: all EVSEs by id, the commands, snapshots
 """
 
-from hal.drivers.mock.devices import (MockContactor, MockLock, MockMeter, MockPilot,
-                                      MockPowerModule, MockReader)
+from hal.drivers.mock.devices import (MockContactor, MockExternalLimit, MockLock, MockMeter,
+                                      MockPilot, MockPowerModule, MockReader)
 from hal.drivers.mock.ev import MockEvseSpec, SimulatedEv
 from hal.drivers.mock.station import MockStation, UnknownEvse
 
-__all__ = ["MockContactor", "MockEvseSpec", "MockLock", "MockMeter", "MockPilot",
-           "MockPowerModule", "MockReader", "MockStation", "SimulatedEv", "UnknownEvse"]
+__all__ = ["MockContactor", "MockEvseSpec", "MockExternalLimit", "MockLock", "MockMeter",
+           "MockPilot", "MockPowerModule", "MockReader", "MockStation", "SimulatedEv",
+           "UnknownEvse"]

@@ -10,8 +10,8 @@ import collections
 from typing import AsyncIterator
 
 from hal.api import (ID_TOKEN_TYPES, Clock, ConnectorLock, Contactor, ContactorState, ControlPilot,
-                     EnergyMeter, IdTokenReader, MeterReading, PilotState, PowerCapabilities,
-                     PowerModule, PowerReadback, PresentedToken)
+                     EnergyMeter, ExternalLimit, ExternalLimitSignal, IdTokenReader, MeterReading,
+                     PilotState, PowerCapabilities, PowerModule, PowerReadback, PresentedToken)
 from hal.drivers.mock.ev import DC_MAX_VOLTAGE_V, DC_MIN_VOLTAGE_V, FAULT_TEXT, SimulatedEv
 
 # How often the mock meter takes a reading; energy is exact regardless (see ev.py).
@@ -224,4 +224,27 @@ class MockPowerModule(PowerModule):
         readback = self._readback()
         if readback != self._shown:
             self._shown = readback
+            self._changed()
+
+
+class MockExternalLimit(ExternalLimit):
+    """A station-wide limit set by a person (`station-agent sim external-limit`) or a test,
+    standing in for an energy manager or a grid operator's control box. It starts with no
+    limit, as a station without such an input has none."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._signal = ExternalLimitSignal()
+
+    @property
+    def signal(self) -> ExternalLimitSignal:
+        return self._signal
+
+    def set(self, signal: ExternalLimitSignal) -> None:
+        """Listeners hear only a change: a control box repeating its last word is not news."""
+        if not isinstance(signal, ExternalLimitSignal):
+            raise TypeError("an external limit is an ExternalLimitSignal, "
+                            f"got {type(signal).__name__}")
+        if signal != self._signal:
+            self._signal = signal
             self._changed()

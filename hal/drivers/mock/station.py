@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Protocol
 
-from hal.api import Clock, EvseDevices, PresentedToken
-from hal.drivers.mock.devices import (MockContactor, MockLock, MockMeter, MockPilot,
-                                      MockPowerModule, MockReader)
+from hal.api import Clock, EvseDevices, ExternalLimitSignal, PresentedToken
+from hal.drivers.mock.devices import (MockContactor, MockExternalLimit, MockLock, MockMeter,
+                                      MockPilot, MockPowerModule, MockReader)
 from hal.drivers.mock.ev import FAULT_TEXT, MockEvseSpec, SimulatedEv
 
 
@@ -63,6 +63,9 @@ class MockStation:
             self._evses[spec.id] = _Evse(spec, clock, meter_poll_s)
         if not self._evses:
             raise ValueError("a mock station needs at least one EVSE")
+        # One for the whole station, as an energy manager or a grid operator's box caps the
+        # connection point, not an EVSE. Nothing to start or stop: it only holds a value.
+        self.external_limit = MockExternalLimit()
 
     @property
     def evse_ids(self) -> list[int]:
@@ -117,6 +120,24 @@ class MockStation:
         station with one reader has it there)."""
         target = self._get(self.default_evse() if evse_id is None else evse_id)
         return target.reader.present(uid, type)
+
+    def set_external_limit(self, limit_w: float | None, source: str = "EMS",
+                           grid_critical: bool = False) -> None:
+        """A station-wide limit in W from outside OCPP (None: no limit). ValueError, and
+        nothing changes, for a value a real input could not give."""
+        # ExternalLimitSignal checks the range and the source; the types are checked here so
+        # that a wrong one ("4200", True) is a ValueError like any other bad value, not a
+        # TypeError or a limit of 1 W.
+        bad_limit = ValueError(f"limit must be a number of watts, 0 or more, got {limit_w!r}")
+        if isinstance(limit_w, bool) or not isinstance(limit_w, (int, float, type(None))):
+            raise bad_limit
+        if not isinstance(grid_critical, bool):
+            raise ValueError(f"grid_critical must be true or false, got {grid_critical!r}")
+        try:
+            watts = None if limit_w is None else float(limit_w)
+        except OverflowError:  # an int beyond any float (JSON allows one)
+            raise bad_limit from None
+        self.external_limit.set(ExternalLimitSignal(watts, source, grid_critical))
 
     def default_evse(self) -> int:
         return min(self._evses)
