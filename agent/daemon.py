@@ -197,7 +197,8 @@ class Runtime:
             router=self.router, link=self.link, model=self.model, store=store, clock=clock,
             evses={e.id: EvseLimits(e.max_current_a, e.phases, e.nominal_voltage_v)
                    for e in config.evses},
-            transactions=self.transactions)
+            transactions=self.transactions, outbox=self.outbox,
+            external_limit=hardware.external_limit)
         self.transactions.on_started.append(self.smart_charging.transaction_started)
         self.transactions.on_ended.append(self.smart_charging.transaction_ended)
         self.aligned = AlignedMeterValues(
@@ -347,6 +348,7 @@ class Runtime:
             await _cancel_all(tasks)
         self.bridge.close()
         self.transactions.close()
+        self.smart_charging.close()
         if outcome == "stop":
             self.store.set_meta(CLEAN_STOP, "1")
         return outcome

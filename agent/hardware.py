@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from hal.api import Clock, EvseDevices, FirmwareInstaller, PilotState
+from hal.api import Clock, EvseDevices, ExternalLimit, FirmwareInstaller, PilotState
 from hal.drivers import create as create_device
 from hal.drivers.command_installer import CommandInstaller
 from hal.drivers.mock import MockStation
@@ -29,6 +29,8 @@ class Hardware:
     evses: dict[int, EvseHardware]
     mock: MockStation | None = None     # set when hal.driver = "mock": sim drives it
     installer: FirmwareInstaller | None = None   # None: this station takes no firmware
+    # A station-wide limit from an energy manager or the grid operator (None: no input).
+    external_limit: ExternalLimit | None = None
 
     async def start(self) -> None:
         for hw in self.evses.values():
@@ -45,7 +47,7 @@ def build_hardware(config: Config, clock: Clock) -> Hardware:
     if config.hal.driver == "mock":
         mock = MockStation(config.evses, clock)
         return Hardware({e.id: EvseHardware(e.id, mock.devices(e.id)) for e in config.evses},
-                        mock, installer)
+                        mock, installer, mock.external_limit)
     evses = {}
     for evse in config.evses:
         devices = EvseDevices(**{spec.role: create_device(spec, clock) for spec in evse.devices})

@@ -116,11 +116,12 @@ class InProcessAgent:
         await self.clock.advance(seconds)
         await asyncio.sleep(settle)
 
-    async def sim(self, command: str, evse: int | None = None) -> dict[str, Any]:
-        """`station-agent sim COMMAND [EVSE]` through the control socket; the reply."""
+    async def sim(self, command: str, evse: int | None = None, **fields: Any) -> dict[str, Any]:
+        """`station-agent sim COMMAND [EVSE]` through the control socket; the reply.
+        `fields`: the command's other request fields (e.g. watts=...)."""
         from agent import sim
         from agent.control import socket_path
-        request: dict[str, Any] = {"command": command}
+        request: dict[str, Any] = {"command": command, **fields}
         if evse is not None:
             request["evse"] = evse
         reply = await asyncio.to_thread(sim.send, socket_path(self.config.storage.dir), request)

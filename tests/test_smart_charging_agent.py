@@ -242,3 +242,66 @@ def test_dc_power_module_follows_the_schedule_at_the_scheduled_second(tmp_path):
                     "transactionInfo", {}).get("chargingState") == "SuspendedEVSE")
             assert csms.schema_errors == []
     run(main())
+
+
+def smart_var(name, value):
+    return {"component": {"name": "SmartChargingCtrlr"}, "variable": {"name": name},
+            "attributeValue": value}
+
+
+def test_external_limit_is_shared_reported_and_released(tmp_path):
+    async def main():
+        async with csms_and_clock() as (csms, clock):
+            async with Agent(tmp_path, csms, clock, evses=2) as agent:
+                link = await connected(csms)
+                await start_session(agent, link, 1)
+                await start_session(agent, link, 2, token="TOKEN2")
+                # ExternalControlSignalsEnabled is false by default: the input is ignored.
+                await agent.sim("external-limit", watts=11040, source="SO", grid_critical=True)
+                await quiet()
+                assert (await agent.evse(1))["offered_current_a"] == 32
+                answer = await link.call("SetVariables", {"setVariableData": [
+                    smart_var("NotifyChargingLimitWithSchedules", "true"),
+                    smart_var("ExternalControlSignalsEnabled", "true")]})
+                assert {r["attributeStatus"] for r in answer["setVariableResult"]} == {"Accepted"}
+                note = await link.expect_call("NotifyChargingLimit")
+                assert note["chargingLimit"] == {"chargingLimitSource": "SO",
+                                                 "isGridCritical": True}
+                schedule = note["chargingSchedule"][0]
+                assert schedule["chargingRateUnit"] == "W"
+                assert schedule["chargingSchedulePeriod"] == [{"startPeriod": 0, "limit": 11040}]
+                await quiet()
+                # The station-wide limit is shared: 5520 W each, 8 A on three phases.
+                for evse_id in (1, 2):
+                    status = await agent.evse(evse_id)
+                    assert status["power_limit_w"] == 5520
+                    assert status["offered_current_a"] == 8
+                # The CSMS sees it as a ChargingStationExternalConstraints profile of
+                # source SO, and cannot clear it.
+                answer = await link.call("GetChargingProfiles", {"requestId": 9, "chargingProfile": {
+                    "chargingLimitSource": ["SO"]}})
+                assert answer["status"] == "Accepted"
+                report = await link.expect_call("ReportChargingProfiles")
+                assert report["chargingLimitSource"] == "SO" and report["evseId"] == 0
+                assert [p["chargingProfilePurpose"] for p in report["chargingProfile"]] == [
+                    "ChargingStationExternalConstraints"]
+                profile_id = report["chargingProfile"][0]["id"]
+                answer = await link.call("ClearChargingProfile", {"chargingProfileId": profile_id})
+                assert answer["status"] == "Unknown"
+                # A move under LimitChangeSignificance (10 %) applies at once, unreported;
+                # one above it is reported.
+                await agent.sim("external-limit", watts=11592, source="SO", grid_critical=True)
+                await quiet()
+                assert (await agent.evse(1))["power_limit_w"] == 5796
+                await agent.sim("external-limit", watts=13800, source="SO", grid_critical=True)
+                note = await link.expect_call("NotifyChargingLimit")
+                assert note["chargingSchedule"][0]["chargingSchedulePeriod"][0]["limit"] == 13800
+                assert len(link.calls("NotifyChargingLimit")) == 2
+                # Released: ClearedChargingLimit, and the EVSEs are back at their rating.
+                await agent.sim("external-limit", watts=None)
+                cleared = await link.expect_call("ClearedChargingLimit")
+                assert cleared == {"chargingLimitSource": "SO"}
+                await quiet()
+                assert (await agent.evse(1))["offered_current_a"] == 32
+            assert csms.schema_errors == []
+    run(main())

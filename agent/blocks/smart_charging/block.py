@@ -1,6 +1,6 @@
 """Smart charging (OCPP 2.0.1 block K), the block the daemon wires: profile management
-(management.py, profiles.py), GetCompositeSchedule (schedule.py) and the limits applied
-to the hardware (limits.py).
+(management.py, profiles.py), GetCompositeSchedule (schedule.py), the limits applied
+to the hardware (limits.py) and external limits reported to the CSMS (external.py).
 
 The limits reach the power electronics through the Transactions block, which drives
 pilot and contactor (agent/blocks/charging.py) and asks `current_a(evse_id)` each time
@@ -13,6 +13,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping, Protocol
 
+from hal.api import ExternalLimit
+
+from agent.blocks.smart_charging.external import ExternalConstraints, Sender
 from agent.blocks.smart_charging.limits import AppliedLimits
 from agent.blocks.smart_charging.management import ChargingProfiles
 from agent.blocks.smart_charging.schedule import EvseLimits, TxContext, composite_schedule
@@ -35,7 +38,10 @@ class Transactions(Protocol):
 class SmartCharging:
     def __init__(self, *, router: Router, link: Any, model: DeviceModel, store: Store,
                  clock: Clock, evses: Mapping[int, EvseLimits],
-                 transactions: Transactions) -> None:
+                 transactions: Transactions, outbox: Sender | None = None,
+                 external_limit: ExternalLimit | None = None) -> None:
+        """`outbox` carries NotifyChargingLimit/ClearedChargingLimit for the limits of
+        `external_limit` (none without an outbox)."""
         self._model = model
         self._clock = clock
         self._evses = dict(evses)
@@ -49,12 +55,19 @@ class SmartCharging:
                                     transaction=self._tx_context,
                                     on_change=lambda evse_ids: transactions.reapply())
         self.profiles.on_change.append(self.limits.changed)
+        self.external = None if outbox is None else ExternalConstraints(
+            model=model, profiles=self.profiles, outbox=outbox, clock=clock, store=store,
+            source=external_limit)
         router.register("GetCompositeSchedule", self._on_get_composite_schedule)
 
     # -- what the daemon wires ----------------------------------------------------------------
 
     async def run(self) -> None:
         await self.limits.run()
+
+    def close(self) -> None:
+        if self.external is not None:
+            self.external.close()
 
     def current_a(self, evse_id: int) -> float | None:
         return self.limits.current_a(evse_id)

@@ -3,9 +3,10 @@ hardware's own limits and a fair share of a station-wide maximum, kept current a
 schedule periods begin and end.
 
 Why a share: a ChargingStationMaxProfile limits the station as a whole (its grid
-connection), so EVSEs charging at once must stay under it together. Each EVSE's own
-limit (its TxProfile or TxDefaultProfile, external constraints, its rating) is worked
-out without the station maximum; then the maximum, in W, is shared among the EVSEs
+connection), and so does an external limit on evse 0 (an energy manager's, the grid
+operator's): EVSEs charging at once must stay under it together. Each EVSE's own
+limit (its TxProfile or TxDefaultProfile, its own external constraints, its rating) is
+worked out without the station-wide ones; then their composite, in W, is shared among the EVSEs
 with a transaction by water-filling: every EVSE gets an equal part, an EVSE that needs
 less than its part leaves the rest to the others. An EVSE without a transaction is told
 the whole maximum as its limit (it draws nothing; when it starts, the shares are worked
@@ -25,7 +26,7 @@ import math
 from datetime import datetime
 from typing import Callable, Iterable, Mapping
 
-from agent.blocks.smart_charging.model import STATION_MAX, Installed
+from agent.blocks.smart_charging.model import EXTERNAL, STATION_MAX, Installed
 from agent.blocks.smart_charging.schedule import EvseLimits, TxContext, limit_at, next_change
 from agent.clock import Clock
 
@@ -104,10 +105,12 @@ class AppliedLimits:
     def _compute(self, at: datetime) -> dict[int, tuple[float, float]]:
         profiles = self._profiles()
         txs = self._transactions()
-        own_profiles = [p for p in profiles if p.profile.purpose != STATION_MAX]
+        # The station's own limits (its maximum, an external limit on evse 0) are for
+        # all EVSEs together: shared out below, not granted to each in full.
+        own_profiles = [p for p in profiles if not _station_wide(p)]
         own_w = {e: limit_at(own_profiles, e, at, "W", self._evses, txs)[0]
                  for e in self._evses}
-        if any(p.profile.purpose == STATION_MAX for p in profiles):
+        if any(_station_wide(p) for p in profiles):
             station_w = limit_at(profiles, 0, at, "W", self._evses, txs)[0]
             shares = fair_share(station_w, {e: own_w[e] for e in txs})
             granted = {e: shares.get(e, min(own_w[e], station_w)) for e in self._evses}
@@ -121,6 +124,11 @@ class AppliedLimits:
             amps = watts / (spec.phases * spec.nominal_voltage_v)
             out[evse_id] = (math.floor(amps * 10 + 1e-9) / 10, math.floor(watts + 1e-9))
         return out
+
+
+def _station_wide(installed: Installed) -> bool:
+    purpose = installed.profile.purpose
+    return purpose == STATION_MAX or (purpose == EXTERNAL and installed.evse_id == 0)
 
 
 def fair_share(total: float, wants: Mapping[int, float]) -> dict[int, float]:

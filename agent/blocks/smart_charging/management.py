@@ -47,7 +47,7 @@ from datetime import datetime
 from itertools import groupby
 from typing import Any, Callable, Collection, Iterable, Protocol
 
-from agent.blocks.smart_charging.model import TX, ChargingProfile, Installed
+from agent.blocks.smart_charging.model import EXTERNAL, TX, ChargingProfile, Installed
 from agent.blocks.smart_charging.profiles import (CSO, CTRLR, ENTRIES, Limits, ProfileStore,
                                                   Rejection, Stored, check_conflicts,
                                                   check_profile)
@@ -95,6 +95,24 @@ class ChargingProfiles:
         """The installed profiles, in order of installation: all, or those set on exactly
         this EVSE (0: the station-wide ones)."""
         return [s.installed for s in self.store.all(evse_id)]
+
+    def external(self, profile_id: int) -> Stored | None:
+        """The ChargingStationExternalConstraints profile of that id, if installed."""
+        found = self.store.get(profile_id)
+        return found if found is not None and found.profile.purpose == EXTERNAL else None
+
+    def set_external(self, data: Payload, source: str) -> None:
+        """Install (or replace) a ChargingStationExternalConstraints profile on the
+        station (evse 0): a limit from outside OCPP, which the CSMS sees but cannot set."""
+        assert data["chargingProfilePurpose"] == EXTERNAL
+        self.store.put(0, data, source)
+        self._changed()
+
+    def remove_external(self, profile_id: int) -> bool:
+        removed = bool(self.store.remove_external(profile_id))
+        if removed:
+            self._changed()
+        return removed
 
     def transaction_ended(self, transaction_id: str) -> None:
         """A transaction ended: its TxProfiles go with it (K02.FR.05)."""

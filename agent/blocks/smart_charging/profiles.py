@@ -393,6 +393,10 @@ class ProfileStore:
                 params.append(value)
         return self._delete(" AND ".join(where), params)
 
+    def remove_external(self, profile_id: int) -> int:
+        """Remove a ChargingStationExternalConstraints profile (its input was released)."""
+        return self._delete("purpose = ? AND id = ?", [EXTERNAL, profile_id])
+
     def transaction_ended(self, transaction_id: str) -> int:
         """Remove the TxProfiles of this transaction; returns how many."""
         return self._delete("purpose = ? AND transaction_id = ?", [TX, transaction_id])
