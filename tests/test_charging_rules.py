@@ -116,6 +116,7 @@ def test_dc_module_follows_the_power_limit_and_never_switches_under_load():
         mock.suspend(1)          # the EV stops asking: module off, then contactor open
         await charging.apply(hw, evse, authorized=True, limit_w=20_000, dc=dc)
         assert mock.snapshot(1)["contactor_closed"] is False
+        assert charging.charging_state(hw, evse, authorized=True) == "SuspendedEV"
         mock.resume(1)
         await charging.apply(hw, evse, authorized=True, limit_w=20_000, dc=dc)
         mock.fault(1)

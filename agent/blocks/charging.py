@@ -74,6 +74,10 @@ def charging_state(hw: EvseHardware, evse: Evse, authorized: bool) -> str:
     if _closed(hw) and pilot is not None and pilot.state.wants_power:
         return "Charging" if _power_flows(hw, unknown=True) else "SuspendedEV"
     if authorized:
+        if hw.devices.power is not None:
+            # DC: a ready EV (C) with the module off is held by us; one in B holds itself.
+            ready = pilot is None or pilot.state.wants_power
+            return "SuspendedEVSE" if ready else "SuspendedEV"
         # Offered but the EV does not draw: the EV suspends; not offered: we do.
         return "SuspendedEV" if pilot is not None and pilot.offered_a else "SuspendedEVSE"
     return "EVConnected"

@@ -10,6 +10,7 @@ the store, so they keep working offline and across restarts.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Mapping, Protocol
 
@@ -101,9 +102,11 @@ class SmartCharging:
         unit = request.get("chargingRateUnit", "A")
         if unit not in self._model.get_list("SmartChargingCtrlr", "RateUnit"):
             return _rejected("UnsupportedRateUnit", f"{unit} is not in RateUnit")
-        composite = composite_schedule(self.profiles.installed(), evse_id, self._clock.now(),
-                                       request["duration"], unit, self._evses,
-                                       self._transactions_now())
+        # A pure function on a snapshot, so off the event loop: a year-long window over
+        # many recurring profiles takes seconds, which must not hold up the station.
+        composite = await asyncio.to_thread(
+            composite_schedule, self.profiles.installed(), evse_id, self._clock.now(),
+            request["duration"], unit, dict(self._evses), self._transactions_now())
         return {"status": "Accepted", "schedule": composite.to_ocpp(evse_id)}
 
     # -- helpers ---------------------------------------------------------------------------------
