@@ -195,7 +195,7 @@ class Runtime:
         # ended with the power go with them.
         self.smart_charging = SmartCharging(
             router=self.router, link=self.link, model=self.model, store=store, clock=clock,
-            evses={e.id: EvseLimits(e.max_current_a, e.phases, e.nominal_voltage_v)
+            evses={e.id: EvseLimits(e.max_current_a, e.phases, e.nominal_voltage_v, e.dc)
                    for e in config.evses},
             transactions=self.transactions, outbox=self.outbox,
             external_limit=hardware.external_limit)

@@ -16,7 +16,7 @@ from ocpp.messages import MessageType, get_validator
 
 from agent.blocks.smart_charging.management import REPORT_PAGE_PROFILES, ChargingProfiles
 from agent.blocks.smart_charging.model import ChargingProfile, Installed
-from agent.blocks.smart_charging.profiles import Limits, ProfileStore, overlaps
+from agent.blocks.smart_charging.profiles import Limits, ProfileStore, check_profile, overlaps
 from agent.clock import ManualClock, format_datetime
 from agent.model.definitions import standard_definitions
 from agent.model.device_model import DeviceModel
@@ -674,3 +674,21 @@ def test_limits_come_from_the_device_model(env):
     limits = Limits.from_model(env.model)
     assert limits == Limits(max_stack_level=10, max_periods=48, rate_units=frozenset({"A", "W"}),
                             phase_switching=False, max_entries=100)
+
+
+@pytest.mark.parametrize("extra, rejected", [
+    ({"numberPhases": 3}, True), ({"numberPhases": 1, "phaseToUse": 2}, True), ({}, False)])
+def test_a_dc_evse_takes_no_phase_values(extra, rejected):
+    """K01.FR.44: numberPhases/phaseToUse mean nothing on a DC output; refused there, as
+    EVerest does, and still accepted for an AC EVSE of the same station."""
+    limits = Limits(max_stack_level=8, max_periods=24, rate_units=frozenset({"A", "W"}),
+                    phase_switching=True)
+    data = with_period(profile(unit="W", periods=((0, 50_000.0),)), **extra)
+    found = [check_profile(ChargingProfile.from_ocpp(data), evse_id, limits=limits, now=T0,
+                           evse_ids=(1, 2), transaction_on=lambda e: None, dc_evse_ids=(2,))
+             for evse_id in (1, 2)]
+    assert found[0] is None
+    if rejected:
+        assert found[1].reason == "InvalidSchedule" and "EVSE 2 is DC" in found[1].info
+    else:
+        assert found[1] is None

@@ -49,7 +49,8 @@ class SmartCharging:
         self._transactions = transactions
         self.profiles = ChargingProfiles(router, model, store, clock, evse_ids=list(evses),
                                          transaction_on=transactions.transaction_id,
-                                         link=link)
+                                         link=link,
+                                         dc_evse_ids=[e for e, l in evses.items() if l.dc])
         self.profiles.prune(self._running())
         self.limits = AppliedLimits(clock=clock, evses=self._evses,
                                     profiles=self.profiles.installed,

@@ -71,7 +71,7 @@ class Link(Protocol):
 class ChargingProfiles:
     def __init__(self, router: Router | None, model: Any, store: Store, clock: Clock, *,
                  evse_ids: Collection[int], transaction_on: Callable[[int], str | None],
-                 link: Link | None = None) -> None:
+                 link: Link | None = None, dc_evse_ids: Collection[int] = ()) -> None:
         """`evse_ids`: the station's EVSEs (1..n). `transaction_on(evse_id)`: the id of the
         transaction running on that EVSE, or None. `link.call` sends ReportChargingProfiles;
         without a link (set `.link` later) GetChargingProfiles is answered but its reports
@@ -80,6 +80,7 @@ class ChargingProfiles:
         self._clock = clock
         self.link = link
         self._evse_ids = frozenset(evse_ids)
+        self._dc_evse_ids = frozenset(dc_evse_ids)
         self._transaction_on = transaction_on
         self.store = ProfileStore(store)
         self.on_change: list[Callable[[], None]] = []
@@ -187,7 +188,8 @@ class ChargingProfiles:
         now = self._clock.now()
         limits = Limits.from_model(self._model)
         rejection = check_profile(profile, evse_id, limits=limits, now=now,
-                                  evse_ids=self._evse_ids, transaction_on=transaction_on)
+                                  evse_ids=self._evse_ids, transaction_on=transaction_on,
+                                  dc_evse_ids=self._dc_evse_ids)
         if rejection is not None or not store:
             return rejection or self._conflicts(profile, evse_id, now, limits)
         with self.store.transaction():   # check and write as one unit

@@ -110,12 +110,14 @@ class Stored:
 
 def check_profile(profile: ChargingProfile, evse_id: int, *, limits: Limits, now: datetime,
                   evse_ids: Collection[int],
-                  transaction_on: Callable[[int], str | None]) -> Rejection | None:
+                  transaction_on: Callable[[int], str | None],
+                  dc_evse_ids: Collection[int] = ()) -> Rejection | None:
     """The first rule this profile, set on `evse_id`, breaks; None if it may be installed.
     Only what the profile itself says: see `check_conflicts` for installed ones."""
     return (_check_target(profile, evse_id, evse_ids)
             or _check_transaction(profile, evse_id, transaction_on)
             or _check_kind(profile)
+            or _check_dc(profile, evse_id, dc_evse_ids)
             or _check_schedules(profile, limits)
             or _check_stack_level(profile, limits)
             or _check_validity(profile, now))
@@ -190,6 +192,21 @@ def _check_kind(profile: ChargingProfile) -> Rejection | None:
             # K01.FR.41; errata 2023-12 on ChargingProfileKind Relative: "No value for
             # startSchedule should be supplied".
             return Rejection("InvalidSchedule", "a Relative profile has no startSchedule")
+    return None
+
+
+def _check_dc(profile: ChargingProfile, evse_id: int,
+              dc_evse_ids: Collection[int]) -> Rejection | None:
+    if evse_id not in dc_evse_ids:
+        return None
+    for schedule in profile.schedules:
+        for period in schedule.periods:
+            if period.number_phases is not None or period.phase_to_use is not None:
+                # K01.FR.44: a DC output has no phases to count or choose (rejected, as
+                # EVerest does, rather than silently ignored)
+                return Rejection("InvalidSchedule", f"period at {period.start_period} s: "
+                                                    f"EVSE {evse_id} is DC; numberPhases "
+                                                    f"and phaseToUse must be absent")
     return None
 
 

@@ -59,8 +59,9 @@ AMPS, WATTS = "A", "W"
 class EvseLimits:
     """The hardware's own limits of one EVSE."""
     max_current_a: float      # per phase
-    phases: int               # 1 or 3 (AC)
+    phases: int               # 1 or 3 (AC; of the supply for a DC EVSE)
     nominal_voltage_v: float  # phase to neutral
+    dc: bool = False          # a DC output: periods carry no phase values (K01.FR.44)
 
 
 @dataclass(frozen=True)
