@@ -351,5 +351,6 @@ def test_clear_cache_is_rejected_while_disabled_and_keeps_entries(env):
     answer = run(env.router.routes["ClearCache"].handler({}))
     validate("ClearCache", "response", answer)
     assert answer["status"] == "Rejected"
+    assert answer["statusInfo"]["reasonCode"] == "NotEnabled"   # Appendix 5's code
     env.set("AuthCacheCtrlr", "Enabled", "true")
     assert keys(env.cache) == {"AA11"}

@@ -327,10 +327,11 @@ class AuthCache:
     # -- CSMS -------------------------------------------------------------------------------
 
     async def _on_clear_cache(self, request: Payload) -> Payload:
-        # C11: Rejected while the cache is disabled, else cleared and Accepted.
+        # C11: Rejected while the cache is disabled (Appendix 5: NotEnabled, "Feature is
+        # not enabled", listed for ClearCache), else cleared and Accepted.
         if not self.enabled:
             return {"status": "Rejected",
-                    "statusInfo": {"reasonCode": "Disabled",
+                    "statusInfo": {"reasonCode": "NotEnabled",
                                    "additionalInfo": "AuthCacheCtrlr.Enabled is false"}}
         self.clear()
         log.info("ClearCache: authorization cache cleared")
