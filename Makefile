@@ -34,3 +34,27 @@ test-bookworm: $(VENV_BOOKWORM)/.installed
 
 clean:
 	rm -rf $(VENV) $(VENV_BOOKWORM) *.egg-info
+
+# The Debian package (debian/), built from a copy of the tree: dist/station-agent_*_all.deb.
+# Needs dpkg-dev, debhelper, dh-python, pybuild-plugin-pyproject, python3-setuptools.
+.PHONY: deb package-test package-tools
+# What the two need from Debian (CI installs them as root with `make package-tools`).
+PACKAGE_TOOLS := mmdebstrap systemd-container debhelper dh-python pybuild-plugin-pyproject \
+	lintian python3-setuptools dpkg-dev util-linux
+deb:
+	debian/tests/build-deb dist
+
+# The package in a clean Debian 12 root (mmdebstrap) and booted under systemd
+# (systemd-nspawn): needs root and Debian's archive, else it says SKIP. A few minutes.
+package-test: $(VENV)/.installed
+	debian/tests/clean-root
+
+package-tools:
+	@if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "package-tools: not root on Debian; install $(PACKAGE_TOOLS) yourself"; \
+	else \
+	  export DEBIAN_FRONTEND=noninteractive PATH=/usr/sbin:/usr/bin:/sbin:/bin; \
+	  apt-get install -y -q $(PACKAGE_TOOLS) >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q $(PACKAGE_TOOLS) >/dev/null; } || \
+	  echo "package-tools: apt-get could not install $(PACKAGE_TOOLS)"; \
+	fi
