@@ -91,13 +91,18 @@ def dc_rig():
     return mock, hw, evse, seen
 
 
+async def dc_plugged():
+    """The DC rig started, an EV plugged in, nothing told to the module yet."""
+    mock, hw, evse, seen = dc_rig()
+    await hw.start()
+    mock.plug(1)
+    evse.connectors[1].plugged = True
+    return mock, hw, evse, seen, charging.DcCommand()
+
+
 def test_dc_module_follows_the_power_limit_and_never_switches_under_load():
     async def main():
-        mock, hw, evse, seen = dc_rig()
-        await hw.start()
-        dc = charging.DcCommand()
-        mock.plug(1)
-        evse.connectors[1].plugged = True
+        mock, hw, evse, seen, dc = await dc_plugged()
         await charging.apply(hw, evse, authorized=False, dc=dc)
         assert mock.snapshot(1)["power_w"] == 0, "not authorized: module off"
         await charging.apply(hw, evse, authorized=True, limit_w=50_000, dc=dc)
@@ -135,11 +140,7 @@ def test_dc_module_follows_the_power_limit_and_never_switches_under_load():
 
 def test_dc_set_point_is_sent_once_per_change():
     async def main():
-        mock, hw, evse, seen = dc_rig()
-        await hw.start()
-        dc = charging.DcCommand()
-        mock.plug(1)
-        evse.connectors[1].plugged = True
+        mock, hw, evse, seen, dc = await dc_plugged()
         for _ in range(3):
             await charging.apply(hw, evse, authorized=True, limit_w=30_000, dc=dc)
         assert [s for s in seen if s[2] == 30.0 and s[1]] == [(True, True, 30.0)]
