@@ -14,7 +14,7 @@ import ssl
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, cast
 
 from cryptography.hazmat.primitives import serialization
 
@@ -455,8 +455,9 @@ async def run_daemon(config: Config, stop: asyncio.Event, clock: Clock | None = 
                 # Ready means running (hardware up, blocks built), not connected: a
                 # station offline at boot is a working station.
                 notifier.ready(runtime.service_state())
+                # Through the variable: a Reset puts a new Runtime there.
                 pinger = asyncio.ensure_future(notifier.run(
-                    lambda: runtime.service_state() if runtime else StationState(False, 0)))
+                    lambda: cast(Runtime, runtime).service_state()))
             outcome = await runtime.run(stop)
             if outcome != "restart":
                 return outcome

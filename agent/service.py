@@ -90,9 +90,9 @@ class ServiceNotifier:
         """
         if not self.enabled:
             return
-        period = self.watchdog_s or STATUS_PERIOD_S
+        period = min(self.watchdog_s or STATUS_PERIOD_S, STATUS_PERIOD_S)
         while True:
             self.status(state())
             if self.watchdog_s is not None:
                 self.send("WATCHDOG=1")
-            await asyncio.sleep(min(period, STATUS_PERIOD_S))
+            await asyncio.sleep(period)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -260,11 +261,26 @@ class ExternalLimitSignal:
     grid_critical: bool = False
 
     def __post_init__(self) -> None:
+        """Every caller (a driver, the mock, the control socket) gets the same checks: a
+        ValueError for anything a real input could not say, and limit_w as a float."""
         if self.source not in LIMIT_SOURCES:
             raise ValueError(f"limit source must be one of {', '.join(LIMIT_SOURCES)}, "
                              f"got {self.source!r}")
-        if self.limit_w is not None and not (self.limit_w >= 0 and self.limit_w != float("inf")):
-            raise ValueError(f"limit must be a number of watts, 0 or more, got {self.limit_w!r}")
+        if not isinstance(self.grid_critical, bool):
+            raise ValueError(f"grid_critical must be true or false, got {self.grid_critical!r}")
+        if self.limit_w is None:
+            return
+        bad = ValueError(f"limit must be a number of watts, 0 or more, got {self.limit_w!r}")
+        # bool is an int, but True is not 1 W; an int beyond any float is no limit either.
+        if isinstance(self.limit_w, bool) or not isinstance(self.limit_w, (int, float)):
+            raise bad
+        try:
+            watts = float(self.limit_w)
+        except OverflowError:
+            raise bad from None
+        if not 0 <= watts < math.inf:
+            raise bad
+        object.__setattr__(self, "limit_w", watts)   # frozen: set once, here
 
 
 class ExternalLimit(Device):

@@ -59,7 +59,8 @@ class Transactions:
                  extras: Callable[[int], Extras | None] = lambda evse_id: None,
                  check_tx_profile: Callable[[int, Payload], str | None] | None = None) -> None:
         """`limit(evse_id)`: the smart-charging current limit per phase now (None: no
-        limit); `power_limit(evse_id)` the same in W (what a DC EVSE follows). `extras(evse_id)`: offered current/power for meter values.
+        limit); `power_limit(evse_id)` the same in W (what a DC EVSE follows).
+        `extras(evse_id)`: offered current/power for meter values.
         `check_tx_profile(evse_id, profile)`: None if RequestStartTransaction's
         chargingProfile is acceptable, else the reasonCode (None callable: profiles are
         not supported)."""
