@@ -470,7 +470,14 @@ def test_an_invalid_persisted_value_falls_back_to_the_default(open_model: Opener
     assert again.get_int("OCPPCommCtrlr", "WebSocketPingInterval") == 600
     assert again.get_list("TxCtrlr", "TxStartPoint") == ["PowerPathClosed"]
     assert "WebSocketPingInterval" in caplog.text and "TxStartPoint" in caplog.text
-    # Repaired in the store too: no warning the next time.
+    assert {str(r.definition.variable) for r in again.repairs} == {"WebSocketPingInterval",
+                                                                   "TxStartPoint"}
+    # Until the repair is settled (with its report to the CSMS) the store keeps the bad
+    # value, so a kill before the report repeats both; afterwards no warning.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        open_model(definitions=changed).settle_repairs()
+    assert "WebSocketPingInterval" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         open_model(definitions=changed)
@@ -542,7 +549,8 @@ def _definition(data_type: DataType, *, component: str = "TestCtrlr", name: str 
     (DataType.DATE_TIME, ["2026-01-01T00:00:00Z", "2026-01-01T01:00:00.123+01:00"],
      ["2026-01-01", "2026-01-01T00:00:00", "yesterday"]),
     (DataType.DECIMAL, ["1", "-2.5", "0.125", "1e3"], ["1,5", "nan", "inf", "", "one"]),
-    (DataType.INTEGER, ["0", "-7", "123456789012"], ["1.0", "1e3", "0x10", " 1"]),
+    (DataType.INTEGER, ["0", "-7", "2147483647", "-2147483648", "+0012"],
+     ["1.0", "1e3", "0x10", " 1", "", "1_000"]),
     (DataType.BOOLEAN, ["true", "False"], ["0", "on", ""]),
     (DataType.STRING, ["", "anything at all"], []),
 ])
@@ -609,3 +617,94 @@ def test_bad_definitions_are_refused():
         DeviceModel(store, [VariableDefinition(
             Component("Connector", connector=1), Variable("Available"),
             (AttributeDefinition(),), Characteristics(DataType.BOOLEAN))])
+
+
+# --- bounds: nothing a CSMS can write breaks the station later ---------------------------
+
+NUMERIC = (DataType.INTEGER, DataType.DECIMAL)
+
+
+@pytest.mark.parametrize("features", [frozenset(), FEATURES])
+def test_every_number_the_station_keeps_has_real_bounds(features: frozenset[str]):
+    """A writable or persisted number without a maximum once took 2^63 and then crashed
+    every start: each one has both limits, inside OCPP's 32-bit integer."""
+    for d in standard_definitions(spec(features=features)):
+        chars = d.characteristics
+        if chars.data_type not in NUMERIC or not any(a.writable or a.stored
+                                                     for a in d.attributes):
+            continue
+        assert chars.min_limit is not None and chars.max_limit is not None, str(d)
+        assert -2**31 <= chars.min_limit <= chars.max_limit <= 2**31 - 1, str(d)
+
+
+# What an independent fuzz found accepted and then fatal (issue 14), and neighbours.
+HUGE = ["9223372036854775808", "2147483648", str(10**30), "1" + "0" * 5000, "-1"]
+CRASHED = [("SampledDataCtrlr", "TxUpdatedInterval", None),
+           ("SampledDataCtrlr", "TxEndedInterval", None),
+           ("AlignedDataCtrlr", "TxEndedInterval", None),
+           ("AlignedDataCtrlr", "Interval", None),
+           ("OCPPCommCtrlr", "HeartbeatInterval", None),
+           ("OCPPCommCtrlr", "WebSocketPingInterval", None),
+           ("OCPPCommCtrlr", "OfflineThreshold", None),
+           ("OCPPCommCtrlr", "RetryBackOffWaitMinimum", None),
+           ("OCPPCommCtrlr", "RetryBackOffRepeatTimes", None),
+           ("OCPPCommCtrlr", "MessageAttemptInterval", "TransactionEvent"),
+           ("TxCtrlr", "EVConnectionTimeOut", None),
+           ("TxCtrlr", "MaxEnergyOnInvalidId", None),
+           ("AuthCacheCtrlr", "LifeTime", None)]
+
+
+@pytest.mark.parametrize("component,variable,instance", CRASHED)
+def test_out_of_range_numbers_are_rejected_and_change_nothing(
+        fresh: Opener, component: str, variable: str, instance: str | None):
+    model = fresh(spec(features=FEATURES))
+    before = model.get_str(component, variable, instance=instance)
+    definition = model.definition(Component(component), Variable(variable, instance))
+    top = definition.characteristics.max_limit
+    assert top is not None
+    for value in [*HUGE, str(int(top) + 1)]:
+        result = model.set(Component(component), Variable(variable, instance), value)
+        assert result.status == "Rejected", value[:30]
+        # "1" + 5000 zeros is longer than ConfigurationValueSize: TooLargeElement.
+        assert result.reason_code in ("ValueOutOfRange", "TooLargeElement"), value[:30]
+        assert model.get_str(component, variable, instance=instance) == before
+    assert model.set(Component(component), Variable(variable, instance),
+                     str(int(top))).status == "Accepted"
+
+
+def test_limits_are_reported_in_variable_characteristics(model: DeviceModel):
+    from agent.model.report import report_item  # noqa: PLC0415 - local to this test
+    definition = model.definition(Component("SampledDataCtrlr"), Variable("TxUpdatedInterval"))
+    assert report_item(model, definition)["variableCharacteristics"] == {"dataType": "integer", "unit": "s",
+                                              "minLimit": 0, "maxLimit": 86400,
+                                              "supportsMonitoring": False}
+
+
+@pytest.mark.parametrize("stored", [
+    "9223372036854775808", "1" + "0" * 5000, "-5", "", "12.5", "0x10",
+    b"\x00\xff", 3.5, 2**62, None])
+def test_start_up_survives_whatever_the_database_holds(open_model: Opener, stored: object):
+    first = open_model(spec(features=FEATURES))
+    first.set(Component("SampledDataCtrlr"), Variable("TxUpdatedInterval"), "30")
+    store = open_model.stores[-1]
+    if stored is None:
+        # Rows no definition can match: unknown names, ids of the wrong type.
+        store.execute("INSERT INTO device_model_value VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                      ("EVSE", "", "one", 0, "Power", "", "Actual", "1"))
+        store.execute("INSERT INTO device_model_value VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                      ("NoSuchCtrlr", "", 0, 0, "X", "", "Bogus", "1"))
+        expected = 30
+    else:
+        store.execute("UPDATE device_model_value SET value = ? WHERE variable = ? "
+                      "AND component = ?", (stored, "TxUpdatedInterval", "SampledDataCtrlr"))
+        expected = 60
+    again = open_model(spec(features=FEATURES))
+    assert again.get_int("SampledDataCtrlr", "TxUpdatedInterval") == expected
+    assert len(again.repairs) == (0 if stored is None else 1)
+
+
+def test_a_stored_date_time_at_the_edge_of_the_range_is_repaired(fresh: Opener):
+    definition = _definition(DataType.DATE_TIME)
+    for edge in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59.999-12:00"):
+        with pytest.raises(Invalid):
+            canonical(definition, edge)

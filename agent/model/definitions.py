@@ -40,6 +40,17 @@ NETWORK_SLOTS = ("1", "2")
 # Characters of a passwordString (Part 2 §2.1.4 primitive types).
 PASSWORD_PATTERN = r"[A-Za-z0-9*\-_=:+|@.]{16,40}"
 
+# Bounds of the interval settings. Every number a CSMS can write has a real range: a
+# value far out of it (2^63 s) once passed SetVariables and then overflowed the date
+# arithmetic of the next transaction, at every start. These ranges cover what a
+# deployment uses with room to spare; the comments at each variable say why.
+HOUR_S = 3600
+DAY_S = 86400
+WEEK_S = 7 * DAY_S
+YEAR_S = 365 * DAY_S
+# The certificate store's capacity (agent/pki/certstore.py MAX_ENTRIES).
+CERTIFICATE_ENTRIES = 24
+
 A = AttributeType
 M = Mutability
 T = DataType
@@ -140,7 +151,8 @@ def _physical(b: _Builder, station: StationSpec) -> None:
 def _comm(b: _Builder, station: StationSpec) -> None:
     c = Component("OCPPCommCtrlr")
     # Slot in use for the current connection (errata: integer). Set by the connection.
-    b.add(c, "ActiveNetworkProfile", T.INTEGER, _ro(1))
+    b.add(c, "ActiveNetworkProfile", T.INTEGER, _ro(1), min_limit=1,
+          max_limit=len(NETWORK_SLOTS))
     # What agent/transfer speaks for UpdateFirmware and GetLog: http.client and ftplib
     # come with Python. FTPS and SFTP are not offered (SFTP needs a third-party client).
     b.add(c, "FileTransferProtocols", T.MEMBER_LIST, _ro("FTP,HTTP,HTTPS", constant=True),
@@ -150,33 +162,36 @@ def _comm(b: _Builder, station: StationSpec) -> None:
     # clock (Heartbeat is the time source) and for a CSMS that watches OCPP traffic,
     # cheap on cellular (~720 exchanges a month, a few percent of the 5 MB budget);
     # link liveness is the WebSocket ping's job.
-    b.add(c, "HeartbeatInterval", T.INTEGER, _rw(3600), unit="s", min_limit=0)
+    b.add(c, "HeartbeatInterval", T.INTEGER, _rw(3600), unit="s", min_limit=0, max_limit=WEEK_S)
     # MessageTimeout comes with the network connection profile (messageTimeout), so the
     # variable itself is read-only. 30 s covers a slow cellular round trip with TLS.
     b.add(c, "MessageTimeout", T.INTEGER, _ro(30, persistent=True), instance="Default",
-          unit="s", min_limit=1)
+          unit="s", min_limit=1, max_limit=HOUR_S)
     # TransactionEvent retries when the CSMS fails to process one (E13): 5 attempts,
     # 60 s apart (growing linearly). 5 x 60 s = 300 s > WebSocketPingInterval, as Part 4
     # §8.4 recommends, so a dead link is noticed before the retries run out.
-    b.add(c, "MessageAttempts", T.INTEGER, _rw(5), instance="TransactionEvent", min_limit=1)
+    b.add(c, "MessageAttempts", T.INTEGER, _rw(5), instance="TransactionEvent", min_limit=1,
+          max_limit=20)
     b.add(c, "MessageAttemptInterval", T.INTEGER, _rw(60), instance="TransactionEvent",
-          unit="s", min_limit=1)
+          unit="s", min_limit=1, max_limit=HOUR_S)
     # valuesList = the slots (errata B09); the connection manager reads the order when it
     # starts, so a new priority takes effect after a reboot (B10 migrations end in Reset).
     b.add(c, "NetworkConfigurationPriority", T.SEQUENCE_LIST, _rw("1"), values=NETWORK_SLOTS,
           reboot_required=True)
-    b.add(c, "NetworkProfileConnectionAttempts", T.INTEGER, _rw(3), min_limit=1)
+    b.add(c, "NetworkProfileConnectionAttempts", T.INTEGER, _rw(3), min_limit=1, max_limit=100)
     # Ten minutes: shorter gaps are cellular hand-overs and reconnects where re-sending
     # every connector's status would only cost data; after a longer outage the CSMS has
     # likely marked the station offline and needs the full picture again.
-    b.add(c, "OfflineThreshold", T.INTEGER, _rw(600), unit="s", min_limit=0)
+    b.add(c, "OfflineThreshold", T.INTEGER, _rw(600), unit="s", min_limit=0, max_limit=WEEK_S)
     b.add(c, "QueueAllMessages", T.BOOLEAN, _rw(False))
-    b.add(c, "ResetRetries", T.INTEGER, _rw(2), min_limit=0)
+    b.add(c, "ResetRetries", T.INTEGER, _rw(2), min_limit=0, max_limit=10)
     # Reconnect back-off: 10 s + up to 10 s random, doubled 5 times (at most ~5.5 min):
     # quick after a blip, yet a fleet reconnecting after a CSMS outage spreads out.
-    b.add(c, "RetryBackOffRandomRange", T.INTEGER, _rw(10), unit="s", min_limit=0)
-    b.add(c, "RetryBackOffRepeatTimes", T.INTEGER, _rw(5), min_limit=0)
-    b.add(c, "RetryBackOffWaitMinimum", T.INTEGER, _rw(10), unit="s", min_limit=0)
+    b.add(c, "RetryBackOffRandomRange", T.INTEGER, _rw(10), unit="s", min_limit=0,
+          max_limit=HOUR_S)
+    b.add(c, "RetryBackOffRepeatTimes", T.INTEGER, _rw(5), min_limit=0, max_limit=10)
+    b.add(c, "RetryBackOffWaitMinimum", T.INTEGER, _rw(10), unit="s", min_limit=0,
+          max_limit=HOUR_S)
     # "For an EVSE with only fixed cables, the mutability SHALL be ReadOnly and the actual
     # value SHALL be false" (appendix 3): fixed cables have connector types starting "c".
     if all(e.effective_connector_type.startswith("c") for e in station.evses):
@@ -189,7 +204,8 @@ def _comm(b: _Builder, station: StationSpec) -> None:
     # that forgets idle mappings sooner, the station learns a shorter interval by itself
     # (agent/ocpp/keepalive.py). 0 disables the station's pings; negative values are not
     # allowed (Part 4 §8.4).
-    b.add(c, "WebSocketPingInterval", T.INTEGER, _rw(600), unit="s", min_limit=0)
+    b.add(c, "WebSocketPingInterval", T.INTEGER, _rw(600), unit="s", min_limit=0,
+          max_limit=DAY_S)
 
 
 # --- SecurityCtrlr (A) ---------------------------------------------------------------
@@ -201,7 +217,8 @@ def _security(b: _Builder, station: StationSpec) -> None:
           min_limit=1, max_limit=3)
     # The O of the CSR subject; X.509 allows at most 64 characters (RFC 5280 ub-organization-name).
     b.add(c, "OrganizationName", T.STRING, _rw(station.organization_name), max_limit=64)
-    b.add(c, "CertificateEntries", T.INTEGER, _ro(0))
+    # maxLimit: the most certificates the store keeps (agent/pki/certstore.py MAX_ENTRIES).
+    b.add(c, "CertificateEntries", T.INTEGER, _ro(0), min_limit=0, max_limit=CERTIFICATE_ENTRIES)
     # Write-only so a CSMS reading the whole model never gets it (errata 2.17.3). Present
     # whatever the profile: the agent implements profiles 1 and 2, not only 3.
     b.add(c, "BasicAuthPassword", T.STRING,
@@ -213,8 +230,9 @@ def _security(b: _Builder, station: StationSpec) -> None:
         b.add(c, "Identity", T.STRING, _ro(station.identity, constant=True), max_limit=48)
     b.add(c, "AdditionalRootCertificateCheck", T.BOOLEAN, _ro(False, constant=True))
     # Wait a minute before a new CSR, three tries: the CSMS's CA may sign by hand.
-    b.add(c, "CertSigningWaitMinimum", T.INTEGER, _rw(60), unit="s", min_limit=1)
-    b.add(c, "CertSigningRepeatTimes", T.INTEGER, _rw(3), min_limit=0)
+    b.add(c, "CertSigningWaitMinimum", T.INTEGER, _rw(60), unit="s", min_limit=1,
+          max_limit=DAY_S)
+    b.add(c, "CertSigningRepeatTimes", T.INTEGER, _rw(3), min_limit=0, max_limit=10)
 
 
 # --- DeviceDataCtrlr (B) ---------------------------------------------------------------
@@ -250,7 +268,8 @@ def _clock(b: _Builder) -> None:
     # trust the host's clock, which on Linux is NTP-synchronized by the OS.
     b.add(c, "TimeSource", T.SEQUENCE_LIST, _rw("Heartbeat"), values=("Heartbeat", "NTP"))
     # Corrections above a minute are reported as SettingSystemTime: beyond normal drift.
-    b.add(c, "TimeAdjustmentReportingThreshold", T.INTEGER, _rw(60), unit="s", min_limit=0)
+    b.add(c, "TimeAdjustmentReportingThreshold", T.INTEGER, _rw(60), unit="s", min_limit=0,
+          max_limit=DAY_S)
 
 
 # --- AuthCtrlr (C) ---------------------------------------------------------------------
@@ -278,12 +297,16 @@ def _auth(b: _Builder, station: StationSpec) -> None:
 def _tx(b: _Builder) -> None:
     c = Component("TxCtrlr")
     # Two minutes from authorization to plugging in: time to unwind a cable.
-    b.add(c, "EVConnectionTimeOut", T.INTEGER, _rw(120), unit="s", min_limit=1)
+    b.add(c, "EVConnectionTimeOut", T.INTEGER, _rw(120), unit="s", min_limit=1,
+          max_limit=HOUR_S)
     # Unplugging ends the session (no "suspend and re-plug"), as TxStopPoint says.
     b.add(c, "StopTxOnEVSideDisconnect", T.BOOLEAN, _ro(True, constant=True))
     b.add(c, "StopTxOnInvalidId", T.BOOLEAN, _rw(True))
     # 0 Wh: a deauthorized idToken gets no more energy.
-    b.add(c, "MaxEnergyOnInvalidId", T.INTEGER, _rw(0), unit="Wh", min_limit=0)
+    # At most 1 MWh: more than any EV battery, so "no cap" is expressible, yet a number
+    # the metering arithmetic holds exactly.
+    b.add(c, "MaxEnergyOnInvalidId", T.INTEGER, _rw(0), unit="Wh", min_limit=0,
+          max_limit=1_000_000)
     b.add(c, "TxBeforeAcceptedEnabled", T.BOOLEAN, _rw(False))
     # A transaction starts when energy can flow (cable in and authorized) and ends when
     # either goes away: the OCPP 1.6 behaviour most CSMSs bill by, and no transaction
@@ -309,22 +332,22 @@ def _metering(b: _Builder, station: StationSpec) -> None:
     updated = ",".join(m for m in (energy, "Power.Active.Import") if m in measurands) or first
     b.add(c, "TxUpdatedMeasurands", T.MEMBER_LIST, _rw(updated), values=measurands)
     # One sample a minute during charging (the "typical use" of DESIGN.md's data budget).
-    b.add(c, "TxUpdatedInterval", T.INTEGER, _rw(60), unit="s", min_limit=0)
+    b.add(c, "TxUpdatedInterval", T.INTEGER, _rw(60), unit="s", min_limit=0, max_limit=DAY_S)
     b.add(c, "TxEndedMeasurands", T.MEMBER_LIST, _rw(first), values=measurands)
     # 0: the Ended message carries start and end readings only, not a sample every
     # interval of the session (the clock-aligned ones below serve tariff periods).
-    b.add(c, "TxEndedInterval", T.INTEGER, _rw(0), unit="s", min_limit=0)
+    b.add(c, "TxEndedInterval", T.INTEGER, _rw(0), unit="s", min_limit=0, max_limit=DAY_S)
 
     c = Component("AlignedDataCtrlr")
     b.add(c, "Enabled", T.BOOLEAN, _rw(True))
     b.add(c, "Available", T.BOOLEAN, _ro(True, constant=True))
     b.add(c, "Measurands", T.MEMBER_LIST, _rw(first), values=measurands)
     # Quarter-hourly register readings: the usual grid settlement and tariff period.
-    b.add(c, "Interval", T.INTEGER, _rw(900), unit="s", min_limit=0)
+    b.add(c, "Interval", T.INTEGER, _rw(900), unit="s", min_limit=0, max_limit=DAY_S)
     b.add(c, "SendDuringIdle", T.BOOLEAN, _rw(False))
     # Quarter-hour energy in the Ended message: enough for time-of-use billing, sent once.
     b.add(c, "TxEndedMeasurands", T.MEMBER_LIST, _rw(first), values=measurands)
-    b.add(c, "TxEndedInterval", T.INTEGER, _rw(900), unit="s", min_limit=0)
+    b.add(c, "TxEndedInterval", T.INTEGER, _rw(900), unit="s", min_limit=0, max_limit=DAY_S)
 
 
 # --- optional functional blocks ----------------------------------------------------------
@@ -344,7 +367,8 @@ def _optional(b: _Builder, station: StationSpec) -> None:
         b.add(c, "Available", T.BOOLEAN, _ro(True, constant=True))
         # A month after last use: a regular's card still works offline after holidays;
         # the CSMS can shorten it per token (cacheExpiryDateTime) or clear the cache.
-        b.add(c, "LifeTime", T.INTEGER, _rw(30 * 86400), unit="s", min_limit=0)
+        b.add(c, "LifeTime", T.INTEGER, _rw(30 * DAY_S), unit="s", min_limit=0,
+              max_limit=YEAR_S)
         b.add(c, "Storage", T.INTEGER, _ro(0), unit="B", max_limit=1_048_576)
         b.add(c, "Policy", T.OPTION_LIST, _rw("LRU"), values=("LRU", "LFU"))
         b.add(c, "DisablePostAuthorize", T.BOOLEAN, _rw(False))

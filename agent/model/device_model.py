@@ -6,8 +6,10 @@ such as SecurityProfile). Constants always come from the definitions, which are 
 from the config and the software, so a new firmware or config shows at once. On the
 first start the persisted attributes are seeded with their defaults; from then on the
 stored value wins (DESIGN.md: "the persisted device model is the truth"). A variable new
-in this version is seeded when first seen; a stored value the definitions no longer
-accept falls back to the default, with a warning.
+in this version is seeded when first seen; a stored value the definitions do not accept
+(a bound tightened by a new version, a database edited by hand or damaged) falls back to
+the default: start-up never fails on what the database holds. The repair is logged and
+reported to the CSMS as a NotifyEvent (agent/blocks/model_repairs.py).
 
 Names of components, variables and instances match case-insensitively, as the schemas
 say; answers use the spelling of the definitions.
@@ -16,11 +18,13 @@ say; answers use the spelling of the definitions.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from agent.model.types import (LIST_TYPES, AttributeDefinition, AttributeType, Component,
                                GetResult, SetResult, Variable, VariableDefinition)
-from agent.model.validation import Invalid, canonical, parse_bool, split_list
+from agent.model.validation import (INVALID_VALUE, Invalid, canonical, parse_bool,
+                                    split_list)
 from agent.store import Store
 
 log = logging.getLogger(__name__)
@@ -48,6 +52,16 @@ _COLUMNS = ("component, component_instance, evse_id, connector_id, variable, "
             "variable_instance, attribute")
 _UPSERT = (f"INSERT INTO device_model_value ({_COLUMNS}, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
            f"ON CONFLICT({_COLUMNS}) DO UPDATE SET value = excluded.value")
+
+@dataclass(frozen=True)
+class Repair:
+    """A stored value the definitions do not accept, replaced by the default at start-up:
+    logged, and reported to the CSMS (agent/blocks/model_repairs.py)."""
+
+    definition: VariableDefinition
+    attribute: AttributeDefinition
+    reason: str
+
 
 Listener = Callable[[Component, Variable, str, str], None]
 _CKey = tuple[str, str | None, int | None, int | None]
@@ -92,6 +106,7 @@ class DeviceModel:
         self._persisted: dict[_Key, str] = {}     # what the next start will take
         self._providers: dict[_Key, Callable[[], str]] = {}
         self._listeners: list[Listener] = []
+        self._repairs_by_key: dict[_Key, Repair] = {}
         for definition in self._definitions:
             self._index(definition)
         store.ensure_schema(_SCHEMA)
@@ -129,10 +144,14 @@ class DeviceModel:
 
     def _load(self) -> None:
         rows = self._store.query(f"SELECT {_COLUMNS}, value FROM device_model_value")
-        stored: dict[_Key, str] = {}
+        stored: dict[_Key, object] = {}
         for comp, comp_inst, evse, conn, var, var_inst, attribute, value in rows:
-            component = Component(comp, comp_inst or None, evse or None, conn or None)
-            stored[(_ckey(component), _vkey(Variable(var, var_inst or None)), attribute)] = value
+            try:
+                component = Component(str(comp), comp_inst or None, evse or None, conn or None)
+                key = (_ckey(component), _vkey(Variable(str(var), var_inst or None)), attribute)
+            except (TypeError, ValueError, AttributeError):
+                continue    # a row no definition can match (written by hand?): ignored
+            stored[key] = value
         with self._store.transaction() as db:
             for definition in self._definitions:
                 for attribute in definition.attributes:
@@ -143,22 +162,47 @@ class DeviceModel:
                             db.execute(_UPSERT, (*_row(definition, attribute.type), value))
                         else:
                             value = self._restored(definition, attribute, stored[key])
-                            if value != stored[key]:
+                            if value != stored[key] and key not in self._repairs_by_key:
                                 db.execute(_UPSERT, (*_row(definition, attribute.type), value))
                         self._persisted[key] = value
                     self._effective[key] = value
 
     def _restored(self, definition: VariableDefinition, attribute: AttributeDefinition,
-                  value: str) -> str:
+                  value: object) -> str:
+        """The stored value in canonical form; the default (and a Repair noted) when the
+        stored value is not one this variable can take, whatever the database holds."""
         if value == attribute.default:
-            return value
+            return attribute.default
         try:
+            if not isinstance(value, str):
+                raise Invalid(INVALID_VALUE, f"stored as {type(value).__name__}, not text")
             return canonical(definition, value)
         except Invalid as exc:
-            shown = "(hidden)" if not attribute.readable else repr(value)
-            log.warning("stored value %s of %s %s is no longer valid (%s): using the default",
-                        shown, definition, attribute.type, exc.message)
-            return attribute.default
+            reason = exc.message
+        except Exception as exc:  # noqa: BLE001 - start-up must survive any stored value
+            reason = f"unreadable ({type(exc).__name__})"
+        readable = attribute.readable and isinstance(value, str)
+        shown = repr(value[:40]) if readable else "(hidden)"
+        log.warning("stored value %s of %s %s is not valid (%s): using the default %s",
+                    shown, definition, attribute.type, reason,
+                    repr(attribute.default) if attribute.readable else "(hidden)")
+        repair = Repair(definition, attribute, reason)
+        self._repairs_by_key[_key(definition, attribute.type)] = repair
+        return attribute.default
+
+    @property
+    def repairs(self) -> list[Repair]:
+        """Stored values found invalid at start-up and replaced by their defaults, not yet
+        reported (see settle_repairs)."""
+        return list(self._repairs_by_key.values())
+
+    def settle_repairs(self) -> None:
+        """Write the defaults of the repaired values to the store. Call it in the same
+        store transaction that queues the report, so a kill in between repeats both."""
+        for key, repair in self._repairs_by_key.items():
+            self._store.execute(_UPSERT, (*_row(repair.definition, repair.attribute.type),
+                                          self._persisted[key]))
+        self._repairs_by_key.clear()
 
     # -- the CSMS's view: GetVariables / SetVariables -------------------------------------
 

@@ -78,7 +78,7 @@ def report_item(model: DeviceModel, definition: VariableDefinition,
         attributes.append(item)
     return {
         "component": component_data(definition.component),
-        "variable": _variable(definition),
+        "variable": variable_data(definition),
         "variableAttribute": attributes,
         "variableCharacteristics": _characteristics(definition.characteristics),
     }
@@ -102,7 +102,8 @@ def _items(model: DeviceModel, definitions: Iterable[VariableDefinition]) -> lis
     return [report_item(model, d, size) for d in definitions]
 
 
-def _variable(definition: VariableDefinition) -> dict[str, Any]:
+def variable_data(definition: VariableDefinition) -> dict[str, Any]:
+    """VariableType in wire format."""
     data: dict[str, Any] = {"name": definition.variable.name}
     if definition.variable.instance:
         data["instance"] = definition.variable.instance

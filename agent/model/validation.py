@@ -19,6 +19,10 @@ OUT_OF_RANGE = "ValueOutOfRange"
 TOO_LARGE = "TooLargeElement"
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+# OCPP's integer is 32-bit signed (Part 2, primitive datatypes): the bound of every
+# integer variable, whatever its own limits say.
+INT32_MIN = -(2 ** 31)
+INT32_MAX = 2 ** 31 - 1
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
@@ -44,8 +48,13 @@ def canonical(definition: VariableDefinition, value: str, *, size_limit: int | N
     if kind == DataType.INTEGER:
         if not _INTEGER.fullmatch(value):
             raise Invalid(INVALID_VALUE, f"{_show(value)} is not an integer")
-        result = str(int(value))
-        _check_range(definition, int(value))
+        # Length first: int() refuses digit strings beyond Python's limit (4300), and a
+        # value read back from the database has had no size limit applied.
+        if len(value.lstrip("+-").lstrip("0")) > 10 or \
+                not INT32_MIN <= (number := int(value)) <= INT32_MAX:
+            raise Invalid(OUT_OF_RANGE, f"{_show(value)} is outside the 32-bit integer range")
+        result = str(number)
+        _check_range(definition, number)
     elif kind == DataType.DECIMAL:
         if not _DECIMAL.fullmatch(value) or not math.isfinite(float(value)):
             raise Invalid(INVALID_VALUE, f"{_show(value)} is not a decimal number")
@@ -58,7 +67,7 @@ def canonical(definition: VariableDefinition, value: str, *, size_limit: int | N
     elif kind == DataType.DATE_TIME:
         try:
             parse_datetime(value)
-        except ValueError:
+        except (ValueError, OverflowError):   # OverflowError: shifted past year 1 or 9999
             raise Invalid(INVALID_VALUE, f"{_show(value)} is not an RFC 3339 date-time") from None
         result = value
     elif kind == DataType.OPTION_LIST:
