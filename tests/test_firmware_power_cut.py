@@ -120,7 +120,8 @@ def test_kill_during_download_resumes_and_installs(tmp_path):
                     again = await connected(csms, after=link)
                     assert again.calls("BootNotification")[0]["reason"] != "FirmwareUpdate"
                     # The download goes on (Downloading was said before the cut).
-                    assert await statuses_until(again, 50, "InstallRebooting") == [
+                    assert await statuses_after_cut(again, 50, "InstallRebooting",
+                                                    "Downloading") == [
                         "Downloaded", "SignatureVerified", "Installing", "InstallRebooting"]
                     # The second GET continued the first: a Range from where it stopped.
                     resumed = server.requests[-1].headers.get("Range", "")
@@ -169,13 +170,14 @@ def test_kill_during_install(tmp_path, installer_finishes):
                     version = boot["chargingStation"]["firmwareVersion"]
                     if installer_finishes:
                         assert version == "2.0.0"
-                        assert await statuses_until(again, 60, "Installed") == ["Installed"]
+                        assert await statuses_after_cut(again, 60, "Installed",
+                                                        "Installing") == ["Installed"]
                         await again.expect_call("SecurityEventNotification",
                                                 where=lambda p: p["type"] == "FirmwareUpdated")
                     else:
                         assert version == "1.0.0"
-                        assert await statuses_until(again, 60, "InstallationFailed") == [
-                            "InstallationFailed"]
+                        assert await statuses_after_cut(again, 60, "InstallationFailed",
+                                                        "Installing") == ["InstallationFailed"]
                         await asyncio.sleep(0.3)
                         assert "FirmwareUpdated" not in [
                             p["type"] for p in again.calls("SecurityEventNotification")]
@@ -185,6 +187,15 @@ def test_kill_during_install(tmp_path, installer_finishes):
                     assert await agent.stop() == 0
             assert csms.schema_errors == []
     run(main())
+
+
+async def statuses_after_cut(link, request_id, last, before_cut):
+    """The statuses on the link after a kill, up to `last`, without a repeat of
+    `before_cut`: the status sent last before the kill may not have had its answer
+    committed when the process died, and then it is sent again (at least once, as OCPP
+    allows). Anything else, or a second repeat, stays in the list and fails the test."""
+    seen = await statuses_until(link, request_id, last)
+    return seen[1:] if seen[0] == before_cut else seen
 
 
 async def wait_for_size(path):
