@@ -1,4 +1,4 @@
-"""Start-up, memory and idle CPU of the real daemon (targets in DESIGN.md).
+"""Start-up, memory and idle CPU of the real daemon (targets in docs/architecture.md).
 
 Starts the CSMS peer on loopback and `python -m agent run` with mock hardware, then prints:
   - start-up to BootNotification: from process spawn to the BootNotification frame

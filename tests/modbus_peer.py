@@ -10,7 +10,7 @@ SimDevice `action` hook copies them into pymodbus's store on every read. Address
 given are undefined in pymodbus, which answers "illegal data address" for them.
 
 pymodbus 3.16's SimDevice/SimData take wire addresses as they are (0-based); the older
-ModbusSequentialDataBlock, deprecated in 3.16, shifts them by one (DESIGN.md pitfalls).
+ModbusSequentialDataBlock, deprecated in 3.16, shifts them by one (docs/architecture.md, pitfalls).
 A pty master has no path pymodbus (or our driver) could open, hence two pairs and the
 proxy rather than one pair with one side on the master fd.
 

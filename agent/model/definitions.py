@@ -9,7 +9,7 @@ supportsMonitoring is false everywhere: the agent implements no variable monitor
 (functional block N), so it must not claim it.
 
 Where the specification gives no default, the value is what a charger maker ships and
-the comment says why. The data budget of DESIGN.md (a month of cellular use within
+the comment says why. The data budget of docs/architecture.md (a month of cellular use within
 5 MB) drives the keep-alive and metering defaults.
 """
 
@@ -200,7 +200,7 @@ def _comm(b: _Builder, station: StationSpec) -> None:
         b.add(c, "UnlockOnEVSideDisconnect", T.BOOLEAN, _rw(True))
     # 600 s: carriers ask for keep-alives no more often than every 5 minutes and IoT SIM
     # NATs keep idle TCP for hours, so a ping every 10 idle minutes (a quiet station sends
-    # aligned meter values every 15) keeps the month within DESIGN.md's 5 MB. On a network
+    # aligned meter values every 15) keeps the month within the 5 MB target. On a network
     # that forgets idle mappings sooner, the station learns a shorter interval by itself
     # (agent/ocpp/keepalive.py). 0 disables the station's pings; negative values are not
     # allowed (Part 4 §8.4).
@@ -331,7 +331,7 @@ def _metering(b: _Builder, station: StationSpec) -> None:
     b.add(c, "TxStartedMeasurands", T.MEMBER_LIST, _rw(first), values=measurands)
     updated = ",".join(m for m in (energy, "Power.Active.Import") if m in measurands) or first
     b.add(c, "TxUpdatedMeasurands", T.MEMBER_LIST, _rw(updated), values=measurands)
-    # One sample a minute during charging (the "typical use" of DESIGN.md's data budget).
+    # One sample a minute during charging (the "typical use" of the monthly data budget).
     b.add(c, "TxUpdatedInterval", T.INTEGER, _rw(60), unit="s", min_limit=0, max_limit=DAY_S)
     b.add(c, "TxEndedMeasurands", T.MEMBER_LIST, _rw(first), values=measurands)
     # 0: the Ended message carries start and end readings only, not a sample every

@@ -5,7 +5,7 @@ settings the CSMS can write, plus read-only values the station changes and must 
 such as SecurityProfile). Constants always come from the definitions, which are built
 from the config and the software, so a new firmware or config shows at once. On the
 first start the persisted attributes are seeded with their defaults; from then on the
-stored value wins (DESIGN.md: "the persisted device model is the truth"). A variable new
+stored value wins (docs/architecture.md: "the persisted device model is the truth"). A variable new
 in this version is seeded when first seen; a stored value the definitions do not accept
 (a bound tightened by a new version, a database edited by hand or damaged) falls back to
 the default: start-up never fails on what the database holds. The repair is logged and
