@@ -1,8 +1,8 @@
 """Bytes at IP level for a month of typical use, security profile 2 (target <= 5 MB).
 
 The month of the data target (docs/architecture.md): 1 EVSE, 4 sessions a day of 2 h,
-sampled meter values every 60 s while charging, clock-aligned values every 15 min, the default keep-alive policy, one reconnect a
-day. The daemon (the same `run_daemon` as `station-agent run`, mock hardware) runs in this
+sampled meter values every 60 s while charging, clock-aligned values every 15 min, the
+default keep-alive policy, one reconnect a day. The daemon (the same `run_daemon` as `station-agent run`, mock hardware) runs in this
 process on the injectable clock, so a month passes in minutes; it talks wss:// with HTTP
 Basic auth to the CSMS peer through a counting TCP proxy on loopback:
 
