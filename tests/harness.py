@@ -78,6 +78,52 @@ async def until_logged(caplog: Any, text: str, timeout: float = 5) -> None:
         await asyncio.sleep(0.01)
 
 
+async def quiesce(timeout: float = 10.0) -> bool:
+    """Until everything in this event loop has done what it would do now: no callback
+    ready, no socket with data or a pending write, no executor job running, a few turns
+    in a row. For the in-process agent and CSMS, which share the loop: loopback delivers
+    a send into the peer's socket buffer at once, so "nothing ready anywhere" means the
+    round trips under way have finished — however slow a loaded machine is, and without
+    guessing a real-time pause. False if it did not go quiet within `timeout` (something
+    spins: a busy loop is a bug of its own)."""
+    loop = asyncio.get_running_loop()
+    busy = _executor_jobs(loop)
+    deadline = loop.time() + timeout
+    quiet_turns = 0
+    while quiet_turns < 3:
+        await asyncio.sleep(0)
+        # Our own wake-up has been taken off the ready queue: what is left is other work.
+        selector = loop._selector  # type: ignore[attr-defined]
+        if loop._ready or busy() or selector.select(0):  # type: ignore[attr-defined]
+            quiet_turns = 0
+            if loop.time() > deadline:
+                return False
+            if busy():
+                await asyncio.sleep(0.001)   # a thread is at work: let it run
+        else:
+            quiet_turns += 1
+    return True
+
+
+def _executor_jobs(loop: asyncio.AbstractEventLoop) -> Any:
+    """A count of run_in_executor jobs not finished (asyncio.to_thread goes through it),
+    installed once per loop."""
+    counter = getattr(loop, "_harness_jobs", None)
+    if counter is None:
+        counter = [0]
+        original = loop.run_in_executor
+
+        def counting(executor: Any, func: Any, *args: Any) -> Any:
+            future = original(executor, func, *args)
+            counter[0] += 1
+            future.add_done_callback(lambda _: counter.__setitem__(0, counter[0] - 1))
+            return future
+
+        loop.run_in_executor = counting  # type: ignore[method-assign]
+        loop._harness_jobs = counter  # type: ignore[attr-defined]
+    return lambda: counter[0] > 0
+
+
 class InProcessAgent:
     """The daemon's own code (run_daemon) in the test's event loop on a ManualClock, so
     time moves only when the test says. "reexec" (after a firmware install) starts it
@@ -109,12 +155,13 @@ class InProcessAgent:
         assert self.task is not None
         await asyncio.wait_for(self.task, 10)
 
-    async def advance(self, seconds: float, settle: float = 0.2) -> None:
-        """Move the clock once answers already on their way have arrived (a real round
-        trip takes real time), then let the agent act on it."""
-        await asyncio.sleep(settle)
+    async def advance(self, seconds: float) -> None:
+        """Move the clock once answers already on their way have arrived (a jump past
+        MessageTimeout would fail a round trip still under way), then let the agent and
+        the CSMS act on it until both are quiet."""
+        assert await quiesce(), "the agent never went quiet: a busy loop?"
         await self.clock.advance(seconds)
-        await asyncio.sleep(settle)
+        assert await quiesce(), "the agent never went quiet: a busy loop?"
 
     async def sim(self, command: str, evse: int | None = None, **fields: Any) -> dict[str, Any]:
         """`station-agent sim COMMAND [EVSE]` through the control socket; the reply.

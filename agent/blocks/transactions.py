@@ -174,8 +174,12 @@ class Transactions:
             if due is not None:
                 deadlines.append((due - wall).total_seconds())
         timeout = self._model.get_int("TxCtrlr", "EVConnectionTimeOut")
-        for auth in self._auth.values():
-            deadlines.append(auth.since + timeout - now)
+        # Only an authorization still waiting for its cable has a deadline: counting the
+        # others (plugged in, charging) made the loop spin once their time had passed.
+        for evse_id, auth in self._auth.items():
+            if evse_id not in self.open and \
+                    not self._station.evses[evse_id].connectors[1].plugged:
+                deadlines.append(auth.since + timeout - now)
         return max(0.0, min(deadlines)) if deadlines else None
 
     # -- cards ----------------------------------------------------------------------------
