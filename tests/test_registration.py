@@ -15,7 +15,7 @@ from agent.clock import ManualClock
 from agent.config import load_config
 from agent.daemon import run_daemon
 from agent.demo.csms import CallErrorReceived, Csms
-from tests.harness import PASSWORD, write_config
+from tests.harness import PASSWORD, quiesce, write_config
 
 STATION = "CS-TEST"
 
@@ -25,8 +25,9 @@ def run(coro, timeout=30):
 
 
 async def quiet():
-    """Give the agent a moment to do whatever it would do now (network round trips)."""
-    await asyncio.sleep(0.2)
+    """Until the agent (in this loop) has done whatever it would do now: round trips
+    with the CSMS peer finished, every task waiting again."""
+    assert await quiesce(), "the agent never went quiet"
 
 
 async def advance(agent, seconds):
@@ -141,12 +142,11 @@ def test_reconnects_with_back_off_and_no_new_boot(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="agent.ocpp.connection")
 
     async def back_off_chosen():
-        for _ in range(200):
-            for record in caplog.records:
-                match = re.match(r"reconnecting in ([0-9.]+) s", record.getMessage())
-                if match:
-                    return float(match.group(1))
-            await asyncio.sleep(0.01)
+        await quiet()   # the close is seen and the reconnection scheduled
+        for record in caplog.records:
+            match = re.match(r"reconnecting in ([0-9.]+) s", record.getMessage())
+            if match:
+                return float(match.group(1))
         raise AssertionError("the agent did not schedule a reconnection")
 
     async def main():

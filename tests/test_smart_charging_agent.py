@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 from agent.clock import ManualClock, format_datetime
 from agent.demo.csms import Csms
-from tests.harness import PASSWORD, InProcessAgent, write_config
+from tests.harness import PASSWORD, InProcessAgent, quiesce, write_config
 
 STATION = "CS-SMART"
 VOLTS = 230
@@ -18,8 +18,9 @@ def run(coro, timeout=60):
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
-async def quiet(seconds=0.2):
-    await asyncio.sleep(seconds)
+async def quiet():
+    """Until the agent and the CSMS (in this loop) have done what they would do now."""
+    assert await quiesce(), "the agent never went quiet"
 
 
 class Agent(InProcessAgent):
