@@ -54,6 +54,7 @@ __all__ = [
     "DEFAULT_PHASES",
     "DEFAULT_STORAGE_DIR",
     "HAL_DRIVERS",
+    "SHIPPED_PASSWORD",
     "Config",
     "ConfigError",
     "CsmsConfig",
@@ -67,6 +68,10 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG_PATH = Path("/etc/station-agent/station-agent.toml")
+# csms.password of config/station-agent.toml as the package installs it: anyone who has
+# the package knows it (tests/test_shipped_config.py keeps the two in step). A warning
+# wherever it is used (agent.preflight), and what it seeds is provisional (agent.daemon).
+SHIPPED_PASSWORD = "change-me-to-a-random-secret"
 DEFAULT_STORAGE_DIR = Path("/var/lib/station-agent")
 DEFAULT_INSTALL_TIMEOUT_S = 1800
 # "mock" is the default because it is the safe one: it never closes a contactor. The

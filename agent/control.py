@@ -5,10 +5,11 @@ group: file permissions are the access control, there is no other). The protocol
 newline-delimited JSON, one request and one reply per line, any number per connection:
 
     {"command": "plug", "evse": 1}                  -> {"ok": true, "evse": 1}
-    {"command": "swipe", "token": "AB12"}           -> {"ok": true, "evse": 1, "token": "AB12", "type": "ISO14443"}
+    {"command": "swipe", "token": "04a2b3c4"}       -> {"ok": true, "evse": 1, "token": "04A2B3C4", "type": "ISO14443"}
     {"command": "ev-max", "evse": 1, "amps": 16}    -> {"ok": true, "evse": 1}
     {"command": "external-limit", "watts": 4200, "source": "SO", "grid_critical": true}
-                                                    -> {"ok": true}
+                                                    -> {"ok": true}, or {"ok": true,
+                                                       "ignored": "<why the agent ignores it>"}
     {"command": "status"}                           -> {"ok": true, "status": {...}}
     anything wrong                                  -> {"ok": false, "error": "unknown EVSE 9"}
 
@@ -20,6 +21,15 @@ a number or null for no limit; "source" optional, EMS, SO or Other, default EMS;
 is not silently ignored. Nothing a client sends can stop the server: bad input gets an
 error reply, a line over 64 KiB gets one and the connection is closed (the rest of that
 line cannot be told from the next request).
+
+"ok": true means the command did what it names; one with nothing to do is an error that
+says so (unplug with no EV plugged in, clear without a fault, plug twice, ...), so a
+script learns that its picture of the station was wrong. Meaningless values are refused:
+an ISO14443 token is a card UID of 4, 7 or 10 bytes in hex (ISO15693: 8), and ev-max is
+0 to the EVSE's max_current_a (an EV draws no more than its connector carries). An
+external limit the agent ignores (SmartChargingCtrlr.ExternalControlSignalsEnabled false)
+is still set, as a real energy manager's input would be, and the reply says why it has
+no effect; it applies as soon as the agent honours external limits.
 """
 
 from __future__ import annotations
@@ -46,6 +56,14 @@ MAX_LINE = 64 * 1024
 STATES = ("Available", "Occupied", "Reserved", "Unavailable", "Faulted")
 
 StatusProvider = Callable[[], dict]
+# Why the agent ignores the external limit input now; None when it applies it.
+ExternalLimitPolicy = Callable[[], "str | None"]
+
+# IdTokenEnumType (OCPP 2.0.1 Part 2; its schema allows 36 characters): ISO14443 is the
+# UID of an ISO/IEC 14443 card in hex, OCPP naming 4 and 7 bytes, ISO/IEC 14443-3 also
+# 10 (triple size); ISO15693 is an 8-byte UID. Other types carry what their issuer chose.
+UID_BYTES = {"ISO14443": (4, 7, 10), "ISO15693": (8,)}
+_HEX = frozenset("0123456789abcdefABCDEF")
 
 
 def socket_path(storage_dir: Path) -> Path:
@@ -148,6 +166,20 @@ def _string(request: Mapping[str, Any], key: str, default: str | None = None) ->
     return value
 
 
+def check_uid(uid: str, id_type: str) -> None:
+    """ValueError unless `uid` is a UID an `id_type` card can have (types without a UID
+    format pass: the reader checks what every token must be)."""
+    sizes = UID_BYTES.get(id_type)
+    if sizes is None:
+        return
+    if not uid or len(uid) % 2 or not set(uid) <= _HEX or len(uid) // 2 not in sizes:
+        counts = " or ".join(", ".join(str(n) for n in sizes).rsplit(", ", 1))
+        digits = " or ".join(", ".join(str(2 * n) for n in sizes).rsplit(", ", 1))
+        raise ValueError(f"token must be an {id_type} card UID: {counts} bytes in hex "
+                         f"({digits} hex digits, e.g. {'04A2B3C4D5E6F708'[:2 * sizes[0]]}), "
+                         f"got {uid[:40]!r}")
+
+
 def _json_type(value: Any) -> str:
     names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
              dict: "object", type(None): "null"}
@@ -168,9 +200,11 @@ COMMANDS = tuple(_FIELDS)
 class Dispatcher:
     """Request (a decoded JSON value) -> reply; no I/O, so it is tested on its own."""
 
-    def __init__(self, station: MockStation, status: StatusProvider) -> None:
+    def __init__(self, station: MockStation, status: StatusProvider,
+                 external_limit_ignored: ExternalLimitPolicy = lambda: None) -> None:
         self._station = station
         self._status = status
+        self._external_limit_ignored = external_limit_ignored
 
     def handle(self, request: Any) -> dict[str, Any]:
         try:
@@ -206,24 +240,60 @@ class Dispatcher:
             uid, id_type = _string(request, "token"), _string(request, "type", "ISO14443")
             chosen = _evse(request, required=False)
             evse_id = st.default_evse() if chosen is None else chosen
+            st.snapshot(evse_id)  # an unknown EVSE first: the token is not the problem then
+            check_uid(uid, id_type)
             token = st.swipe(uid, id_type, evse_id)
             return {"evse": evse_id, "token": token.uid, "type": token.type}
         if command == "external-limit":
-            # The range and the source are the station's to check (its ValueError becomes
-            # the reply), so the socket and a test calling MockStation agree.
-            st.set_external_limit(_watts(request), _string(request, "source", "EMS"),
-                                  _flag(request, "grid_critical"))
-            return {}
+            return self._external_limit(request)
         evse_id = _evse(request)
         assert evse_id is not None
+        nothing_to_do = _nothing_to_do(command, evse_id, st.snapshot(evse_id))
+        if nothing_to_do:
+            raise RequestError(nothing_to_do)
         if command == "ev-max":
-            st.set_ev_max(evse_id, _amps(request))
+            amps, most = _amps(request), st.ev(evse_id).spec.max_current_a
+            if not 0 <= amps <= most:
+                raise RequestError(f"EVSE {evse_id}: 'amps' must be 0 to {most:g} (its "
+                                   "max_current_a: an EV draws no more than the connector "
+                                   f"carries), got {amps:g}")
+            st.set_ev_max(evse_id, amps)
         else:
             actions: dict[str, Callable[[int], None]] = {
                 "plug": st.plug, "unplug": st.unplug, "suspend": st.suspend,
                 "resume": st.resume, "fault": st.fault, "clear": st.clear}
             actions[command](evse_id)
         return {"evse": evse_id}
+
+    def _external_limit(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        st = self._station
+        watts = _watts(request)
+        source, critical = _string(request, "source", "EMS"), _flag(request, "grid_critical")
+        if watts is None and st.external_limit.signal.limit_w is None:
+            raise RequestError("no external limit is set; nothing to clear")
+        # The range and the source are the station's to check (its ValueError becomes
+        # the reply), so the socket and a test calling MockStation agree.
+        st.set_external_limit(watts, source, critical)
+        ignored = self._external_limit_ignored() if watts is not None else None
+        return {"ignored": ignored} if ignored else {}
+
+
+def _nothing_to_do(command: str, evse_id: int, snap: Mapping[str, Any]) -> str | None:
+    """Why `command` would change nothing on this EVSE now, or None."""
+    plugged, fault = snap["plugged"], snap["fault"]
+    if command == "plug" and plugged:
+        return f"EVSE {evse_id}: an EV is plugged in already; nothing to do"
+    if command in ("unplug", "suspend", "resume") and not plugged:
+        return f"EVSE {evse_id}: no EV plugged in; nothing to {command}"
+    if command == "suspend" and snap["suspended"]:
+        return f"EVSE {evse_id}: the EV is suspended already; nothing to do"
+    if command == "resume" and not snap["suspended"]:
+        return f"EVSE {evse_id}: the EV is not suspended; nothing to resume"
+    if command == "fault" and fault:
+        return f"EVSE {evse_id}: faulted already; 'clear' ends the fault"
+    if command == "clear" and not fault:
+        return f"EVSE {evse_id}: no fault to clear"
+    return None
 
 
 def decode(line: bytes) -> Any:
@@ -249,9 +319,10 @@ class ControlError(Exception):
 
 
 class ControlServer:
-    def __init__(self, path: Path | str, station: MockStation, status: StatusProvider) -> None:
+    def __init__(self, path: Path | str, station: MockStation, status: StatusProvider,
+                 external_limit_ignored: ExternalLimitPolicy = lambda: None) -> None:
         self.path = Path(path)
-        self._dispatcher = Dispatcher(station, status)
+        self._dispatcher = Dispatcher(station, status, external_limit_ignored)
         self._server: asyncio.AbstractServer | None = None
         self._inode: int | None = None
         self._clients: set[asyncio.Task[None]] = set()

@@ -37,7 +37,7 @@ from agent.blocks.smart_charging.schedule import EvseLimits
 from agent.blocks.transactions import Transactions
 from agent.blocks.variables import Variables
 from agent.clock import Clock, SystemClock, format_datetime
-from agent.config import Config, ConfigError
+from agent.config import SHIPPED_PASSWORD, Config, ConfigError
 from agent.control import ControlServer, EvseStatus, build_status, socket_path
 from agent.hardware import Hardware, HardwareBridge, build_hardware
 from agent.logfile import attach_log_file
@@ -65,6 +65,7 @@ Outcome = Literal["stop", "restart", "reexec"]
 # then on the persisted profile is the truth (DESIGN.md).
 NETWORK_PROFILE = "network.profile.1"
 SEEDED = "daemon.seeded"
+PROVISIONAL = "provisional"   # SEEDED's value while seeded from the placeholder password
 INVALID_EVENT_GAP_S = 3600.0
 
 
@@ -104,9 +105,26 @@ def log_dir(config: Config) -> Path:
 
 
 def seed_first_start(store: Store, model: DeviceModel, config: Config) -> None:
-    """What the config contributes only once: the first network profile and password."""
-    if store.get_meta(SEEDED):
+    """What the config contributes only once: the first network profile and password.
+
+    Seeded with the shipped placeholder password, they are provisional: the package
+    starts the service before anyone has edited the file, and the operator who then
+    writes the real URL and password must get them. So each start seeds them again until
+    the config has a password of its own, or the CSMS has set one (A01) meanwhile."""
+    seeded = store.get_meta(SEEDED)
+    if seeded == "1":
         return
+    if seeded == PROVISIONAL and model.get_str("SecurityCtrlr", "BasicAuthPassword") \
+            != SHIPPED_PASSWORD:
+        store.set_meta(SEEDED, "1")   # the CSMS replaced the placeholder: its word counts
+        return
+    provisional = config.csms.password == SHIPPED_PASSWORD
+    if provisional:
+        log.info("network profile 1 and the password seeded from %s for now: the "
+                 "next start with a real csms.password seeds them again", config.path)
+    elif seeded == PROVISIONAL:
+        log.info("network profile 1 and the password seeded again from %s, which no "
+                 "longer has the placeholder password", config.path)
     profile = connection_data(config.csms.url, config.csms.security_profile)
     with store.transaction():
         store.set_meta(NETWORK_PROFILE, json.dumps(profile))
@@ -116,7 +134,7 @@ def seed_first_start(store: Store, model: DeviceModel, config: Config) -> None:
             if result.status != "Accepted":
                 raise ConfigError(f"{config.path}: csms.password: not accepted as "
                                   f"SecurityCtrlr.BasicAuthPassword ({result.reason_code})")
-        store.set_meta(SEEDED, "1")
+        store.set_meta(SEEDED, PROVISIONAL if provisional else "1")
 
 
 class Runtime:
@@ -363,6 +381,15 @@ class Runtime:
                                 transaction_id=self.transactions.transaction_id(evse_id))
             for evse_id, evse in self.station.evses.items()})
 
+    def external_limit_ignored(self) -> str | None:
+        """Why an external limit input has no effect now (None: it applies), for `sim`."""
+        try:
+            if self.model.get_bool("SmartChargingCtrlr", "ExternalControlSignalsEnabled"):
+                return None
+        except KeyError:
+            pass
+        return "SmartChargingCtrlr.ExternalControlSignalsEnabled is false"
+
     def service_state(self) -> StationState:
         """The one-line state systemd shows (`systemctl status`)."""
         active = sum(self.transactions.busy(evse_id) for evse_id in self.station.evses)
@@ -446,7 +473,9 @@ async def run_daemon(config: Config, stop: asyncio.Event, clock: Clock | None = 
         await hardware.start()
         if hardware.mock is not None:
             control = ControlServer(socket_path(config.storage.dir), hardware.mock,
-                                    lambda: runtime.status() if runtime else {})
+                                    lambda: runtime.status() if runtime else {},
+                                    lambda: runtime.external_limit_ignored() if runtime
+                                    else None)
             await control.start()
         while True:
             runtime = Runtime(config, store, clock, hardware, on_frame)

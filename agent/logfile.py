@@ -1,4 +1,5 @@
-"""The agent's own log file: bounded, rotating, one UTC timestamp per record.
+"""The agent's own log file (bounded, rotating, one UTC timestamp per record), and how
+records reach stderr.
 
 Why a file besides the journal: GetLog DiagnosticsLog (N01) uploads what the agent logged
 in a time window, and the journal is neither ours to read (permissions, other units) nor
@@ -9,6 +10,11 @@ there on a developer's laptop. Why these rules:
   so a window of time is found without knowing the station's time zone. Lines that do not
   start so (tracebacks, multi-line messages) belong to the record above them.
 - 0600 files in a 0700 directory: a log may name tokens, URLs and peers.
+
+On stderr (`console_handler`) a record gets the same timestamp, except under journald,
+which stamps each line itself: there a record starts with its syslog priority instead
+(`<4>` for a warning), which journald takes as the entry's level and strips, so
+`journalctl -p warning` finds the agent's warnings.
 """
 
 from __future__ import annotations
@@ -19,10 +25,14 @@ import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterator, Mapping
 
 LOG_NAME = "agent.log"
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+JOURNAL_FORMAT = "%(levelname)s %(name)s: %(message)s"
+# logging level -> syslog priority (sd-daemon(3)'s <N> prefixes).
+_PRIORITIES = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4),
+               (logging.INFO, 6))
 MIN_BYTES = 512
 _CUT = " [... record cut to fit the log file]"
 _ENCODING = "utf-8"
@@ -39,9 +49,10 @@ def utc_stamp(value: datetime) -> str:
 
 
 class UtcFormatter(logging.Formatter):
-    """FORMAT with the record's time in UTC; records longer than `limit` bytes are cut."""
+    """FORMAT with the record's time in UTC; records longer than `limit` bytes are cut
+    (None: never)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int | None = None) -> None:
         super().__init__(FORMAT)
         self.limit = limit
 
@@ -50,6 +61,8 @@ class UtcFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
+        if self.limit is None:
+            return text
         data = text.encode(_ENCODING, _ERRORS)
         if len(data) <= self.limit:
             return text
@@ -95,6 +108,39 @@ def attach_log_file(directory: Path, *, max_bytes: int = 1_000_000,
     # The terminator is one more byte per record.
     handler.setFormatter(UtcFormatter(max_bytes - len(handler.terminator)))
     logging.getLogger().addHandler(handler)
+    return handler
+
+
+class JournalFormatter(logging.Formatter):
+    """JOURNAL_FORMAT behind the record's syslog priority; no time (journald adds it)."""
+
+    def __init__(self) -> None:
+        super().__init__(JOURNAL_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = next((p for level, p in _PRIORITIES if record.levelno >= level), 7)
+        return f"<{priority}>{super().format(record)}"
+
+
+def under_journald(stream: IO[str], environ: Mapping[str, str]) -> bool:
+    """Whether `stream` is the journal's: systemd puts "<device>:<inode>" of the stream it
+    connected in JOURNAL_STREAM (systemd.exec(5)). The variable is inherited by children
+    whose stderr may go elsewhere (a pipe, a file), so the stream itself must match."""
+    device, _, inode = environ.get("JOURNAL_STREAM", "").partition(":")
+    if not (device.isdigit() and inode.isdigit()):
+        return False
+    try:
+        info = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # no file behind it (a test's StringIO)
+        return False
+    return (info.st_dev, info.st_ino) == (int(device), int(inode))
+
+
+def console_handler(stream: IO[str], environ: Mapping[str, str]) -> logging.Handler:
+    """The handler for `run`'s stderr: timestamps unless journald stamps the lines."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JournalFormatter() if under_journald(stream, environ)
+                         else UtcFormatter())
     return handler
 
 

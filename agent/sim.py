@@ -1,9 +1,14 @@
 """`station-agent sim`: drive the mock hardware of a running agent through its control
 socket (agent/control.py). One request per invocation; the reply decides the exit code.
 
-Exit codes: 0 done; 1 the agent is not running or refused the command (unknown EVSE,
-no EV plugged in, ...); 2 bad arguments (argparse) or a config that does not load or is
-not a mock station.
+Exit codes: 0 done, and only when the command did what it names; 1 the agent is not
+running, refused the command (unknown EVSE, an EV draw above the EVSE's rating, ...) or
+had nothing to do (unplug with no EV plugged in, clear without a fault, plug twice,
+external-limit clear with no limit set), or, for external-limit, the input was set but
+the agent ignores it (SmartChargingCtrlr.ExternalControlSignalsEnabled is false: the
+limit applies once the CSMS sets it true); 2 bad arguments (argparse: a token that is
+not an ISO14443 UID, amps that are not a number, ...) or a config that does not load or
+is not a mock station.
 """
 
 from __future__ import annotations
@@ -17,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
-from agent.control import MAX_LINE, socket_path
+from agent.control import MAX_LINE, check_uid, socket_path
 from hal.api import LIMIT_SOURCES
 
 EXIT_REFUSED = 1
+TOKEN_TYPE = "ISO14443"   # what `swipe` presents (DESIGN: an RFID card)
 EXIT_CONFIG = 2
 TIMEOUT_S = 5.0
 
@@ -61,6 +67,15 @@ def _amps(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"AMPS must be a number of amps, 0 or more, got {text!r}")
     return value
+
+
+def _uid(text: str) -> str:
+    """TOKEN of `swipe`: the UID of an ISO14443 card, as the reader would read it."""
+    try:
+        check_uid(text, TOKEN_TYPE)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("token", "TOKEN", 1)) from None
+    return text
 
 
 CLEAR_LIMIT = "clear"
@@ -105,11 +120,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name in ("plug", "unplug"):
         command(name, _EVSE_COMMANDS[name][0])
     swipe = command("swipe", "present an RFID card (idToken type ISO14443)", evse=False)
-    swipe.add_argument("token", metavar="TOKEN", help="the card's UID, e.g. AB12CD34")
+    swipe.add_argument("token", metavar="TOKEN", type=_uid,
+                       help="the card's UID in hex: 4, 7 or 10 bytes, e.g. 04A2B3C4")
     swipe.add_argument("--evse", type=_evse_id, default=None, metavar="EVSE",
                        help="EVSE whose reader sees the card (default: the lowest EVSE id)")
     ev_max = command("ev-max", "most current the simulated EV draws (default: its max)")
-    ev_max.add_argument("amps", metavar="AMPS", type=_amps, help="amps per phase")
+    ev_max.add_argument("amps", metavar="AMPS", type=_amps,
+                        help="amps per phase, 0 to the EVSE's max_current_a")
     for name in ("suspend", "resume", "fault", "clear"):
         command(name, _EVSE_COMMANDS[name][0])
     limit = command("external-limit", "a limit on the whole station from an energy manager or "
@@ -197,8 +214,16 @@ def run(args: argparse.Namespace) -> int:
         return exc.code
     if args.sim_command == "status":
         print(json.dumps(reply["status"]))
-    else:
-        print(_confirmation(args, reply))
+        return 0
+    if reply.get("ignored"):
+        # Set, as the energy manager's box would set it, yet without effect: not "done".
+        critical = ", grid critical" if args.grid_critical else ""
+        print(f"station-agent sim: external limit input set to {_json_number(args.watts)} W "
+              f"from {args.source}{critical}, but the agent ignores it: {reply['ignored']}; "
+              "the limit applies once the CSMS sets it to true (SetVariables)",
+              file=sys.stderr)
+        return EXIT_REFUSED
+    print(_confirmation(args, reply))
     return 0
 
 
@@ -228,5 +253,5 @@ def _confirmation(args: argparse.Namespace, reply: dict[str, Any]) -> str:
     if command == "swipe":
         return f"EVSE {evse}: card {reply.get('token')} presented"
     if command == "ev-max":
-        return f"EVSE {evse}: EV max current set"
+        return f"EVSE {evse}: the EV draws at most {_json_number(args.amps)} A"
     return f"EVSE {evse}: {_EVSE_COMMANDS[command][1]}"

@@ -7,6 +7,10 @@ not kill the station, Reset, and a clean stop.
 import asyncio
 import base64
 import json
+import os
+import re
+import signal
+import stat
 import subprocess
 import sys
 import time
@@ -242,3 +246,92 @@ def test_good_config_checks_ok_and_version_prints(tmp_path):
     version = subprocess.run([sys.executable, "-m", "agent", "--version"],
                              capture_output=True, text=True, timeout=20)
     assert version.returncode == 0 and version.stdout.startswith("station-agent ")
+
+
+STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (INFO|WARNING|ERROR|CRITICAL|DEBUG) ")
+
+
+async def logged(agent, text, timeout=10):
+    """Until the agent's stderr has `text` (real I/O: the process writes when it writes)."""
+    deadline = time.monotonic() + timeout
+    while text not in agent.log:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{text!r} not logged within {timeout} s:\n{agent.log}")
+        await asyncio.sleep(0.05)
+
+
+def test_foreground_records_are_stamped_and_sigterm_is_logged(tmp_path):
+    async def main():
+        async with Csms(passwords={STATION: PASSWORD}) as csms:
+            # As under a terminal or a pipe: JOURNAL_STREAM, if inherited, names another stream.
+            async with AgentProcess(write_config(tmp_path, csms.url),
+                                    env={"JOURNAL_STREAM": "1:1"}) as agent:
+                await registered(csms)
+                assert await agent.stop(signal.SIGTERM) == 0
+        lines = agent.log.splitlines()
+        records = [line for line in lines if not line.startswith((" ", "Traceback"))]
+        assert records and all(STAMP.match(line) for line in records), agent.log
+        assert any(line.endswith("SIGTERM received: stopping the agent") for line in records)
+        assert records[-1].endswith("INFO agent.cli: station-agent stopped")
+        # Newest last: the stop is logged after the start.
+        starting = next(i for i, line in enumerate(records) if "starting as CS-TEST" in line)
+        stopping = next(i for i, line in enumerate(records) if "SIGTERM received" in line)
+        assert starting < stopping
+    run(main())
+
+
+def test_sigint_is_logged_by_name(tmp_path):
+    async def main():
+        async with AgentProcess(write_config(tmp_path, "ws://127.0.0.1:9/ocpp")) as agent:
+            await logged(agent, "starting as CS-TEST")
+            assert await agent.stop(signal.SIGINT) == 0
+        assert "SIGINT received: stopping the agent" in agent.log
+    run(main())
+
+
+def test_under_journald_records_have_priorities_and_no_stamps(tmp_path):
+    async def main():
+        config = write_config(tmp_path, "ws://127.0.0.1:9/ocpp")
+        log_path = config.parent / "agent.log"   # where AgentProcess sends stderr
+        log_path.touch()
+        info = os.stat(log_path)
+        agent = AgentProcess(config, env={"JOURNAL_STREAM": f"{info.st_dev}:{info.st_ino}"})
+        async with agent:
+            await logged(agent, "starting as CS-TEST")
+            assert await agent.stop() == 0
+        records = agent.log.splitlines()
+        assert "<6>INFO agent.daemon: station-agent" in agent.log
+        assert "<6>INFO agent.cli: SIGTERM received: stopping the agent" in records
+        assert not any(STAMP.match(line) for line in records)
+    run(main())
+
+
+def test_state_is_private_when_run_by_hand_with_umask_0(tmp_path):
+    """The database holds the Basic auth password; a person's umask must not publish it."""
+    async def main():
+        async with Csms(passwords={STATION: PASSWORD}) as csms:
+            config = write_config(tmp_path, csms.url)
+            old = os.umask(0)
+            try:
+                agent = await AgentProcess(config).start()   # the child inherits umask 0
+            finally:
+                os.umask(old)
+            try:
+                await registered(csms)
+                state = tmp_path / "state"
+                modes = {p.relative_to(tmp_path).as_posix(): stat.S_IMODE(os.lstat(p).st_mode)
+                         for p in [state, *state.rglob("*")]}
+                assert await agent.stop() == 0
+            finally:
+                await agent.kill()
+        assert modes["state"] == 0o700
+        for name in ("station-agent.db", "station-agent.db-wal", "station-agent.db-shm",
+                     "log/agent.log"):
+            assert modes[f"state/{name}"] == 0o600, (name, oct(modes[f"state/{name}"]))
+        assert modes["state/log"] == 0o700
+        # Whatever else the agent made: nothing readable or writable by others, nor
+        # by the group but the control socket (0660 on purpose, for `sim` users).
+        loose = {name: oct(m) for name, m in modes.items()
+                 if m & 0o007 or (m & 0o070 and not name.endswith("control.sock"))}
+        assert loose == {}, loose
+    run(main())

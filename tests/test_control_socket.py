@@ -57,13 +57,14 @@ Scenario = Callable[[Path, MockStation, ManualClock], Awaitable[Any]]
 
 
 def serve(directory: Path, scenario: Scenario,
-          status: Callable[[MockStation], Callable[[], dict]] = stub_status) -> Any:
+          status: Callable[[MockStation], Callable[[], dict]] = stub_status,
+          external_limit_ignored: Callable[[], str | None] = lambda: None) -> Any:
     async def main() -> Any:
         clock = ManualClock()
         station = MockStation([MockEvseSpec(1, 32, 3, 230), MockEvseSpec(2, 16, 1, 230)], clock)
         await station.start()
         path = directory / "control.sock"
-        server = ControlServer(path, station, status(station))
+        server = ControlServer(path, station, status(station), external_limit_ignored)
         await server.start()
         try:
             return await scenario(path, station, clock)
@@ -114,10 +115,11 @@ def test_each_command_drives_the_mock_station(short_dir: Path) -> None:
         assert station.snapshot(1)["plugged"] is False
 
         tokens = station.devices(1).reader.tokens()
-        reply = await ask_one(path, {"command": "swipe", "token": "ab12"})
-        assert reply == {"ok": True, "evse": 1, "token": "AB12", "type": "ISO14443"}
-        assert (await asyncio.wait_for(tokens.__anext__(), 1)).uid == "AB12"
-        reply = await ask_one(path, {"command": "swipe", "token": "cd", "evse": 2, "type": "ISO15693"})
+        reply = await ask_one(path, {"command": "swipe", "token": "04a2b3c4"})
+        assert reply == {"ok": True, "evse": 1, "token": "04A2B3C4", "type": "ISO14443"}
+        assert (await asyncio.wait_for(tokens.__anext__(), 1)).uid == "04A2B3C4"
+        reply = await ask_one(path, {"command": "swipe", "token": "E004015012345678", "evse": 2,
+                                     "type": "ISO15693"})
         assert reply["evse"] == 2
         assert (await asyncio.wait_for(station.devices(2).reader.tokens().__anext__(), 1)).type == "ISO15693"
     serve(short_dir, scenario)
@@ -136,7 +138,8 @@ def test_external_limit_sets_and_clears_the_station_wide_limit(short_dir: Path) 
         assert limit.signal == ExternalLimitSignal(3500.5, "EMS", False)
         assert await ask_one(path, {"command": "external-limit", "watts": None}) == {"ok": True}
         assert limit.signal == ExternalLimitSignal()
-        await ask_one(path, {"command": "external-limit", "watts": None})  # cleared already
+        reply = await ask_one(path, {"command": "external-limit", "watts": None})
+        assert reply == {"ok": False, "error": "no external limit is set; nothing to clear"}
         assert heard == [ExternalLimitSignal(4200.0, "SO", True), ExternalLimitSignal(3500.5),
                          ExternalLimitSignal()]
         # Not an EVSE's business: the status document is the contract's, unchanged.
@@ -227,10 +230,11 @@ def test_build_status_checks_the_state_and_normalises_types() -> None:
     (b'{"command": "ev-max", "evse": 1}\n', "missing 'amps'"),
     (b'{"command": "ev-max", "evse": 1, "amps": "16"}\n', "'amps' must be a number"),
     (b'{"command": "ev-max", "evse": 1, "amps": NaN}\n', "'amps' must be a number"),
-    (b'{"command": "ev-max", "evse": 1, "amps": -3}\n', "0 or more"),
+    (b'{"command": "ev-max", "evse": 1, "amps": -3}\n', "'amps' must be 0 to 32"),
     (b'{"command": "swipe"}\n', "missing 'token'"),
     (b'{"command": "swipe", "token": 1234}\n', "'token' must be a string"),
     (b'{"command": "swipe", "token": ""}\n', "token must be"),
+    (b'{"command": "swipe", "token": "", "type": "Local"}\n', "token must be"),
     (b'{"command": "swipe", "token": "AB", "type": "Magic"}\n', "idToken type"),
     (b'{"command": "suspend", "evse": 1}\n', "no EV plugged in"),
     (b"[" * 60000 + b"\n", "nested too deeply"),
@@ -242,6 +246,110 @@ def test_bad_requests_get_errors_and_the_server_keeps_serving(
         assert bad["ok"] is False and error in bad["error"], bad
         assert good == {"ok": True, "evse": 1}
     serve(short_dir, scenario)
+
+
+@pytest.mark.parametrize("request_, error", [
+    ({"command": "unplug", "evse": 1}, "EVSE 1: no EV plugged in; nothing to unplug"),
+    ({"command": "clear", "evse": 1}, "EVSE 1: no fault to clear"),
+    ({"command": "resume", "evse": 1}, "EVSE 1: no EV plugged in; nothing to resume"),
+    ({"command": "plug", "evse": 2}, "EVSE 2: an EV is plugged in already; nothing to do"),
+    ({"command": "fault", "evse": 2}, "EVSE 2: faulted already; 'clear' ends the fault"),
+    ({"command": "suspend", "evse": 2}, "EVSE 2: the EV is suspended already; nothing to do"),
+])
+def test_a_command_with_nothing_to_do_says_so_and_changes_nothing(
+        short_dir: Path, request_: dict, error: str) -> None:
+    async def scenario(path: Path, station: MockStation, clock: ManualClock) -> None:
+        # EVSE 1 empty and healthy; EVSE 2 with a suspended EV, faulted.
+        station.plug(2)
+        station.suspend(2)
+        station.fault(2)
+        before = {e: station.snapshot(e) for e in (1, 2)}
+        assert await ask_one(path, request_) == {"ok": False, "error": error}
+        assert {e: station.snapshot(e) for e in (1, 2)} == before
+    serve(short_dir, scenario)
+
+
+def test_resume_needs_a_suspended_ev(short_dir: Path) -> None:
+    async def scenario(path: Path, station: MockStation, clock: ManualClock) -> None:
+        station.plug(1)
+        reply = await ask_one(path, {"command": "resume", "evse": 1})
+        assert reply == {"ok": False, "error": "EVSE 1: the EV is not suspended; nothing to resume"}
+        assert await ask_one(path, {"command": "suspend", "evse": 1}) == {"ok": True, "evse": 1}
+        assert await ask_one(path, {"command": "resume", "evse": 1}) == {"ok": True, "evse": 1}
+        assert station.snapshot(1)["suspended"] is False
+    serve(short_dir, scenario)
+
+
+@pytest.mark.parametrize("token, id_type, accepted", [
+    ("04A2B3C4", "ISO14443", True),               # 4 bytes (single size)
+    ("04a2b3c4d5e6f7", "ISO14443", True),         # 7 bytes (double size)
+    ("04A2B3C4D5E6F708090A", "ISO14443", True),   # 10 bytes (triple size)
+    ("nothex!!", "ISO14443", False),
+    ("AB12", "ISO14443", False),                  # 2 bytes
+    ("04A2B3C", "ISO14443", False),               # half a byte short
+    ("04A2B3C4D5", "ISO14443", False),            # 5 bytes
+    ("04A2B3C4 ", "ISO14443", False),
+    ("０４A2B3C4", "ISO14443", False),             # full-width digits are not hex
+    ("E004015012345678", "ISO15693", True),       # 8 bytes
+    ("04A2B3C4", "ISO15693", False),
+    ("CARD-0001", "Local", True),                 # no UID format: the reader's rules only
+    ("x" * 37, "Local", False),                   # over IdTokenType's 36 characters
+])
+def test_swipe_takes_only_uids_a_card_of_that_type_can_have(
+        short_dir: Path, token: str, id_type: str, accepted: bool) -> None:
+    async def scenario(path: Path, station: MockStation, clock: ManualClock) -> None:
+        tokens = station.devices(1).reader.tokens()
+        reply = await ask_one(path, {"command": "swipe", "token": token, "type": id_type})
+        if accepted:
+            assert reply == {"ok": True, "evse": 1, "token": token.upper(), "type": id_type}
+            assert (await asyncio.wait_for(tokens.__anext__(), 1)).uid == token.upper()
+            return
+        assert reply["ok"] is False and reply["error"].startswith("token must be"), reply
+        # Nothing reached the reader: the next card is the first one it yields.
+        await ask_one(path, {"command": "swipe", "token": "0A0B0C0D"})
+        assert (await asyncio.wait_for(tokens.__anext__(), 1)).uid == "0A0B0C0D"
+    serve(short_dir, scenario)
+
+
+@pytest.mark.parametrize("evse, amps, accepted", [
+    (1, 32, True), (1, 0, True), (1, 6.5, True), (2, 16, True),
+    (1, 32.5, False), (2, 17, False), (1, 1e9, False), (1, 1e308, False),
+])
+def test_ev_max_stays_within_what_the_connector_carries(
+        short_dir: Path, evse: int, amps: float, accepted: bool) -> None:
+    async def scenario(path: Path, station: MockStation, clock: ManualClock) -> None:
+        before = station.snapshot(evse)["ev_max_a"]
+        reply = await ask_one(path, {"command": "ev-max", "evse": evse, "amps": amps})
+        if accepted:
+            assert reply == {"ok": True, "evse": evse}
+            assert station.snapshot(evse)["ev_max_a"] == amps
+        else:
+            most = 32 if evse == 1 else 16
+            assert reply == {"ok": False, "error": (
+                f"EVSE {evse}: 'amps' must be 0 to {most} (its max_current_a: an EV draws no "
+                f"more than the connector carries), got {amps:g}")}
+            assert station.snapshot(evse)["ev_max_a"] == before
+    serve(short_dir, scenario)
+
+
+def test_an_external_limit_the_agent_ignores_is_set_and_the_reply_says_why(
+        short_dir: Path) -> None:
+    honoured = [False]
+
+    def ignored() -> str | None:
+        return None if honoured[0] else "SmartChargingCtrlr.ExternalControlSignalsEnabled is false"
+
+    async def scenario(path: Path, station: MockStation, clock: ManualClock) -> None:
+        reply = await ask_one(path, {"command": "external-limit", "watts": 4200})
+        assert reply == {"ok": True,
+                         "ignored": "SmartChargingCtrlr.ExternalControlSignalsEnabled is false"}
+        # The input is set all the same, as a real energy manager's would be.
+        assert station.external_limit.signal == ExternalLimitSignal(4200.0)
+        # Clearing is never ignored: no limit is what an ignoring agent applies anyway.
+        assert await ask_one(path, {"command": "external-limit", "watts": None}) == {"ok": True}
+        honoured[0] = True
+        assert await ask_one(path, {"command": "external-limit", "watts": 4200}) == {"ok": True}
+    serve(short_dir, scenario, external_limit_ignored=ignored)
 
 
 def test_an_oversize_line_gets_an_error_and_its_connection_closes(short_dir: Path) -> None:
@@ -339,13 +447,15 @@ def test_sim_commands_against_a_running_server(short_dir: Path) -> None:
     async def scenario(path: Path, station: MockStation, clock: ManualClock) -> None:
         results = await asyncio.gather(
             sim("--config", config, "plug", "1"),
-            sim("--config", config, "swipe", "ab12", "--evse", "2"),
+            sim("--config", config, "swipe", "04a2b3c4", "--evse", "2"),
             sim("ev-max", "1", "10", "--config", config))  # --config after the command too
+        assert [r[1].strip() for r in results] == [
+            "EVSE 1: plugged in", "EVSE 2: card 04A2B3C4 presented",
+            "EVSE 1: the EV draws at most 10 A"]
         for code, out, err in results:
             assert (code, err) == (0, ""), err
-            assert out.startswith("EVSE ")
         assert station.snapshot(1)["plugged"] and station.snapshot(1)["ev_max_a"] == 10
-        assert (await station.devices(2).reader.tokens().__anext__()).uid == "AB12"
+        assert (await station.devices(2).reader.tokens().__anext__()).uid == "04A2B3C4"
 
         code, out, err = await sim("--config", config, "status")
         assert (code, err) == (0, "")
@@ -360,6 +470,50 @@ def test_sim_commands_against_a_running_server(short_dir: Path) -> None:
         code, _, err = await sim("--config", config, "suspend", "2")
         assert code == 1 and "no EV plugged in" in err
     serve(short_dir, scenario)
+
+
+def test_sim_says_what_happened_and_exits_0_only_when_done(short_dir: Path) -> None:
+    """The issue's cases, as a person typing them sees them."""
+    config = str(write_config(short_dir))
+
+    async def scenario(path: Path, station: MockStation, clock: ManualClock) -> None:
+        before = station.snapshot(1)
+        code, out, err = await sim("--config", config, "unplug", "1")
+        assert (code, out) == (1, "")
+        assert err.strip() == "station-agent sim: EVSE 1: no EV plugged in; nothing to unplug"
+        code, out, err = await sim("--config", config, "clear", "1")
+        assert (code, out, err.strip()) == (1, "", "station-agent sim: EVSE 1: no fault to clear")
+        code, out, err = await sim("--config", config, "ev-max", "1", "1e9")
+        assert (code, out) == (1, "")
+        assert err.strip() == ("station-agent sim: EVSE 1: 'amps' must be 0 to 32 (its "
+                               "max_current_a: an EV draws no more than the connector "
+                               "carries), got 1e+09")
+        code, out, err = await sim("--config", config, "swipe", "nothex!!")
+        assert (code, out) == (2, "")
+        assert ("TOKEN must be an ISO14443 card UID: 4, 7 or 10 bytes in hex (8, 14 or 20 hex "
+                "digits, e.g. 04A2B3C4), got 'nothex!!'") in err
+        code, out, err = await sim("--config", config, "external-limit", "clear")
+        assert (code, out) == (1, "")
+        assert err.strip() == "station-agent sim: no external limit is set; nothing to clear"
+        assert station.snapshot(1) == before
+        assert station.external_limit.signal == ExternalLimitSignal()
+    serve(short_dir, scenario)
+
+
+def test_sim_external_limit_the_agent_ignores_exits_1_and_says_how_to_enable(
+        short_dir: Path) -> None:
+    config = str(write_config(short_dir))
+
+    async def scenario(path: Path, station: MockStation, clock: ManualClock) -> None:
+        code, out, err = await sim("--config", config, "external-limit", "4200", "--source", "SO")
+        assert (code, out) == (1, "")
+        assert err.strip() == (
+            "station-agent sim: external limit input set to 4200 W from SO, but the agent "
+            "ignores it: SmartChargingCtrlr.ExternalControlSignalsEnabled is false; the limit "
+            "applies once the CSMS sets it to true (SetVariables)")
+        assert station.external_limit.signal == ExternalLimitSignal(4200.0, "SO")
+    serve(short_dir, scenario, external_limit_ignored=lambda: (
+        "SmartChargingCtrlr.ExternalControlSignalsEnabled is false"))
 
 
 def test_sim_external_limit_against_a_running_server(short_dir: Path) -> None:
@@ -435,4 +589,7 @@ def test_sim_errors_without_a_running_agent(short_dir: Path) -> None:
         assert code == 2 and "invalid choice" in err
         code, out, err = await sim("--config", str(config), "external-limit", "4.2kW")
         assert code == 2 and out == "" and "WATTS must be a number of watts" in err
+        for amps in ("nan", "-1", "inf"):
+            code, out, err = await sim("--config", str(config), "ev-max", "1", amps)
+            assert code == 2 and out == "" and "AMPS must be a number of amps" in err
     asyncio.run(main())

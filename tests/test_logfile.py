@@ -237,3 +237,58 @@ def test_continuation_lines_without_their_record_are_dropped(tmp_path):
 
 def test_no_log_directory_reads_as_nothing(tmp_path):
     assert list(read_lines(tmp_path / "missing", None, None)) == []
+
+
+# -- stderr: timestamps, except where journald stamps the lines itself -------------------------
+
+def _record(level: int, message: str) -> logging.LogRecord:
+    return logging.LogRecord("agent.daemon", level, __file__, 1, message, None, None)
+
+
+def _journal_of(stream) -> dict[str, str]:
+    info = os.fstat(stream.fileno())
+    return {"JOURNAL_STREAM": f"{info.st_dev}:{info.st_ino}"}
+
+
+def test_journald_is_recognised_only_on_the_stream_it_names(tmp_path):
+    from agent.logfile import under_journald
+    with open(tmp_path / "journal", "w") as journal, open(tmp_path / "other", "w") as other:
+        env = _journal_of(journal)
+        assert under_journald(journal, env)
+        # The variable is inherited by children whose stderr goes elsewhere.
+        assert not under_journald(other, env)
+        assert not under_journald(journal, {})
+        for bad in ("", "12", "12:", ":34", "a:b", "12:34:56"):
+            assert not under_journald(journal, {"JOURNAL_STREAM": bad}), bad
+    import io
+    assert not under_journald(io.StringIO(), {"JOURNAL_STREAM": "1:2"})   # no file behind it
+
+
+def test_stderr_records_carry_a_utc_timestamp_off_the_journal(tmp_path, monkeypatch):
+    from agent.logfile import console_handler
+    monkeypatch.setattr(time, "time", lambda: T0.timestamp())
+    with open(tmp_path / "stderr", "w+") as stream:
+        handler = console_handler(stream, {"JOURNAL_STREAM": "1:2"})
+        handler.emit(_record(logging.INFO, "station-agent 1.0 starting"))
+        handler.emit(_record(logging.WARNING, "x" * 5000))   # never cut on stderr
+        handler.flush()
+        stream.seek(0)
+        lines = stream.read().splitlines()
+    assert lines[0] == "2026-12-03T07:05:34.123Z INFO agent.daemon: station-agent 1.0 starting"
+    assert lines[1] == "2026-12-03T07:05:34.123Z WARNING agent.daemon: " + "x" * 5000
+
+
+def test_under_journald_records_carry_their_priority_and_no_timestamp(tmp_path):
+    from agent.logfile import console_handler
+    with open(tmp_path / "journal", "w+") as stream:
+        handler = console_handler(stream, _journal_of(stream))
+        for level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR,
+                      logging.CRITICAL):
+            handler.emit(_record(level, "m"))
+        handler.flush()
+        stream.seek(0)
+        lines = stream.read().splitlines()
+    # sd-daemon(3) priorities; journald takes the prefix as the level and strips it.
+    assert lines == ["<7>DEBUG agent.daemon: m", "<6>INFO agent.daemon: m",
+                     "<4>WARNING agent.daemon: m", "<3>ERROR agent.daemon: m",
+                     "<2>CRITICAL agent.daemon: m"]
