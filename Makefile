@@ -9,7 +9,7 @@ VENV := .venv
 VENV_BOOKWORM := .venv-bookworm
 BOOKWORM_PINS := 'websockets==10.4' 'pyserial==3.5' 'python-can==4.1.0' 'cryptography==38.0.4' 'sdnotify==0.3.1'
 
-.PHONY: demo test test-latest test-bookworm clean
+.PHONY: demo csms test test-latest test-bookworm clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ $(VENV_BOOKWORM)/.installed: pyproject.toml
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/station-agent demo
+
+# A CSMS on ws://127.0.0.1:9000/ocpp that prints the exchange, for
+# `.venv/bin/station-agent run --config config/dev.toml` in another terminal.
+csms: $(VENV)/.installed
+	$(VENV)/bin/station-agent csms --password CS-DEV-001=dev-password-not-secret
 
 test: test-latest test-bookworm
 

@@ -1,4 +1,4 @@
-"""The `station-agent` command (DESIGN.md, "The interface")."""
+"""The `station-agent` command (docs/architecture.md, "The interface")."""
 
 from __future__ import annotations
 
@@ -32,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH,
                          help=f"configuration file (default {DEFAULT_CONFIG_PATH})")
     sub.add_parser("demo", help="a local CSMS and a mock station, with the OCPP exchange shown")
+    from agent.demo.csms_cli import add_arguments as csms_arguments
+    csms_arguments(sub.add_parser(
+        "csms", help="a CSMS on loopback that prints the exchange, for `run --config "
+                     "config/dev.toml` (needs the test extra)"))
     sim.add_arguments(sub.add_parser("sim", help="drive the mock hardware of a running agent"))
     return p
 
@@ -131,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from agent.demo.run import main as demo_main
         return demo_main()
+    if args.command == "csms":
+        from agent.demo.csms_cli import run as run_csms
+        return run_csms(args)
     _parser().print_help()
     return EXIT_CONFIG
 

@@ -26,6 +26,7 @@ from agent.blocks.certificates import Certificates
 from agent.blocks.diagnostics import Diagnostics
 from agent.blocks.firmware import FirmwareUpdate
 from agent.blocks.metering import AlignedMeterValues
+from agent.blocks.model_repairs import report_repairs
 from agent.blocks.network_profiles import NetworkProfiles, connection_data
 from agent.blocks.provisioning import (CLEAN_STOP, LAST_START, PENDING_BOOT_REASON, Identity,
                                        Provisioning, decide_boot_reason, system_boot_time)
@@ -62,7 +63,7 @@ log = logging.getLogger(__name__)
 Outcome = Literal["stop", "restart", "reexec"]
 
 # The [csms] table of the config seeds network connection profile 1 on first start; from
-# then on the persisted profile is the truth (DESIGN.md).
+# then on the persisted profile is the truth (docs/architecture.md).
 NETWORK_PROFILE = "network.profile.1"
 SEEDED = "daemon.seeded"
 PROVISIONAL = "provisional"   # SEEDED's value while seeded from the placeholder password
@@ -177,6 +178,8 @@ class Runtime:
         self.variables = Variables(link=self.link, router=self.router, model=self.model,
                                    clock=clock)
         self.outbox = Outbox(store, self.link, clock, self.model)
+        # Stored settings the model had to reset as it loaded: the CSMS hears of them.
+        report_repairs(self.model, store, self.outbox, clock)
         self.security_log = SecurityLog(store, clock, self.outbox)
         self.provisioning.on_time_set.append(lambda shift: self.security_event(
             "SettingSystemTime", f"CSMS time moved the clock by {shift:+.0f} s"))

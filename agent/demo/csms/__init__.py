@@ -31,7 +31,6 @@ Everything tests, the bench and `station-agent demo` use is importable from here
 from __future__ import annotations
 
 from agent.demo.csms.answers import _CsmsChargePoint  # noqa: F401  (tests build one directly)
-from agent.demo.csms.cli import main
 from agent.demo.csms.link import StationLink
 from agent.demo.csms.oracle import (
     ERROR_CODES,

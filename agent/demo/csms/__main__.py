@@ -1,6 +1,8 @@
-"""`python -m agent.demo.csms`: the entry point lives in `agent.demo.csms.cli`."""
+"""`python -m agent.demo.csms`: the entry point lives in `agent.demo.csms_cli`."""
 
-from agent.demo.csms.cli import main
+import sys
+
+from agent.demo.csms_cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
