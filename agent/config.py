@@ -6,9 +6,9 @@ in a `ConfigError` whose text names the file, the key (dotted: `csms.url`,
 what to do. Unknown keys are errors, not warnings: a typo that silently falls back to a
 default is the kind of fault that surfaces months later on a roof.
 
-The `[csms]` table only seeds network connection profile 1 on first start (DESIGN.md);
-checking it here still matters, because a station that cannot make its first connection
-can never be fixed remotely.
+The `[csms]` table only seeds network connection profile 1 on first start
+(docs/architecture.md); checking it here still matters, because a station that cannot
+make its first connection can never be fixed remotely.
 
 This module holds what other code imports (the dataclasses, `ConfigError`, `load_config`,
 `parse_config`), the file system access and the rules that tie tables together (security
@@ -260,7 +260,7 @@ def _csms(table: dict, base: Path, identity: str) -> CsmsConfig:
     url = _check_url(url)
     profile = _int(table, "csms", "security_profile", required=False)
     if profile is None:
-        profile = 1  # DESIGN's example; the least demanding, so tests and dev need no certs
+        profile = 1  # the documented example's; the least demanding, so tests and dev need no certs
     if profile not in SECURITY_PROFILES:
         raise _Invalid("csms.security_profile", f"must be 1, 2 or 3, got {profile}")
 

@@ -70,7 +70,7 @@ def socket_path(storage_dir: Path) -> Path:
     return Path(storage_dir) / SOCKET_NAME
 
 
-# -- the status document (DESIGN.md, "The interface") -------------------------------------
+# -- the status document (docs/architecture.md, "The interface") ---------------------------
 
 @dataclass(frozen=True)
 class EvseStatus:

@@ -26,7 +26,7 @@ from agent.control import MAX_LINE, check_uid, socket_path
 from hal.api import LIMIT_SOURCES
 
 EXIT_REFUSED = 1
-TOKEN_TYPE = "ISO14443"   # what `swipe` presents (DESIGN: an RFID card)
+TOKEN_TYPE = "ISO14443"   # what `swipe` presents (the interface: an RFID card)
 EXIT_CONFIG = 2
 TIMEOUT_S = 5.0
 
@@ -101,8 +101,8 @@ def _json_number(value: float) -> int | float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `sim` subcommand's arguments, commands in DESIGN.md's order. `--config` may
-    come before or after COMMAND."""
+    """The `sim` subcommand's arguments, commands in the order of docs/architecture.md.
+    `--config` may come before or after COMMAND."""
     config_help = f"configuration file of the running agent (default {DEFAULT_CONFIG_PATH})"
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, metavar="FILE",
                         help=config_help)

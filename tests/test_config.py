@@ -1,4 +1,4 @@
-"""The config file contract of DESIGN.md: what loads, and the one line when it does not."""
+"""The config file contract of docs/architecture.md: what loads, and the one line when it does not."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def test_default_config_path():
 
 
 def test_design_example_loads(tmp_path: Path, pem: dict[str, str]):
-    # The example of DESIGN.md's "Config file" section, with a real password and files.
+    # The documented config example, with a real password and files.
     path = write(
         tmp_path,
         f"""
