@@ -393,6 +393,15 @@ class Runtime:
             pass
         return "SmartChargingCtrlr.ExternalControlSignalsEnabled is false"
 
+    def watch_service_state(self, changed: Callable[[], None]) -> None:
+        """Call `changed()` whenever what service_state() says may have changed."""
+        async def opened(_session: object) -> None:
+            changed()
+        self.link.on_open.append(opened)
+        self.link.on_close.append(changed)
+        self.transactions.on_started.append(lambda *_: changed())
+        self.transactions.on_ended.append(lambda _evse: changed())
+
     def service_state(self) -> StationState:
         """The one-line state systemd shows (`systemctl status`)."""
         active = sum(self.transactions.busy(evse_id) for evse_id in self.station.evses)
@@ -483,6 +492,7 @@ async def run_daemon(config: Config, stop: asyncio.Event, clock: Clock | None = 
         while True:
             runtime = Runtime(config, store, clock, hardware, on_frame)
             runtime.security_event(*reason)
+            runtime.watch_service_state(notifier.changed)
             if pinger is None:
                 # Ready means running (hardware up, blocks built), not connected: a
                 # station offline at boot is a working station.

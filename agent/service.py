@@ -5,6 +5,11 @@ last STATUS= line in `systemctl status`, and with `WatchdogSec=` kills and resta
 service when WATCHDOG=1 stops coming. The pings come from a task on the agent's own event
 loop, so a loop that is blocked (or a process that is stopped) stops them: that is the
 point. Outside systemd (no NOTIFY_SOCKET) every call here does nothing.
+
+The status line is pushed when the station's state changes (the daemon calls changed()
+on connect, disconnect and each transaction's start and end), not polled: an idle agent
+under the shipped unit (WatchdogSec=30s) wakes once every 15 s to send WATCHDOG=1, and
+without a watchdog not at all.
 """
 
 from __future__ import annotations
@@ -18,10 +23,6 @@ from dataclasses import dataclass
 import sdnotify
 
 log = logging.getLogger(__name__)
-
-# Without a watchdog the status line is still refreshed this often (seconds).
-STATUS_PERIOD_S = 1.0
-
 
 @dataclass(frozen=True)
 class StationState:
@@ -64,6 +65,7 @@ class ServiceNotifier:
         # that went away must not take the charger down with it.
         self._notifier = sdnotify.SystemdNotifier() if self.enabled else None
         self._status: str | None = None
+        self._changed = asyncio.Event()
 
     def send(self, *fields: str) -> None:
         if self._notifier is not None:
@@ -82,17 +84,30 @@ class ServiceNotifier:
             self._status = line
             self.send(f"STATUS={line}")
 
+    def changed(self) -> None:
+        """The state the status line shows may have changed: say it now."""
+        self._changed.set()
+
     async def run(self, state: Callable[[], StationState]) -> None:
-        """Ping the watchdog and refresh the status line until cancelled.
+        """Ping the watchdog every half WatchdogSec, and send the status line when it
+        changes, until cancelled.
 
         Real time on purpose: systemd's watchdog counts wall-clock seconds, not the
         agent's (injectable) clock.
         """
         if not self.enabled:
             return
-        period = min(self.watchdog_s or STATUS_PERIOD_S, STATUS_PERIOD_S)
+        loop = asyncio.get_running_loop()
+        pinged = None
         while True:
+            self._changed.clear()
             self.status(state())
-            if self.watchdog_s is not None:
+            if self.watchdog_s is not None and (
+                    pinged is None or loop.time() - pinged >= self.watchdog_s / 2):
                 self.send("WATCHDOG=1")
-            await asyncio.sleep(period)
+                pinged = loop.time()
+            wait = None if self.watchdog_s is None else pinged + self.watchdog_s - loop.time()
+            try:
+                await asyncio.wait_for(self._changed.wait(), wait)
+            except asyncio.TimeoutError:
+                pass

@@ -132,3 +132,34 @@ def test_watchdog_period_is_half_of_what_systemd_asks(environ, period):
 def test_status_line_wording():
     assert StationState(True, 2).line() == "connected to the CSMS, 2 active transactions"
     assert StationState(False, 1).line() == "offline, 1 active transaction"
+
+
+def test_the_status_is_pushed_on_change_not_polled(tmp_path, monkeypatch):
+    """An idle agent under systemd does not wake to look at its own state: the status
+    line goes out when the daemon says something changed (connect, disconnect, a
+    transaction's start or end), and without a watchdog nothing else wakes the loop."""
+    from agent.service import ServiceNotifier
+
+    async def main():
+        notify = NotifySocket(tmp_path / "notify")
+        monkeypatch.setenv("NOTIFY_SOCKET", notify.path)   # sdnotify reads it itself
+        notifier = ServiceNotifier({"NOTIFY_SOCKET": notify.path})
+        states = iter([StationState(False, 0), StationState(True, 0), StationState(True, 1)])
+        looks = []
+
+        def state():
+            looks.append(1)
+            return next(states)
+        task = asyncio.ensure_future(notifier.run(state))
+        try:
+            assert (await notify.next(5)) == {"STATUS": "offline, 0 active transactions"}
+            assert await notify.quiet_for(1.2) == [] and len(looks) == 1
+            notifier.changed()
+            assert (await notify.next(5))["STATUS"] == "connected to the CSMS, 0 active transactions"
+            notifier.changed()
+            assert (await notify.next(5))["STATUS"] == "connected to the CSMS, 1 active transaction"
+            assert len(looks) == 3
+        finally:
+            task.cancel()
+            notify.close()
+    run(main())
