@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import re
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Awaitable, Protocol, TypeVar
@@ -123,17 +124,46 @@ async def wait_for(clock: Clock, aw: Awaitable[T], timeout: float) -> T:
     raise TimeoutError(f"no answer within {timeout:g} s")
 
 
-def parse_datetime(text: str) -> datetime:
-    """An OCPP date-time (RFC 3339) as an aware UTC datetime; ValueError if it is not one."""
+# A date-time whose seconds are 60; group 1 is all before the seconds, group 2 the zone.
+_LEAP_SECOND = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:)60"
+                          r"(?:\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})")
+
+# The first and last instants a datetime holds, in UTC.
+EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
+LATEST = datetime.max.replace(tzinfo=timezone.utc)
+
+
+def parse_datetime(text: str, *, clamp: bool = False) -> datetime:
+    """An OCPP date-time (RFC 3339) as an aware UTC datetime; ValueError if it is not one.
+
+    RFC 3339 writes instants that fall outside datetime's years 1..9999 once in UTC:
+    0001-01-01T00:00:00+14:00 is in year 0, 9999-12-31T23:59:59-12:00 in year 10000.
+    They are ValueError too, unless `clamp`: then EARLIEST or LATEST stands for them.
+    Callers reading what a CSMS sent clamp, as the CSMS may well mean "since ever" or
+    "valid for ever" and every comparison with another instant comes out as it would
+    with the real one (nothing a station meets lies that far out); arithmetic on the
+    result must expect OverflowError, as near any datetime bound.
+    """
     if not isinstance(text, str) or "T" not in text.upper():
         raise ValueError(f"not an RFC 3339 date-time: {text!r}")
+    leap = _LEAP_SECOND.fullmatch(text)
+    if leap:
+        # 23:59:60 (RFC 3339 allows it, datetime cannot hold it): the last microsecond
+        # of second 59, which keeps it after every instant before it and before the next.
+        text = f"{leap.group(1)}59.999999{leap.group(2)}"
     value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     if value.tzinfo is None:
         raise ValueError(f"date-time without a time zone: {text!r}")
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        if not clamp:
+            raise ValueError(f"{text[:40]!r} lies outside the years 1 to 9999 in UTC") from None
+        return EARLIEST if value.year == 1 else LATEST
 
 
 def format_datetime(value: datetime) -> str:
     """UTC, millisecond precision, 'Z' suffix: short and accepted by every CSMS."""
-    value = value.astimezone(timezone.utc)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    # isoformat, not strftime: glibc's %Y writes year 1 as "1", which is no RFC 3339.
+    value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value.isoformat(timespec="milliseconds") + "Z"

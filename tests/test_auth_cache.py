@@ -230,6 +230,15 @@ def test_an_expiry_already_past_is_stored_as_expired(env):
     assert env.cache.lookup(tok("AA11")).status == "Expired"
 
 
+def test_expiries_beyond_the_datetime_range_mean_never_and_long_ago(env):
+    # Valid RFC 3339 from the CSMS that raised OverflowError (issue 14), where only a
+    # ValueError was expected.
+    env.cache.update(tok("AA11"), accepted(cacheExpiryDateTime="9999-12-31T23:59:59.999-12:00"))
+    env.cache.update(tok("BB22"), accepted(cacheExpiryDateTime="0001-01-01T00:00:00+14:00"))
+    assert env.cache.lookup(tok("AA11")).valid
+    assert env.cache.lookup(tok("BB22")).status == "Expired"
+
+
 # -- Storage limit and replacement policy -------------------------------------------------------
 
 def one_size(value: str = "T0") -> int:

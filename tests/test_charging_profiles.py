@@ -692,3 +692,29 @@ def test_a_dc_evse_takes_no_phase_values(extra, rejected):
         assert found[1].reason == "InvalidSchedule" and "EVSE 2 is DC" in found[1].info
     else:
         assert found[1] is None
+
+
+# -- issue 14: schema-valid values at the edges ------------------------------------------------
+
+EDGE_LATE = "9999-12-31T23:59:59.999-12:00"   # in UTC: year 10000
+EDGE_EARLY = "0001-01-01T00:00:00+14:00"      # in UTC: year 0
+
+
+def test_date_times_beyond_year_9999_or_before_year_1_are_taken_as_such(env):
+    # These raised OverflowError in parse_datetime: an InternalError for the CSMS.
+    forever = profile(1, validFrom=EDGE_EARLY, validTo=EDGE_LATE)
+    assert env.set(0, forever) == {"status": "Accepted"}
+    installed = env.block.installed(0)[0].profile
+    assert installed.valid_from < env.clock.now() < installed.valid_to
+    since_ever = with_schedule(profile(2, stack_level=1, start=None), startSchedule=EDGE_EARLY)
+    assert env.set(1, since_ever) == {"status": "Accepted"}
+    never = with_schedule(profile(3, stack_level=2, start=None), startSchedule=EDGE_LATE)
+    assert env.set(2, never) == {"status": "Accepted"}
+    # validTo that lies before year 1 is simply in the past.
+    assert env.set(0, profile(4, stack_level=3, validTo=EDGE_EARLY)) == {
+        "status": "Rejected", "statusInfo": {"reasonCode": "InvalidProfile",
+                                             "additionalInfo": "validTo is in the past"}}
+    # What the station reports is what the CSMS sent, edges included.
+    status, pages = get(env)
+    assert status == "Accepted"
+    assert [c for p in pages for c in p["chargingProfile"]] == [forever, since_ever, never]

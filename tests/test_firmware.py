@@ -443,3 +443,34 @@ def test_failed_install_reports_and_gives_the_evses_back(tmp_path):
 
 async def sim(station, command, evse=None):
     return await station.sim(command, evse)
+
+
+# -- issue 14: schema-valid values at the edges (FirmwareJob from the request) -------------
+
+def _request(**firmware_extra):
+    firmware = {"location": "http://127.0.0.1:9/fw.img", "retrieveDateTime": "2026-01-01T00:00:00Z",
+                "signingCertificate": "-----BEGIN CERTIFICATE-----", "signature": "c2ln",
+                **firmware_extra}
+    return {"requestId": 1, "firmware": firmware}
+
+
+def test_install_and_retrieve_times_beyond_the_datetime_range_are_read():
+    from agent.blocks.firmware.job import FirmwareJob
+    from agent.clock import EARLIEST, LATEST
+    # OverflowError here was an InternalError for UpdateFirmware (issue 14).
+    job = FirmwareJob.from_request(_request(installDateTime="9999-12-31T23:59:59.999-12:00",
+                                            retrieveDateTime="0001-01-01T00:00:00+14:00"),
+                                   "1.0.0")
+    assert (job.retrieve_at, job.install_at) == (EARLIEST, LATEST)
+    # Persisted (to the millisecond) and read back: year 1 used to be written "1-01-01".
+    again = FirmwareJob.from_json(job.to_json())
+    assert again.retrieve_at == EARLIEST and again.install_at > LATEST - timedelta(seconds=1)
+
+
+def test_retries_are_capped_and_intervals_not_negative():
+    from agent.blocks.firmware.job import MAX_RETRIES, FirmwareJob
+    job = FirmwareJob.from_request({**_request(), "retries": 2 ** 31 - 1, "retryInterval": 0},
+                                   "1.0.0")
+    assert (job.retries, job.retry_interval_s) == (MAX_RETRIES, 0)
+    job = FirmwareJob.from_request({**_request(), "retries": -5, "retryInterval": -60}, "1.0.0")
+    assert (job.retries, job.retry_interval_s) == (0, 0)

@@ -256,8 +256,11 @@ def _oracle_date_time(value: object) -> bool:
     m = _RFC3339.fullmatch(value)
     if m is None:
         return False
+    fields = [int(g) for g in m.groups()[:6]]
+    if fields[5] == 60:   # a leap second: RFC 3339 allows :60, datetime has no room for it
+        fields[5] = 59
     try:
-        datetime(*map(int, m.groups()[:6]))  # type: ignore[misc]
+        datetime(*fields)  # type: ignore[misc]
     except ValueError:
         return False
     return m.group(7) is None or (int(m.group(7)) < 24 and int(m.group(8)) < 60)
@@ -265,8 +268,26 @@ def _oracle_date_time(value: object) -> bool:
 
 _FORMATS = jsonschema.FormatChecker(formats=())
 _FORMATS.checks("date-time")(_oracle_date_time)
-ORACLES = {name: jsonschema.Draft4Validator(doc, format_checker=_FORMATS)
-           for name, doc in OFFICIAL.items()}
+
+
+def _ocpp_integer(checker: Any, value: Any) -> bool:
+    # The schemas say "integer"; OCPP 2.0.1 Part 2 (2.1, primitive datatypes) says that
+    # is 32-bit signed: the oracle knows it too.
+    return (isinstance(value, int) and not isinstance(value, bool)
+            and -(2 ** 31) <= value < 2 ** 31)
+
+
+def _json_number(checker: Any, value: Any) -> bool:
+    # A JSON number as far as a double reaches (RFC 8259, 6): 10**400 is none.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return not isinstance(value, int) or value.bit_length() <= 1024
+
+
+_OCPP_TYPES = jsonschema.Draft4Validator.TYPE_CHECKER.redefine_many(
+    {"integer": _ocpp_integer, "number": _json_number})
+_Oracle = jsonschema.validators.extend(jsonschema.Draft4Validator, type_checker=_OCPP_TYPES)
+ORACLES = {name: _Oracle(doc, format_checker=_FORMATS) for name, doc in OFFICIAL.items()}
 
 
 def _call(name: str, payload: object) -> str | None:
@@ -302,7 +323,7 @@ def _date_times(draw: st.DrawFn) -> str:
 BAD_DATE_TIMES = [
     "2024-05-01T12:00:00", "2024-05-01 12:00:00Z", "2024-02-30T00:00:00Z",
     "2023-02-29T00:00:00Z", "2024-05-01T24:00:00Z", "2024-05-01T12:60:00Z",
-    "2024-05-01T12:00:60Z", "2024-13-01T12:00:00Z", "0000-01-01T00:00:00Z",
+    "2024-05-01T12:00:61Z", "2024-13-01T12:00:00Z", "0000-01-01T00:00:00Z",
     "2024-05-01T12:00:00+0100", "2024-05-01T12:00:00+24:00", "2024-5-1T12:00:00Z",
     "2024-05-01T12:00:00.Z", "2024-05-01T12:00:00Z\n", "yesterday", "",
     "2024-05-01T12:00:00\u0661Z", "２０２４-05-01T12:00:00Z", "2024-05-01",
@@ -342,8 +363,9 @@ def _strategy(doc: dict[str, Any], node: Node) -> st.SearchStrategy[Any]:
         return st.text(max_size=min(n, 6)) | st.characters().map(lambda c: c * n)
     if node.kind in ("integer", "number"):
         lo, hi = raw.get("minimum"), raw.get("maximum")
-        ints = st.integers(None if lo is None else math.ceil(lo),
-                           None if hi is None else math.floor(hi))
+        # OCPP integers are 32-bit (the "beyond 32 bits" mutation covers the rest).
+        ints = st.integers(-(2 ** 31) if lo is None else max(math.ceil(lo), -(2 ** 31)),
+                           2 ** 31 - 1 if hi is None else min(math.floor(hi), 2 ** 31 - 1))
         if node.kind == "integer":
             return ints
         return ints | st.floats(lo, hi, allow_nan=False, allow_infinity=False)
@@ -409,6 +431,11 @@ def _mutations(path: Where, node: Node, value: Any) -> list[tuple[str, Any, str 
         out += [("bad enum", bad, "PropertyConstraintViolation")
                 for bad in ("NotInTheEnum", raw["enum"][0].lower() + "X", "")]
     elif node.kind in ("integer", "number"):
+        if node.kind == "integer":
+            out += [("beyond 32 bits", big, "TypeConstraintViolation")
+                    for big in (2 ** 31, -(2 ** 31) - 1, 2 ** 63, 10 ** 30)]
+        else:
+            out.append(("beyond a double", 10 ** 400, "TypeConstraintViolation"))
         if "minimum" in raw:
             out.append(("below minimum", raw["minimum"] - 0.5 if node.kind == "number"
                         else int(raw["minimum"]) - 1, "PropertyConstraintViolation"))
@@ -593,6 +620,36 @@ def _boot(**station: Any) -> dict[str, Any]:
      "getVariableData: 0 items, at least 1 required"),
     ("Heartbeat", "response", {"currentTime": "2024-02-29t23:59:59.999999999-12:30"}, None, None),
     ("Bogus", "request", {}, "NotImplemented", "unknown action 'Bogus'"),
+    # OCPP integers are 32-bit signed (Part 2, 2.1): the schema-valid 2**63 that reached
+    # SQLite (issue 14) is a TypeConstraintViolation before any handler sees it.
+    ("ClearChargingProfile", "request", {"chargingProfileId": 2 ** 31 - 1}, None, None),
+    ("ClearChargingProfile", "request", {"chargingProfileId": -(2 ** 31)}, None, None),
+    ("ClearChargingProfile", "request", {"chargingProfileId": 2 ** 63},
+     "TypeConstraintViolation",
+     "chargingProfileId: 9223372036854775808 is not an OCPP integer (32-bit signed)"),
+    ("ClearChargingProfile", "request",
+     {"chargingProfileCriteria": {"stackLevel": -(2 ** 31) - 1}}, "TypeConstraintViolation",
+     "chargingProfileCriteria.stackLevel: -2147483649 is not an OCPP integer (32-bit signed)"),
+    ("GetChargingProfiles", "request",
+     {"requestId": 1, "evseId": 10 ** 30, "chargingProfile": {}}, "TypeConstraintViolation",
+     "evseId: a very large integer is not an OCPP integer (32-bit signed)"),
+    ("SetChargingProfile", "request",
+     {"evseId": 0, "chargingProfile": {
+         "id": 2 ** 63, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile",
+         "chargingProfileKind": "Relative", "chargingSchedule": [{
+             "id": 1, "chargingRateUnit": "A",
+             "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16}]}]}},
+     "TypeConstraintViolation",
+     "chargingProfile.id: 9223372036854775808 is not an OCPP integer (32-bit signed)"),
+    ("MeterValues", "request",
+     {"evseId": 1, "meterValue": [{"timestamp": "2024-05-01T12:00:00Z",
+                                   "sampledValue": [{"value": 10 ** 400}]}]},
+     "TypeConstraintViolation",
+     "meterValue[0].sampledValue[0].value: a very large integer is beyond the range of a "
+     "JSON number"),
+    ("MeterValues", "request",
+     {"evseId": 1, "meterValue": [{"timestamp": "2024-05-01T12:00:00Z",
+                                   "sampledValue": [{"value": 10 ** 30}]}]}, None, None),
 ])
 def test_error_codes(action: str, kind: str, payload: Any, code: str | None,
                      description: str | None) -> None:
@@ -617,7 +674,8 @@ def test_description_is_capped() -> None:
 
 def test_date_time_edges() -> None:
     for text in ["2024-02-29T00:00:00Z", "2000-02-29T00:00:00Z", "0001-01-01T00:00:00+23:59",
-                 "9999-12-31T23:59:59.5-00:00"]:
+                 "9999-12-31T23:59:59.5-00:00", "2016-12-31T23:59:60Z",
+                 "2017-01-01T05:29:60.25+05:30"]:
         assert validation._is_date_time(text) and _oracle_date_time(text), text
     for text in BAD_DATE_TIMES + ["1900-02-29T00:00:00Z", "2024-04-31T00:00:00Z"]:
         assert not validation._is_date_time(text) and not _oracle_date_time(text), text

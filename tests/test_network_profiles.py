@@ -2,6 +2,7 @@
 going below the security profile the station has run."""
 
 import asyncio
+import json
 from dataclasses import dataclass
 
 import pytest
@@ -124,6 +125,10 @@ def test_falls_back_after_the_configured_attempts_and_keeps_the_last_working(rig
     (2, {"vpn": {"server": "v", "user": "u", "key": "k", "password": "p", "type": "IPSec"}},
      "VpnNotSupported"),
     (1, {}, "InUse"),
+    # Issue 14: accepted, then every connection on it failed its hook (or never opened).
+    (2, {"messageTimeout": 0}, "ValueOutOfRange"),
+    (2, {"messageTimeout": -1}, "ValueOutOfRange"),
+    (2, {"messageTimeout": 2 ** 31 - 1}, "ValueOutOfRange"),
 ])
 def test_bad_profiles_are_rejected_with_a_reason_and_nothing_is_stored(rig, slot, data, code):
     rig.profiles.connected()
@@ -167,3 +172,21 @@ def test_a_damaged_stored_profile_is_skipped(rig):
     rig.priority("2,1")
     rig.reboot()
     assert rig.profiles.current().slot == 1
+
+
+def test_message_timeout_bounds_are_those_of_the_variable_it_becomes(rig):
+    for timeout in (1, 3600):
+        assert rig.set_profile(2, "ws://new.example/ocpp", 1, messageTimeout=timeout)[
+            "status"] == "Accepted"
+
+
+def test_a_stored_profile_with_an_unusable_timeout_is_used_within_bounds(rig):
+    # Stored by an earlier version that took any messageTimeout: connecting on it used to
+    # fail the connection hook (MessageTimeout refuses 2147483647) every time.
+    data = {**connection_data("ws://new.example/ocpp", 1), "messageTimeout": 2 ** 31 - 1}
+    rig.store.set_meta("network.profile.2", json.dumps(data))
+    rig.priority("2,1")
+    rig.reboot()
+    assert (rig.profiles.current().slot, rig.profiles.current().message_timeout) == (2, 3600)
+    rig.profiles.connected()
+    assert rig.model.get_int("OCPPCommCtrlr", "MessageTimeout", instance="Default") == 3600

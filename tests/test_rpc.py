@@ -61,6 +61,19 @@ def test_deeply_nested_json_is_a_clean_error():
         rpc.parse("[" * 200_000 + "]" * 200_000)
 
 
+def test_integers_too_long_for_int_are_read_as_infinite_not_as_broken_json():
+    # Valid JSON (RFC 8259 sets no limit) that int() refuses beyond 4300 digits: it used to
+    # be answered as unreadable with id "-1"; now it parses, and validation answers the
+    # CALL by its id (TypeConstraintViolation, see test_session).
+    digits = "1" + "0" * 5000
+    call = rpc.parse(f'[2, "big", "GetCompositeSchedule", {{"duration": {digits}, '
+                     f'"evseId": -{digits}}}]')
+    assert call == rpc.Call("big", "GetCompositeSchedule",
+                            {"duration": float("inf"), "evseId": float("-inf")})
+    edge = "9" * rpc.MAX_INT_DIGITS
+    assert rpc.parse(f'[2, "e", "X", {{"n": {edge}}}]').payload == {"n": int(edge)}
+
+
 def test_binary_and_non_utf8_frames():
     with pytest.raises(rpc.FrameError):
         rpc.parse(b"\xff\xfe")

@@ -162,6 +162,11 @@ def test_answers_to_csms_calls_in_any_order():
                          "log": {"remoteLocation": "ftp://x"}}], "NotSupported"),
     ([2, "1", "UnlockConnector", {"evseId": "1", "connectorId": 1}], "TypeConstraintViolation"),
     ([2, "1", "UnlockConnector", {"evseId": 1}], "OccurrenceConstraintViolation"),
+    # Beyond OCPP's 32-bit integer: refused before the handler (issue 14).
+    ([2, "1", "UnlockConnector", {"evseId": 2 ** 63, "connectorId": 1}],
+     "TypeConstraintViolation"),
+    ([2, "1", "UnlockConnector", {"evseId": 1, "connectorId": -(2 ** 31) - 1}],
+     "TypeConstraintViolation"),
     ([2, "1", "ChangeAvailability", {"operationalStatus": "Broken"}], "PropertyConstraintViolation"),
     ([2, "1", "UnlockConnector", {"evseId": 1, "connectorId": 1, "x": 1}], "FormatViolation"),
     ([2, "1", "ChangeAvailability", {"operationalStatus": "Operative"}], "InternalError"),
@@ -193,6 +198,10 @@ def test_malformed_and_oversize_frames():
         assert (await conn.next_sent())[:3] == [4, "-1", "RpcFrameworkError"]
         conn.feed('[2, "big", "DataTransfer", {"vendorId": "v", "data": "' + "x" * (2 << 20) + '"}]')
         assert (await conn.next_sent())[:3] == [4, "big", "FormatViolation"]
+        # An integer of 5001 digits is valid JSON: answered by its id, not as unreadable.
+        conn.feed('[2, "long", "UnlockConnector", {"evseId": 1' + "0" * 5000
+                  + ', "connectorId": 1}]')
+        assert (await conn.next_sent())[:3] == [4, "long", "TypeConstraintViolation"]
         conn.feed([3, "nobody-asked", {}])  # an answer to nothing: ignored
         conn.feed([2, "2", "UnlockConnector", {"evseId": 1, "connectorId": 1}])
         assert await conn.next_sent() == [3, "2", {"status": "Unlocked"}]

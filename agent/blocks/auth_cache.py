@@ -114,7 +114,7 @@ def expiry_of(info: Payload) -> datetime | None:
     if text is None:
         return None
     try:
-        return parse_datetime(text)
+        return parse_datetime(text, clamp=True)
     except ValueError:
         log.warning("ignoring unreadable cacheExpiryDateTime %r", text)
         return None

@@ -12,16 +12,17 @@ round. Two rules keep an operator from locking a station out or weakening it:
   out, so a bad new profile costs some attempts, not the station.
 
 SetNetworkProfile validates everything it can before storing: the slot, OCPP version
-and transport, the URL scheme for the security profile, a trusted CSMS root for
-profiles 2 and 3, a station certificate for 3, a password for 1 and 2. The slot in use
-cannot be overwritten: it is the way back.
+and transport, messageTimeout within the bounds of the MessageTimeout variable it
+becomes, the URL scheme for the security profile, a trusted CSMS root for profiles 2 and
+3, a station certificate for 3, a password for 1 and 2. The slot in use cannot be
+overwritten: it is the way back.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Protocol
 from urllib.parse import urlsplit
 
@@ -36,6 +37,7 @@ PROFILE_KEY = "network.profile.{}"
 LAST_WORKING = "network.last_working"
 COMM = Component("OCPPCommCtrlr")
 SECURITY = Component("SecurityCtrlr")
+MESSAGE_TIMEOUT = Variable("MessageTimeout", "Default")
 
 
 @dataclass(frozen=True)
@@ -88,10 +90,27 @@ class NetworkProfiles:
             data = json.loads(text)
             if "url" in data:  # the first layout: {"url", "securityProfile"}
                 data = connection_data(data["url"], int(data.get("securityProfile", 1)))
-            return NetworkProfile.from_data(slot, data)
+            profile = NetworkProfile.from_data(slot, data)
         except (ValueError, KeyError, TypeError):
             log.error("network profile in slot %d is damaged; ignoring it", slot)
             return None
+        # Stored before messageTimeout was checked (0 never connects, 2**31 s waits for
+        # ever on a silent network): within the bounds, the profile stays usable.
+        lo, hi = self._timeout_bounds()
+        if not lo <= profile.message_timeout <= hi:
+            log.warning("network profile slot %d: messageTimeout %d s taken as %d s", slot,
+                        profile.message_timeout, min(max(profile.message_timeout, lo), hi))
+            profile = replace(profile,
+                              message_timeout=min(max(profile.message_timeout, lo), hi))
+        return profile
+
+    def _timeout_bounds(self) -> tuple[int, int]:
+        """What the MessageTimeout variable can hold (a profile's messageTimeout goes
+        there once it connects)."""
+        chars = self._model.definition(COMM, MESSAGE_TIMEOUT).characteristics
+        lo = 1 if chars.min_limit is None else int(chars.min_limit)
+        hi = 2 ** 31 - 1 if chars.max_limit is None else int(chars.max_limit)
+        return max(lo, 1), hi
 
     def save(self, slot: int, data: Payload) -> None:
         self._store.set_meta(PROFILE_KEY.format(slot), json.dumps(data, sort_keys=True))
@@ -144,8 +163,7 @@ class NetworkProfiles:
         self._failures = 0
         self._store.set_meta(LAST_WORKING, str(profile.slot))
         self._model.set_actual(COMM, Variable("ActiveNetworkProfile"), str(profile.slot))
-        self._model.set_actual(COMM, Variable("MessageTimeout", "Default"),
-                               str(profile.message_timeout))
+        self._model.set_actual(COMM, MESSAGE_TIMEOUT, str(profile.message_timeout))
         if profile.security_profile > self.security_profile():
             self._model.set_actual(SECURITY, Variable("SecurityProfile"),
                                    str(profile.security_profile))
@@ -188,6 +206,11 @@ class NetworkProfiles:
             return "UnsupportedTransport", "only OCPP-J (JSON) is supported"
         if data.get("vpn") is not None:
             return "VpnNotSupported", "the agent cannot set up a VPN; configure it in the OS"
+        lo, hi = self._timeout_bounds()
+        if not lo <= data["messageTimeout"] <= hi:
+            # 0 never connects; 2**31-1 s would wait for ever on one lost answer.
+            return "ValueOutOfRange", (f"messageTimeout {data['messageTimeout']} s is outside "
+                                       f"{lo}..{hi} s (OCPPCommCtrlr.MessageTimeout)")
         profile = data["securityProfile"]
         if profile not in (1, 2, 3):
             return "InvalidProfile", f"security profile {profile} does not exist"

@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Awaitable, Callable, Literal
 
-from agent.clock import Clock, parse_datetime
+from agent.clock import EARLIEST, LATEST, Clock, parse_datetime
 from agent.model.types import Component, Variable
 from agent.ocpp.connection import ConnectionManager
 from agent.ocpp.session import CallFailed, Payload, Reply, Router
@@ -34,6 +35,10 @@ CLEAN_STOP = "provisioning.clean_stop"
 # Used when the CSMS answers Pending/Rejected with interval 0 (B02.FR / B03.FR leave the
 # retry to the station): a minute does not hammer a CSMS that is still busy.
 DEFAULT_RETRY_S = 60
+# The longest span the station adds to its clock: OCPP's largest integer of seconds
+# (2**31 s, 68 years). A currentTime closer than that to the end of what a datetime holds
+# (9999-12-31T23:59:59Z is valid RFC 3339) would make every deadline overflow.
+_REACH = timedelta(seconds=2 ** 31)
 
 
 def decide_boot_reason(pending: str | None, last_start: float | None, clean_stop: bool,
@@ -150,6 +155,10 @@ class Provisioning:
             utc = parse_datetime(text)
         except ValueError:
             log.warning("CSMS sent an unreadable currentTime %r", text)
+            return
+        if not EARLIEST + _REACH <= utc <= LATEST - _REACH:
+            log.warning("CSMS sent currentTime %r, too near the end of time to run on: "
+                        "keeping the station's own clock", text[:40])
             return
         shift = (utc - self._clock.now()).total_seconds()
         self._clock.set_time(utc)

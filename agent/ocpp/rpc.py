@@ -69,6 +69,21 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# Digits beyond which an integer is far outside anything a double holds (1.8e308 has 309
+# digits); int() refuses more than 4300 by itself (CVE-2020-10735) and would make a
+# valid frame look like broken JSON.
+MAX_INT_DIGITS = 400
+
+
+def _parse_int(text: str) -> int | float:
+    """An integer of the frame; one too long to be any number a peer can mean becomes
+    infinite, as 1e400 does, so validation refuses it (TypeConstraintViolation) and the
+    CALLERROR carries the message id."""
+    if len(text) <= MAX_INT_DIGITS:
+        return int(text)
+    return float("-inf") if text.startswith("-") else float("inf")
+
+
 def parse(text: str | bytes) -> Frame:
     """Decode one WebSocket message into a frame, or raise FrameError."""
     if isinstance(text, bytes):
@@ -79,7 +94,7 @@ def parse(text: str | bytes) -> Frame:
             raise FrameError(CallError("-1", "RpcFrameworkError", "frame is not UTF-8 text"),
                              "binary frame")
     try:
-        msg = json.loads(text, parse_constant=_reject_constant)
+        msg = json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
     except (ValueError, RecursionError):
         # Unreadable: no message id to answer to (Part 4, 4.2.3: use "-1").
         raise FrameError(CallError("-1", "RpcFrameworkError", "frame is not valid JSON"),

@@ -12,7 +12,8 @@ Error codes (OCPP 2.0.1 Part 4, 4.3):
   allow; a value that is not JSON at all inside an opaque value (NaN, a non-string key,
   a Python object) or one nested deeper than MAX_OPAQUE_DEPTH.
 - TypeConstraintViolation: a value of the wrong JSON type (bool is not a number, 3.0 is
-  not an integer, NaN/Infinity are not numbers).
+  not an integer, NaN/Infinity are not numbers); an integer outside 32 bits; a number
+  no IEEE 754 double can hold.
 - OccurrenceConstraintViolation: a required property missing; too few or too many items.
 - PropertyConstraintViolation: a string too long, a value not in its enum, a number out
   of range, a date-time that is not RFC 3339 with a time zone.
@@ -35,6 +36,21 @@ OCCURRENCE = "OccurrenceConstraintViolation"
 PROPERTY = "PropertyConstraintViolation"
 
 MAX_DESCRIPTION = 255  # CALLERROR ErrorDescription is string[255]
+
+# OCPP's integer is 32-bit signed (Part 2, 2.1 "Primitive Datatypes": integer, 32 bit,
+# 31 bits + sign bit); the JSON schemas only say "integer" and leave the range out. A
+# value beyond it is not an OCPP integer at all, so it fails the data type, not a
+# property's own bounds: TypeConstraintViolation (Part 4, 4.3: "at least one of the
+# fields violates data type constraints"), as "12" in an integer field does. Refusing it
+# here, before any handler, is what keeps 2**63 out of SQLite (64-bit INTEGER:
+# OverflowError) and 10**30 out of timedelta and range arithmetic, once for every field
+# of every action, in the requests the CSMS sends and in the answers it gives.
+INT32_MIN = -(2 ** 31)
+INT32_MAX = 2 ** 31 - 1
+# A JSON number is interoperable only as far as an IEEE 754 double reaches (RFC 8259,
+# section 6); an integer beyond it cannot even become a float (OverflowError). 1e400
+# parses to infinity and is refused as one.
+MAX_NUMBER_BITS = 1024
 # Nesting allowed inside values the schema leaves open (DataTransfer data, customData
 # extras). Far more than any real use, far less than would break json.dumps.
 MAX_OPAQUE_DEPTH = 100
@@ -142,12 +158,13 @@ def _string(max_length: int | None) -> Check:
     return check_len
 
 
-# RFC 3339 section 5.6 date-time; "T" and "Z" may be lower case (its NOTE). Seconds stop
-# at 59: a leap second (60) is valid RFC 3339, but datetime cannot hold it, and every
-# handler would have to special-case it; no CSMS sends one on purpose.
+# RFC 3339 section 5.6 date-time; "T" and "Z" may be lower case (its NOTE). Seconds go
+# to 60: a leap second is valid RFC 3339, so the schemas' "date-time" allows it, and
+# refusing it would be refusing a valid frame; agent.clock.parse_datetime reads it as
+# the last instant of second 59 (datetime cannot hold a 60th), so no handler meets one.
 _DATE_TIME = re.compile(
     r"([0-9]{4})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]"
-    r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?"
+    r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:(?:[0-5][0-9]|60)(?:\.[0-9]+)?"
     r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])")
 _DAYS_IN_MONTH = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
@@ -193,6 +210,8 @@ def _integer(minimum: float | None, maximum: float | None) -> Check:
     def check(v: Any) -> None:
         if type(v) is not int and (not isinstance(v, int) or isinstance(v, bool)):
             raise _type_error("integer", v)
+        if not INT32_MIN <= v <= INT32_MAX:
+            raise _Fail(TYPE, f"{_show(v)} is not an OCPP integer (32-bit signed)")
         if bounded:
             _range(v, minimum, maximum)
     return check
@@ -208,6 +227,8 @@ def _number(minimum: float | None, maximum: float | None) -> Check:
                 raise _type_error("number", v)
         elif t is not int and (not isinstance(v, int) or isinstance(v, bool)):
             raise _type_error("number", v)
+        elif v.bit_length() > MAX_NUMBER_BITS:
+            raise _Fail(TYPE, f"{_show(v)} is beyond the range of a JSON number")
         if bounded:
             _range(v, minimum, maximum)
     return check
@@ -303,10 +324,11 @@ def _object(props: dict[str, tuple[Fast, Check]], required: tuple[str, ...],
                     if t is str and x in arg:
                         continue
                 elif fast == _INT:
-                    if t is int:
+                    if t is int and INT32_MIN <= x <= INT32_MAX:
                         continue
                 elif fast == _NUM:
-                    if t is int or (t is float and x - x == 0.0):
+                    if (t is int and x.bit_length() <= MAX_NUMBER_BITS) or \
+                            (t is float and x - x == 0.0):
                         continue
                 elif fast == _BOOL:
                     if t is bool:

@@ -269,7 +269,7 @@ class Diagnostics:
 
 
 def _when(text: str | None) -> datetime | None:
-    return None if text is None else parse_datetime(text)
+    return None if text is None else parse_datetime(text, clamp=True)
 
 
 def _rejected(reason: str, info: str) -> Payload:

@@ -38,6 +38,9 @@ INSTALL_STAGES = (INSTALLING, INSTALL_REBOOTING)
 # Default retries when UpdateFirmware does not say (the station decides, L01 note).
 DEFAULT_RETRIES = 3
 DEFAULT_RETRY_INTERVAL_S = 60
+# A CSMS asking for more retries gets this many (as GetLog's do): retries 2147483647
+# with retryInterval 0 would otherwise have the station hammer the file server for ever.
+MAX_RETRIES = 100
 
 
 @dataclass(frozen=True)
@@ -60,12 +63,12 @@ class FirmwareJob:
         install = firmware.get("installDateTime")
         return cls(
             request_id=request["requestId"], location=firmware["location"],
-            retrieve_at=parse_datetime(firmware["retrieveDateTime"]),
-            install_at=parse_datetime(install) if install else None,
+            retrieve_at=parse_datetime(firmware["retrieveDateTime"], clamp=True),
+            install_at=parse_datetime(install, clamp=True) if install else None,
             signing_certificate=firmware.get("signingCertificate", ""),
             signature=firmware.get("signature", ""),
-            retries=request.get("retries", DEFAULT_RETRIES),
-            retry_interval_s=request.get("retryInterval", DEFAULT_RETRY_INTERVAL_S),
+            retries=min(MAX_RETRIES, max(0, request.get("retries", DEFAULT_RETRIES))),
+            retry_interval_s=max(0, request.get("retryInterval", DEFAULT_RETRY_INTERVAL_S)),
             old_version=old_version, file_name=file_name_of(firmware["location"]))
 
     def at(self, stage: str) -> "FirmwareJob":

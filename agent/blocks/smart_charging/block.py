@@ -100,6 +100,11 @@ class SmartCharging:
         evse_id = request["evseId"]
         if evse_id != 0 and evse_id not in self._evses:
             return _rejected("UnknownEvse", f"this station has no EVSE {evse_id}")
+        duration = request["duration"]
+        if duration < 0:
+            # The schema leaves the sign open; a window that ends before it starts has
+            # no schedule to give.
+            return _rejected("ValueTooLow", f"duration {duration} s is negative")
         unit = request.get("chargingRateUnit", "A")
         if unit not in self._model.get_list("SmartChargingCtrlr", "RateUnit"):
             return _rejected("UnsupportedRateUnit", f"{unit} is not in RateUnit")
@@ -107,7 +112,7 @@ class SmartCharging:
         # many recurring profiles takes seconds, which must not hold up the station.
         composite = await asyncio.to_thread(
             composite_schedule, self.profiles.installed(), evse_id, self._clock.now(),
-            request["duration"], unit, dict(self._evses), self._transactions_now())
+            duration, unit, dict(self._evses), self._transactions_now())
         return {"status": "Accepted", "schedule": composite.to_ocpp(evse_id)}
 
     # -- helpers ---------------------------------------------------------------------------------

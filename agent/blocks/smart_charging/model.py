@@ -64,7 +64,7 @@ class Schedule:
         minimum = data.get("minChargingRate")
         return cls(int(data["id"]), data["chargingRateUnit"],
                    tuple(Period.from_ocpp(p) for p in data["chargingSchedulePeriod"]),
-                   parse_datetime(start) if start else None, data.get("duration"),
+                   parse_datetime(start, clamp=True) if start else None, data.get("duration"),
                    float(minimum) if minimum is not None else None)
 
     def to_ocpp(self) -> dict[str, Any]:
@@ -99,8 +99,8 @@ class ChargingProfile:
                    data["chargingProfileKind"],
                    tuple(Schedule.from_ocpp(s) for s in data["chargingSchedule"]),
                    data.get("recurrencyKind"),
-                   parse_datetime(valid_from) if valid_from else None,
-                   parse_datetime(valid_to) if valid_to else None,
+                   parse_datetime(valid_from, clamp=True) if valid_from else None,
+                   parse_datetime(valid_to, clamp=True) if valid_to else None,
                    data.get("transactionId"))
 
     def to_ocpp(self) -> dict[str, Any]:
