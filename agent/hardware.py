@@ -10,10 +10,13 @@ the hardware (contactor, offered current) are the blocks' business and go the ot
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Callable
 
-from hal.api import Clock, EvseDevices, ExternalLimit, FirmwareInstaller, PilotState
+from hal.api import (Clock, EnergyMeter, EvseDevices, ExternalLimit, FirmwareInstaller,
+                     PilotState)
 from hal.drivers import create as create_device
 from hal.drivers.command_installer import CommandInstaller
 from hal.drivers.mock import MockStation
@@ -23,6 +26,15 @@ from hal.evse import EvseHardware
 from agent.config import Config
 from agent.station import Station
 
+log = logging.getLogger(__name__)
+
+# How long start() waits for the meters' first readings. A transaction a power cut left
+# open is ended at start-up with the register the meter kept through the cut, which a
+# polled meter (Modbus) gives only after its first poll; one that has not answered by
+# then (or has a fault) leaves the transaction block the last register it reported
+# (docs/energy-register.md). Real time, not the agent's clock: this waits on I/O.
+FIRST_READING_S = 2.0
+
 
 @dataclass
 class Hardware:
@@ -31,10 +43,44 @@ class Hardware:
     installer: FirmwareInstaller | None = None   # None: this station takes no firmware
     # A station-wide limit from an energy manager or the grid operator (None: no input).
     external_limit: ExternalLimit | None = None
+    first_reading_s: float = FIRST_READING_S
 
     async def start(self) -> None:
+        """Start every EVSE's devices; return once each meter has a reading, a fault or
+        `first_reading_s` has passed."""
         for hw in self.evses.values():
             await hw.start()
+        await self._first_readings()
+
+    async def _first_readings(self) -> None:
+        def waiting() -> dict[int, EnergyMeter]:
+            return {evse_id: hw.devices.meter for evse_id, hw in self.evses.items()
+                    if hw.devices.meter is not None and hw.devices.meter.latest is None
+                    and not hw.faults}
+        meters = list(waiting().values())
+        if not meters:
+            return
+        changed = asyncio.Event()
+        for meter in meters:
+            meter.subscribe(changed.set)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.first_reading_s
+        try:
+            while silent := waiting():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    log.warning("no reading yet from the meter of EVSE %s after %g s; "
+                                "going on without", ", ".join(map(str, silent)),
+                                self.first_reading_s)
+                    return
+                changed.clear()
+                try:
+                    await asyncio.wait_for(changed.wait(), remaining)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            for meter in meters:
+                meter.unsubscribe(changed.set)
 
     async def stop(self) -> None:
         # EvseHardware.stop opens the contactor first: the board is left safe.
@@ -45,7 +91,9 @@ class Hardware:
 def build_hardware(config: Config, clock: Clock) -> Hardware:
     installer = build_installer(config)
     if config.hal.driver == "mock":
-        mock = MockStation(config.evses, clock)
+        # The mock meters keep their registers under the storage dir, as real meters
+        # keep theirs through a power cut.
+        mock = MockStation(config.evses, clock, state_dir=config.storage.dir)
         return Hardware({e.id: EvseHardware(e.id, mock.devices(e.id)) for e in config.evses},
                         mock, installer, mock.external_limit)
     evses = {}

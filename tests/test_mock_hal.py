@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import pytest
@@ -356,3 +358,141 @@ def test_station_accepts_config_like_evse_descriptions() -> None:
         MockStation([], ManualClock())
     with pytest.raises(ValueError):
         MockStation([AC3, AC3], ManualClock())
+
+
+# -- the meter's register survives restarts (hal/drivers/mock/register.py) -----------------
+
+def in_dir(state_dir: Path, test: Callable[[MockStation, ManualClock], Awaitable[Any]]) -> Any:
+    """One life of a mock station keeping its registers in `state_dir`. Its stop()
+    writes nothing, so the next life sees what a kill -9 would have left."""
+    async def main() -> Any:
+        clock = ManualClock()
+        station = MockStation((AC3,), clock, state_dir=state_dir)
+        await station.start()
+        try:
+            return await test(station, clock)
+        finally:
+            await station.stop()
+    return asyncio.run(main())
+
+
+def test_register_survives_a_restart_and_no_value_seen_is_taken_back(tmp_path: Path) -> None:
+    seen: list[float] = []
+
+    async def first_life(station: MockStation, clock: ManualClock) -> None:
+        meter = station.devices(1).meter
+        await charging(station, offer=32)             # 22080 W
+        await asyncio.sleep(0)
+        for _ in range(7):
+            await clock.advance(1)
+            seen.append(meter.latest.energy_import_wh)
+        await clock.advance(0.5)                      # between polls: counted, not seen
+        seen.append(station.snapshot(1)["energy_wh"])  # sim status sees it too
+
+    async def second_life(station: MockStation, clock: ManualClock) -> None:
+        meter = station.devices(1).meter
+        assert meter.latest.energy_import_wh == pytest.approx(22080 * 7.5 / 3600)
+        assert meter.latest.energy_import_wh >= max(seen)
+        assert station.snapshot(1)["energy_wh"] == meter.latest.energy_import_wh
+        await charging(station, offer=16)
+        await asyncio.sleep(0)
+        await clock.advance(360)                      # and it counts on from there
+        assert meter.latest.energy_import_wh == pytest.approx(22080 * 7.5 / 3600 + 1104)
+
+    in_dir(tmp_path, first_life)
+    assert seen == sorted(seen) and seen[0] > 0
+    in_dir(tmp_path, second_life)
+    assert float((tmp_path / "mock-meter-evse1.wh").read_text()) == pytest.approx(
+        22080 * 7.5 / 3600 + 1104)
+
+
+def test_register_is_written_only_when_it_moved(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import hal.drivers.mock.register as register
+    writes: list[str] = []
+    original = register.os.replace
+    monkeypatch.setattr(register.os, "replace", lambda a, b: (writes.append(str(b)),
+                                                              original(a, b)))
+
+    async def test(station: MockStation, clock: ManualClock) -> None:
+        await clock.advance(3600)                     # idle: nothing flows, nothing written
+        station.snapshot(1)
+        assert writes == []
+        await charging(station)
+        await asyncio.sleep(0)
+        await clock.advance(10)                       # one write per poll while charging
+        assert 9 <= len(writes) <= 11
+        await station.devices(1).contactor.open()
+        await clock.advance(1)
+        count = len(writes)
+        await clock.advance(3600)
+        station.snapshot(1)
+        assert len(writes) == count                   # stopped: nothing more to write
+
+    in_dir(tmp_path, test)
+
+
+def test_a_register_file_that_is_not_a_register_starts_at_zero_and_says_so(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "mock-meter-evse1.wh").write_text("garbage\n")
+
+    async def test(station: MockStation, clock: ManualClock) -> None:
+        assert station.devices(1).meter.latest.energy_import_wh == 0
+
+    with caplog.at_level(logging.WARNING):
+        in_dir(tmp_path, test)
+    assert any("not a register" in r.getMessage() for r in caplog.records)
+
+
+def test_a_register_that_cannot_be_written_leaves_the_meter_working(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")                            # the state dir is a file: no writes
+
+    async def test(station: MockStation, clock: ManualClock) -> None:
+        await charging(station)
+        await asyncio.sleep(0)
+        await clock.advance(5)
+        assert station.devices(1).meter.latest.energy_import_wh == pytest.approx(11040 * 5 / 3600)
+
+    with caplog.at_level(logging.WARNING):
+        in_dir(blocked, test)
+    warnings = [r for r in caplog.records if "cannot be written" in r.getMessage()]
+    assert len(warnings) == 1                         # once, not every poll
+
+
+def test_replace_meter_sets_a_new_register_and_keeps_it(tmp_path: Path) -> None:
+    async def first_life(station: MockStation, clock: ManualClock) -> None:
+        await charging(station)
+        await asyncio.sleep(0)
+        await clock.advance(60)
+        station.replace_meter(1, 12.5)
+        for bad in (-1, float("nan"), float("inf"), True, "3"):
+            with pytest.raises(ValueError):
+                station.replace_meter(1, bad)
+        await clock.advance(1)                        # the meter's next poll shows it
+        assert station.devices(1).meter.latest.energy_import_wh == pytest.approx(
+            12.5 + 11040 / 3600)
+        with pytest.raises(UnknownEvse):
+            station.replace_meter(9, 0)
+
+    async def second_life(station: MockStation, clock: ManualClock) -> None:
+        assert station.devices(1).meter.latest.energy_import_wh == pytest.approx(
+            12.5 + 11040 / 3600)
+
+    in_dir(tmp_path, first_life)
+    in_dir(tmp_path, second_life)
+
+
+def test_without_a_state_dir_every_start_is_at_zero() -> None:
+    async def charge(station: MockStation, clock: ManualClock) -> None:
+        await charging(station)
+        await asyncio.sleep(0)
+        await clock.advance(60)
+        assert station.devices(1).meter.latest.energy_import_wh > 0
+
+    async def zero(station: MockStation, clock: ManualClock) -> None:
+        assert station.devices(1).meter.latest.energy_import_wh == 0
+
+    run(charge)
+    run(zero)

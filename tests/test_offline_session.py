@@ -81,7 +81,7 @@ def test_authorization_expires_after_ev_connection_timeout(tmp_path):
     async def main():
         async with Csms(passwords={STATION: PASSWORD}) as csms:
             async with in_process_agent(tmp_path, csms) as (path, clock, link):
-                await sim_async(path, "swipe", "CARD1")
+                await sim_async(path, "swipe", "0CA4D001")
                 await link.expect_call("Authorize", timeout=10)
                 await quiet()
                 await clock.advance(119)   # EVConnectionTimeOut is 120 s

@@ -140,29 +140,29 @@ def test_plug_then_card_stop_by_the_same_card_and_an_invalid_card(tmp_path):
     async def main():
         async with Csms(passwords={STATION: PASSWORD}) as csms:
             csms.responders["Authorize"] = lambda p: {"idTokenInfo": {
-                "status": "Blocked" if p["idToken"]["idToken"] == "BAD1" else "Accepted"}}
+                "status": "Blocked" if p["idToken"]["idToken"] == "0BAD0BAD" else "Accepted"}}
             config, agent, link = await session_setup(csms, tmp_path)
             try:
                 await sim_async(config, "plug", "1")
                 await link.expect_call("StatusNotification", timeout=10,
                                        where=lambda p: p["connectorStatus"] == "Occupied")
-                await sim_async(config, "swipe", "BAD1")
+                await sim_async(config, "swipe", "0BAD0BAD")
                 await link.expect_call("Authorize", timeout=10,
-                                       where=lambda p: p["idToken"]["idToken"] == "BAD1")
+                                       where=lambda p: p["idToken"]["idToken"] == "0BAD0BAD")
                 await asyncio.sleep(0.3)
                 assert tx_events(link) == [], "a blocked card starts nothing"
                 status = json.loads((await sim_async(config, "status")).stdout)["evses"]["1"]
                 assert status["offered_current_a"] is None and not status["contactor_closed"]
-                await sim_async(config, "swipe", "GOOD1")
+                await sim_async(config, "swipe", "06000D01")
                 started = await link.expect_call("TransactionEvent", timeout=10,
                                                  where=lambda p: p["eventType"] == "Started")
-                assert started["idToken"]["idToken"] == "GOOD1"
-                await sim_async(config, "swipe", "GOOD1")   # the same card again: stop
+                assert started["idToken"]["idToken"] == "06000D01"
+                await sim_async(config, "swipe", "06000D01")   # the same card again: stop
                 ended = await link.expect_call("TransactionEvent", timeout=10,
                                                where=lambda p: p["eventType"] == "Ended")
                 assert ended["triggerReason"] == "StopAuthorized"
                 assert ended["transactionInfo"]["stoppedReason"] == "Local"
-                assert ended["idToken"]["idToken"] == "GOOD1"
+                assert ended["idToken"]["idToken"] == "06000D01"
                 status = json.loads((await sim_async(config, "status")).stdout)["evses"]["1"]
                 assert status["contactor_closed"] is False
             finally:
@@ -215,10 +215,10 @@ def test_transaction_from_plug_in_when_tx_start_point_is_ev_connected(tmp_path):
                 assert started["transactionInfo"]["chargingState"] == "EVConnected"
                 status = json.loads((await sim_async(config, "status")).stdout)["evses"]["1"]
                 assert status["offered_current_a"] is None, "no energy before authorization"
-                await sim_async(config, "swipe", "CARD9")
+                await sim_async(config, "swipe", "0CA4D009")
                 authorized = await link.expect_call("TransactionEvent", timeout=10, where=lambda p: (
                     p["eventType"] == "Updated" and p["triggerReason"] == "Authorized"))
-                assert authorized["idToken"]["idToken"] == "CARD9"
+                assert authorized["idToken"]["idToken"] == "0CA4D009"
                 await link.expect_call("TransactionEvent", timeout=10, where=lambda p: (
                     p["transactionInfo"]["chargingState"] == "Charging"))
                 await sim_async(config, "unplug", "1")

@@ -13,6 +13,8 @@ from typing import Any
 
 from agent.store import Store
 
+LAST_REGISTERS = "transactions.last_registers.evse"
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS transactions (
     evse_id INTEGER PRIMARY KEY,
@@ -64,3 +66,21 @@ class TransactionStore:
 
     def delete(self, evse_id: int) -> None:
         self._store.execute("DELETE FROM transactions WHERE evse_id = ?", (evse_id,))
+
+    # The registers the last transaction of an EVSE ended with, for the next one's start
+    # (docs/energy-register.md); saved with its Ended event.
+
+    def last_registers(self, evse_id: int) -> dict[str, float]:
+        text = self._store.get_meta(f"{LAST_REGISTERS}{evse_id}")
+        try:
+            data = json.loads(text) if text else {}
+        except ValueError:
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {str(k): v for k, v in data.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+    def save_last_registers(self, evse_id: int, registers: dict[str, float]) -> None:
+        if registers:
+            self._store.set_meta(f"{LAST_REGISTERS}{evse_id}", json.dumps(registers))

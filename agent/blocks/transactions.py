@@ -8,6 +8,11 @@ to the durable outbox in the same store transaction, so seqNo never has a gap an
 nothing is lost on `kill -9` (see transaction_state.py). A transaction found open at
 start-up ended with the power: stoppedReason PowerLoss.
 
+No energy register of a transaction goes backwards (docs/energy-register.md): the meter
+sampler holds a reading below what was reported at the reported value, the Ended event
+always has its end register, and the problem goes to the CSMS as a FiscalMetering
+Problem event committed with the TransactionEvent that carries the held value.
+
 The charging rules that drive pilot and contactor are in charging.py.
 """
 
@@ -26,6 +31,8 @@ from agent.blocks import charging
 from agent.blocks.authorization import Authorization
 from agent.blocks.authorization import same_id_token
 from agent.blocks.metering import TxMeterSampler
+from agent.blocks.metering.register import BELOW_PREVIOUS
+from agent.blocks.metering.register_events import RegisterProblems
 from agent.blocks.metering.values import Extras
 from agent.blocks.transaction_state import Transaction, TransactionStore
 from agent.clock import Clock, format_datetime
@@ -38,6 +45,8 @@ from agent.store import Store
 log = logging.getLogger(__name__)
 
 ReadingSource = Callable[[int], "MeterReading | None"]   # the EVSE meter's latest reading
+# Transaction.extra key: the techCode of the register problem raised for it, until it ends.
+PROBLEM = "register_problem"
 
 
 @dataclass
@@ -79,6 +88,7 @@ class Transactions:
         self._extras = extras
         self._check_tx_profile = check_tx_profile
         self._db = TransactionStore(store)
+        self._problems = RegisterProblems(store=store, outbox=outbox, model=model, clock=clock)
         self.open: dict[int, Transaction] = self._db.load()
         self._samplers: dict[int, TxMeterSampler] = {
             evse_id: TxMeterSampler.restore(model, tx.extra["sampler"])
@@ -294,8 +304,12 @@ class Transactions:
                                  phases=self._station.evses[evse_id].phases)
         self._samplers[evse_id] = sampler
         begin = sampler.begin(self._reading(evse_id), self._extras(evse_id))
+        # Sent as read even when below the last session's end (a new meter starts where
+        # it is), but the CSMS is told.
+        below = sampler.floor.below(self._db.last_registers(evse_id))
         self._event(tx, "Started", trigger, id_token=tx.id_token,
-                    meter_values=[begin] if begin else None)
+                    meter_values=[begin] if begin else None,
+                    problem=(BELOW_PREVIOUS, "; ".join(below)) if below else None)
         log.info("EVSE %d: transaction %s started (%s)", evse_id, tx.id, trigger)
         for callback in self.on_started:
             callback(evse_id, tx.id, auth.charging_profile if auth is not None else None)
@@ -311,7 +325,7 @@ class Transactions:
         values = sampler.end(self._reading(evse_id), self._clock.now(),
                                       self._extras(evse_id)) if sampler else []
         self._event(tx, "Ended", trigger, id_token=id_token, stopped_reason=reason,
-                    meter_values=values or None)
+                    meter_values=values or None, sampler=sampler)
         log.info("EVSE %d: transaction %s ended (%s, %s)", evse_id, tx.id, trigger, reason)
         for callback in self.on_ended:
             callback(evse_id)
@@ -340,7 +354,12 @@ class Transactions:
             self._event(tx, "Updated", "MeterValuePeriodic", meter_values=[value],
                         droppable=True)
         else:
-            self._save(tx)  # the schedule moved on: keep it across a restart
+            # The schedule moved on (and an Ended sample may have been recorded): keep
+            # it across a restart.
+            with self._store.transaction():
+                raise_ = self._new_problem(tx, sampler)
+                self._save(tx)
+                self._problems.report(tx.evse_id, tx.id, raise_=raise_)
 
     # -- events ---------------------------------------------------------------------------
 
@@ -348,7 +367,11 @@ class Transactions:
                id_token: dict[str, Any] | None = None,
                stopped_reason: str | None = None,
                meter_values: list[dict[str, Any]] | None = None,
-               droppable: bool = False) -> None:
+               droppable: bool = False, sampler: TxMeterSampler | None = None,
+               problem: tuple[str, str] | None = None) -> None:
+        """Commit one TransactionEvent with the transaction's new state. `sampler`: the
+        transaction's (given for Ended, which has already let go of it); `problem`: a
+        register problem to report besides what the sampler held."""
         info_part: Payload = {"transactionId": tx.id, "chargingState": tx.charging_state}
         if stopped_reason:
             info_part["stoppedReason"] = stopped_reason
@@ -368,14 +391,38 @@ class Transactions:
             payload["idToken"] = id_token
         if meter_values:
             payload["meterValue"] = meter_values
-        # The transaction's new state and its event: one durable unit.
+        sampler = sampler or self._samplers.get(tx.evse_id)
+        # The transaction's new state, its event and a register problem the event's values
+        # show: one durable unit.
         with self._store.transaction():
+            raise_ = self._new_problem(tx, sampler, problem)
             if event_type == "Ended":
                 self._db.delete(tx.evse_id)
+                if sampler is not None:
+                    self._db.save_last_registers(tx.evse_id, sampler.floor.to_json())
             else:
                 self._save(tx)
             self._outbox.enqueue("TransactionEvent", payload, transaction_id=tx.id,
                                  droppable=droppable)
+            self._problems.report(tx.evse_id, tx.id, raise_=raise_,
+                                  clear=tx.extra.get(PROBLEM) if event_type == "Ended" else None)
+
+    def _new_problem(self, tx: Transaction, sampler: TxMeterSampler | None,
+                     problem: tuple[str, str] | None = None) -> tuple[str, str] | None:
+        """The register problem to raise now, if any: once per transaction (a replaced
+        meter would otherwise raise one at every sample); noted in the transaction's
+        state, saved in the same commit."""
+        held = sampler.take_held() if sampler is not None else []
+        if problem is None and held:
+            problem = (held[0].tech_code, "; ".join(h.describe() for h in held))
+        if problem is None:
+            return None
+        if PROBLEM in tx.extra:
+            log.info("EVSE %d, transaction %s: %s (already reported)", tx.evse_id, tx.id,
+                     problem[1])
+            return None
+        tx.extra[PROBLEM] = problem[0]
+        return problem
 
     def _save(self, tx: Transaction) -> None:
         sampler = self._samplers.get(tx.evse_id)

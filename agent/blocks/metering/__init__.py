@@ -5,6 +5,9 @@
 - timing.py   next_aligned() and friends: clock-aligned instants from midnight UTC (pure).
 - sampler.py  TxMeterSampler: a transaction's Started / Updated / Ended values and
               when they are due (J02), for the transaction block (sans-I/O).
+- register.py RegisterFloor: no energy register of a transaction goes backwards; what
+              was held instead (docs/energy-register.md).
+- register_events.py  RegisterProblems: that problem as NotifyEvent FiscalMetering.Problem.
 - aligned.py  AlignedMeterValues: the clock-aligned task; MeterValues for idle EVSEs,
               Sample.Clock values to the transaction block for busy ones (J01).
 - power.py    provide_evse_power(): EVSE.Power Actual in the device model.

@@ -32,6 +32,12 @@ What each call yields:
 - value(): an unscheduled value (Trigger, Interruption.Begin/End, Other) with the
   TxUpdatedMeasurands, for TriggerMessage or a power interruption.
 
+Energy registers never go backwards within the transaction (register.py): every element
+built here passes through the transaction's RegisterFloor, a register below what was
+already reported carries the reported value instead, and the Transaction.End element
+gets the floor for a register the meter could not give. take_held() hands what was held
+to the transaction block, which reports it (FiscalMetering Problem).
+
 SampledDataCtrlr.Enabled false stops the sampled values (Started/Updated/Ended Begin,
 periodic and End); AlignedDataCtrlr.Enabled false stops the clock-aligned ones.
 Clock-aligned values for Updated events (Sample.Clock, triggerReason MeterValueClock)
@@ -51,6 +57,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
+from agent.blocks.metering.register import HeldRegister, RegisterFloor
 from agent.blocks.metering.timing import (LATE_LIMIT_S, latest_aligned, next_aligned,
                                           next_from_start)
 from agent.blocks.metering.values import Extras, meter_value
@@ -144,6 +151,8 @@ class TxMeterSampler:
         self._periodic = _Series(started_at)
         self._clock = _Series(started_at)
         self._begin: MeterValue | None = None
+        self.floor = RegisterFloor()
+        self._held: list[HeldRegister] = []
 
     def settings(self) -> MeteringSettings:
         return MeteringSettings.from_model(self._model)
@@ -166,11 +175,17 @@ class TxMeterSampler:
         Ended sample still due at `now` (default: the reading's time) first."""
         when = now or (reading.timestamp if reading is not None else None)
         if when is not None:
-            self.sample(reading, when, extras)
+            self.sample(reading, when, extras, updated=False)
         s = self.settings()
         final = None
-        if reading is not None and s.sampled_enabled:
-            final = self._build(reading, s.ended_measurands, "Transaction.End", extras)
+        if s.sampled_enabled:
+            if reading is not None:
+                final = self._build(reading, s.ended_measurands, "Transaction.End", extras)
+            # Billing needs the end register: what was reported stands in for one the
+            # meter could not give (never 0 Wh, never nothing).
+            final, held = self.floor.fill(final, s.ended_measurands, "Transaction.End",
+                                          when or self.started_at)
+            self._held.extend(held)
         return self.ended_values(final)
 
     def ended_values(self, final: MeterValue | None = None) -> list[MeterValue]:
@@ -205,20 +220,21 @@ class TxMeterSampler:
         return min(due, default=None)
 
     def sample(self, reading: MeterReading | None, now: datetime,
-               extras: Extras | None = None) -> MeterValue | None:
+               extras: Extras | None = None, *, updated: bool = True) -> MeterValue | None:
         """Handle whatever is due at `now`: returns the Updated event's value when one is
         due (None otherwise) and records due Ended samples. Instants missed in between
         (the caller was late) are skipped, not caught up. A None reading (meter not
-        answering) still moves the schedule on."""
+        answering) still moves the schedule on. `updated` False: no Updated value is
+        wanted (the transaction ends), only the Ended samples."""
         s = self.settings()
-        updated = None
+        value = None
         if s.sampled_enabled and s.updated_interval > 0 and s.updated_measurands:
             if next_from_start(self.started_at, s.updated_interval,
                                self._updated_served) <= now:
                 self._updated_served = self._latest_from_start(s.updated_interval, now)
-                if reading is not None:
-                    updated = self._build(reading, s.updated_measurands, "Sample.Periodic",
-                                          extras)
+                if reading is not None and updated:
+                    value = self._build(reading, s.updated_measurands, "Sample.Periodic",
+                                        extras)
         if s.sampled_enabled and s.ended_interval > 0 and s.ended_measurands:
             if next_from_start(self.started_at, s.ended_interval, self._periodic.served) <= now:
                 self._periodic.handle(
@@ -237,7 +253,7 @@ class TxMeterSampler:
                         reading, s.aligned_ended_measurands, "Sample.Clock", extras,
                         timestamp=instant),
                     self.max_ended_samples)
-        return updated
+        return value
 
     def value(self, reading: MeterReading | None, context: str,
               extras: Extras | None = None) -> MeterValue | None:
@@ -248,15 +264,21 @@ class TxMeterSampler:
             return None
         return self._build(reading, s.updated_measurands, context, extras)
 
+    def take_held(self) -> list[HeldRegister]:
+        """The register values held since the last call (for the problem report)."""
+        held, self._held = self._held, []
+        return held
+
     # -- persistence -----------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """Everything needed to carry on after a restart, as JSON-able data."""
+        """Everything needed to carry on after a restart, as JSON-able data. Saved with
+        each event, so the floor after a restart is what was reported before it."""
         return {"started_at": format_datetime(self.started_at), "phases": self.phases,
                 "location": self.location, "max_ended_samples": self.max_ended_samples,
                 "updated_served": format_datetime(self._updated_served),
                 "begin": self._begin, "periodic": self._periodic.to_json(),
-                "clock": self._clock.to_json()}
+                "clock": self._clock.to_json(), "floor": self.floor.to_json()}
 
     @classmethod
     def restore(cls, model: DeviceModel, data: dict[str, Any]) -> "TxMeterSampler":
@@ -267,6 +289,10 @@ class TxMeterSampler:
         sampler._begin = data["begin"]
         sampler._periodic = _Series.from_json(data["periodic"])
         sampler._clock = _Series.from_json(data["clock"])
+        if "floor" in data:
+            sampler.floor = RegisterFloor.from_json(data["floor"])
+        else:   # saved by a version without floors: what it recorded is the best known
+            sampler.floor = RegisterFloor.of(sampler.ended_values())
         return sampler
 
     # -- helpers -----------------------------------------------------------------------------
@@ -278,7 +304,11 @@ class TxMeterSampler:
     def _build(self, reading: MeterReading, measurands: tuple[str, ...], context: str,
                extras: Extras | None, timestamp: datetime | None = None) -> MeterValue | None:
         e = extras or Extras()
-        return meter_value(reading, measurands, context, phases=self.phases,
-                           location=self.location, timestamp=timestamp,
-                           offered_current_a=e.offered_current_a,
-                           offered_power_w=e.offered_power_w, soc_percent=e.soc_percent)
+        value = meter_value(reading, measurands, context, phases=self.phases,
+                            location=self.location, timestamp=timestamp,
+                            offered_current_a=e.offered_current_a,
+                            offered_power_w=e.offered_power_w, soc_percent=e.soc_percent)
+        # Every element of the transaction passes the floor: none goes backwards.
+        value, held = self.floor.hold(value)
+        self._held.extend(held)
+        return value

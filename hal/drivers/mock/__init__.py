@@ -9,6 +9,8 @@ agent's control socket. Time comes from the injected clock only.
 - devices.py  MockPilot, MockContactor, MockMeter, MockLock, MockReader, MockPowerModule,
               MockExternalLimit (the station-wide limit of an energy manager / grid operator)
 - station.py  MockStation: all EVSEs by id, the commands, snapshots
+- register.py RegisterFile: a meter's register kept on disk across restarts, as a real
+              meter keeps it across a power cut
 """
 
 from hal.drivers.mock.devices import (MockContactor, MockExternalLimit, MockLock, MockMeter,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from hal.api import Clock, PilotState
+from hal.drivers.mock.register import RegisterFile
 
 # IEC 61851-1: a PWM duty below 10 % (under 6 A) is not a current offer; above 80 A the
 # table ends.
@@ -48,7 +49,8 @@ class SimulatedEv:
     """One EVSE's world: the EV (plugged, suspended, its own current limit) and the
     station's outputs as the devices set them (PWM offer, contactor, DC set-point)."""
 
-    def __init__(self, spec: MockEvseSpec, clock: Clock) -> None:
+    def __init__(self, spec: MockEvseSpec, clock: Clock,
+                 register: RegisterFile | None = None) -> None:
         self.spec = spec
         self._clock = clock
         self._watchers: list[Callable[[], None]] = []
@@ -64,8 +66,9 @@ class SimulatedEv:
         self.dc_on = False
         self.dc_voltage_v = 0.0
         self.dc_current_a = 0.0
-        # The meter's register.
-        self._energy_wh = 0.0
+        # The meter's register: where it was when the mock last ran (register.py).
+        self._register = register or RegisterFile(None)
+        self._energy_wh = self._register.load()
         self._since = clock.monotonic()
 
     def watch(self, callback: Callable[[], None]) -> None:
@@ -113,7 +116,10 @@ class SimulatedEv:
         return self.offered_a
 
     def energy_wh(self) -> float:
+        """The meter's import register now. On disk before it is returned: no one can
+        have seen a value that a restart would take back (register.py)."""
         self._accumulate()
+        self._register.save(self._energy_wh)
         return self._energy_wh
 
     # -- inputs -------------------------------------------------------------------------
@@ -141,6 +147,19 @@ class SimulatedEv:
             if fault is not None:
                 # The EVSE's safety circuit drops the relays at once, whatever the agent does.
                 self.contactor_closed = False
+        self._change(apply)
+
+    def replace_meter(self, register_wh: float) -> None:
+        """The meter swapped (or reset) for one whose register shows `register_wh`, as a
+        technician may do between, or during, sessions. ValueError for a value no
+        register shows (negative, not a number)."""
+        if isinstance(register_wh, bool) or not isinstance(register_wh, (int, float)) \
+                or not math.isfinite(register_wh) or register_wh < 0:
+            raise ValueError(f"a register shows 0 Wh or more, got {register_wh!r}")
+
+        def apply() -> None:
+            self._energy_wh = float(register_wh)
+            self._register.save(self._energy_wh)
         self._change(apply)
 
     def set_offer(self, current_a: float | None) -> None:

@@ -4,12 +4,19 @@ commands a person (through `station-agent sim`) or a test gives the simulated wo
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Iterable, Protocol
 
 from hal.api import Clock, EvseDevices, ExternalLimitSignal, PresentedToken
 from hal.drivers.mock.devices import (MockContactor, MockExternalLimit, MockLock, MockMeter,
                                       MockPilot, MockPowerModule, MockReader)
 from hal.drivers.mock.ev import FAULT_TEXT, MockEvseSpec, SimulatedEv
+from hal.drivers.mock.register import RegisterFile
+
+
+def register_path(state_dir: Path, evse_id: int) -> Path:
+    """Where the mock meter of `evse_id` keeps its register under the state directory."""
+    return Path(state_dir) / f"mock-meter-evse{evse_id}.wh"
 
 
 class EvseLike(Protocol):
@@ -35,8 +42,10 @@ class UnknownEvse(KeyError, ValueError):
 
 
 class _Evse:
-    def __init__(self, spec: MockEvseSpec, clock: Clock, meter_poll_s: float) -> None:
-        self.ev = SimulatedEv(spec, clock)
+    def __init__(self, spec: MockEvseSpec, clock: Clock, meter_poll_s: float,
+                 state_dir: Path | None) -> None:
+        register = RegisterFile(register_path(state_dir, spec.id) if state_dir is not None else None)
+        self.ev = SimulatedEv(spec, clock, register)
         self.reader = MockReader()
         self.devices = EvseDevices(
             meter=MockMeter(self.ev, clock, meter_poll_s), contactor=MockContactor(self.ev),
@@ -49,9 +58,13 @@ class MockStation:
 
     Commands are synchronous: they change the simulated world at once, and the devices
     notify their listeners from inside the call (so call them on the event loop).
+
+    `state_dir`: where the meters keep their registers across restarts, as real meters
+    do (register.py); None keeps them in memory (every start at 0 Wh).
     """
 
-    def __init__(self, evses: Iterable[EvseLike], clock: Clock, *, meter_poll_s: float = 1.0) -> None:
+    def __init__(self, evses: Iterable[EvseLike], clock: Clock, *, meter_poll_s: float = 1.0,
+                 state_dir: Path | None = None) -> None:
         self._evses: dict[int, _Evse] = {}
         for e in evses:
             # A DC EVSE's output has no phases (its supply's do not matter here).
@@ -60,7 +73,7 @@ class MockStation:
                 e.nominal_voltage_v)
             if spec.id in self._evses:
                 raise ValueError(f"duplicate EVSE id {spec.id}")
-            self._evses[spec.id] = _Evse(spec, clock, meter_poll_s)
+            self._evses[spec.id] = _Evse(spec, clock, meter_poll_s, state_dir)
         if not self._evses:
             raise ValueError("a mock station needs at least one EVSE")
         # One for the whole station, as an energy manager or a grid operator's box caps the
@@ -114,6 +127,12 @@ class MockStation:
 
     def clear(self, evse_id: int) -> None:
         self._get(evse_id).ev.set_fault(None)
+
+    def replace_meter(self, evse_id: int, register_wh: float = 0.0) -> None:
+        """A technician swaps (or resets) the EVSE's meter: its register shows
+        `register_wh` from now on, lower than before as a rule. ValueError for a value no
+        register shows."""
+        self._get(evse_id).ev.replace_meter(register_wh)
 
     def swipe(self, uid: str, type: str = "ISO14443", evse_id: int | None = None) -> PresentedToken:
         """A card at the reader of `evse_id`, by default the lowest-numbered EVSE's (a
