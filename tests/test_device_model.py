@@ -314,8 +314,10 @@ def test_member_list_takes_any_subset_in_canonical_spelling(model: DeviceModel):
     tx = Component("TxCtrlr")
     assert model.set(tx, Variable("TxStartPoint"), "authorized, evconnected").status == "Accepted"
     assert model.get_list("TxCtrlr", "TxStartPoint") == ["Authorized", "EVConnected"]
-    assert model.set(tx, Variable("TxStartPoint"), "").status == "Accepted"
-    assert model.get_list("TxCtrlr", "TxStartPoint") == []
+    # The empty subset, where the variable allows it (TxStartPoint does not).
+    sampled = Component("SampledDataCtrlr")
+    assert model.set(sampled, Variable("TxEndedMeasurands"), "").status == "Accepted"
+    assert model.get_list("SampledDataCtrlr", "TxEndedMeasurands") == []
 
 
 def test_option_list(fresh: Opener):
@@ -708,3 +710,20 @@ def test_a_stored_date_time_at_the_edge_of_the_range_is_repaired(fresh: Opener):
     for edge in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59.999-12:00"):
         with pytest.raises(Invalid):
             canonical(definition, edge)
+
+
+def test_an_empty_transaction_start_or_stop_point_is_refused_and_repaired(open_model: Opener):
+    model = open_model()
+    for name in ("TxStartPoint", "TxStopPoint"):
+        assert model.set(Component("TxCtrlr"), Variable(name), " , ").status == "Rejected"
+    open_model.stores[-1].execute(
+        "UPDATE device_model_value SET value = '' WHERE variable = 'TxStopPoint'")
+    again = open_model()
+    assert again.get_list("TxCtrlr", "TxStopPoint") == ["EVConnected", "Authorized"]
+    assert [str(r.definition.variable) for r in again.repairs] == ["TxStopPoint"]
+
+
+def test_fiscal_metering_problem_is_defined_per_evse(model: DeviceModel):
+    for evse in (1, 2):
+        result = model.get(Component("FiscalMetering", evse=evse), Variable("Problem"))
+        assert (result.status, result.value) == ("Accepted", "false")

@@ -964,13 +964,9 @@ def test_a_database_holding_a_crash_loop_value_starts(rig: Rig) -> None:
     assert [p for p in rig.problems.seen if "InvalidStoredValue" not in p] == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "needs agent/model/definitions.py (not this helper's file): TxCtrlr.TxStartPoint and "
-    "TxStopPoint accept '' (an empty MemberList); with TxStartPoint '' the station charges "
-    "with no transaction at all (energy delivered, nothing billed), with TxStopPoint '' "
-    "a transaction never ends (still open after unplug). Fix: pattern=r'.*[^\\s,].*' on "
-    "both b.add(...) lines, so '' is Rejected InvalidValue and a stored '' is repaired."))
 def test_empty_tx_start_and_stop_points_are_rejected(rig: Rig) -> None:
+    """TxStartPoint '' let the station charge with no transaction at all (energy
+    delivered, nothing billed); TxStopPoint '' kept a transaction open after unplug."""
     answer = rig.run(rig.ok("SetVariables", {"setVariableData": [
         {"component": {"name": "TxCtrlr"}, "variable": {"name": name}, "attributeValue": ""}
         for name in ("TxStartPoint", "TxStopPoint")]}))

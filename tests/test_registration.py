@@ -189,3 +189,19 @@ def test_unanswered_call_times_out_and_the_line_frees(tmp_path):
                 await link.expect_call("Heartbeat")
                 assert link.handshake is not None and not link.closed.is_set()
     run(main())
+
+
+def test_a_huge_interval_from_the_csms_is_held_to_heartbeat_intervals_range(tmp_path):
+    """interval is any 32-bit integer on the wire; HeartbeatInterval takes at most a
+    week. Taken as sent, it made the Accepted boot fail (the value out of range) every
+    time: the station never registered."""
+    async def main():
+        async with Csms(passwords={STATION: PASSWORD}, heartbeat_interval=2**31 - 1) as csms:
+            async with Agent(tmp_path, csms):
+                link = await csms.wait_station(STATION)
+                await link.expect_call("StatusNotification")
+                got = await link.call("GetVariables", {"getVariableData": [{
+                    "component": {"name": "OCPPCommCtrlr"},
+                    "variable": {"name": "HeartbeatInterval"}}]})
+                assert got["getVariableResult"][0]["attributeValue"] == "604800"
+    run(main())

@@ -129,7 +129,7 @@ class Provisioning:
                 await self._clock.sleep(self._link.message_timeout())
                 continue
             self._take_time(answer["currentTime"])
-            status, interval = answer["status"], answer["interval"]
+            status, interval = answer["status"], self._bounded(answer["interval"])
             log.info("BootNotification: %s (interval %s s)", status, interval)
             if status == "Accepted":
                 self._accepted(interval)
@@ -138,6 +138,18 @@ class Provisioning:
             await self._clock.sleep(interval if interval > 0 else DEFAULT_RETRY_S)
             if self.registration == "Accepted":
                 return  # a triggered BootNotification was Accepted meanwhile
+
+    def _bounded(self, interval: int) -> int:
+        """The CSMS's interval within HeartbeatInterval's range: a CSMS may send any
+        32-bit number, the variable (and the retry wait) takes at most its maxLimit."""
+        definition = self._model.definition(Component("OCPPCommCtrlr"),
+                                            Variable("HeartbeatInterval"))
+        top = definition.characteristics.max_limit
+        if top is not None and interval > top:
+            log.warning("CSMS interval %d s is above HeartbeatInterval's maximum: using %d s",
+                        interval, int(top))
+            return int(top)
+        return interval
 
     def _accepted(self, interval: int) -> None:
         self.registration = "Accepted"
@@ -247,7 +259,7 @@ class Provisioning:
             {"reason": "Triggered", "chargingStation": self._identity.payload()},
             before_accepted=True, wait=False)
         self._take_time(answer["currentTime"])
-        status, interval = answer["status"], answer["interval"]
+        status, interval = answer["status"], self._bounded(answer["interval"])
         log.info("triggered BootNotification: %s (interval %s s)", status, interval)
         if status == "Accepted":
             if self.registration != "Accepted":

@@ -37,6 +37,8 @@ TX_POINTS = ("EVConnected", "Authorized", "PowerPathClosed", "EnergyTransfer")
 # Network connection profile slots (B09.FR.06: at least two, so the CSMS can migrate the
 # station). Slot 1 is seeded from the [csms] table of the config.
 NETWORK_SLOTS = ("1", "2")
+# A list with at least one member.
+NOT_EMPTY = r".*[^\s,].*"
 # Characters of a passwordString (Part 2 §2.1.4 primitive types).
 PASSWORD_PATTERN = r"[A-Za-z0-9*\-_=:+|@.]{16,40}"
 
@@ -135,6 +137,9 @@ def _physical(b: _Builder, station: StationSpec) -> None:
               unit="W", max_limit=evse.max_power_w)
         b.add(ev, "SupplyPhases", T.INTEGER, _ro(evse.phases, constant=True))
         b.add(ev, "Problem", T.BOOLEAN, _ro(False))
+        # The meter billing reads (appendix 3): Problem while a reading of a running
+        # transaction could not be used as read (agent/blocks/metering/register_events.py).
+        b.add(Component("FiscalMetering", evse=evse.id), "Problem", T.BOOLEAN, _ro(False))
         for connector_id in range(1, evse.connectors + 1):
             con = Component("Connector", evse=evse.id, connector=connector_id)
             b.add(con, "AvailabilityState", T.OPTION_LIST, _ro("Available"),
@@ -311,8 +316,12 @@ def _tx(b: _Builder) -> None:
     # A transaction starts when energy can flow (cable in and authorized) and ends when
     # either goes away: the OCPP 1.6 behaviour most CSMSs bill by, and no transaction
     # (and no messages) for a car merely plugged in.
-    b.add(c, "TxStartPoint", T.MEMBER_LIST, _rw("PowerPathClosed"), values=TX_POINTS)
-    b.add(c, "TxStopPoint", T.MEMBER_LIST, _rw("EVConnected,Authorized"), values=TX_POINTS)
+    # At least one point each: with none a transaction never starts (energy flows with
+    # no TransactionEvent at all) or never ends.
+    b.add(c, "TxStartPoint", T.MEMBER_LIST, _rw("PowerPathClosed"), values=TX_POINTS,
+          pattern=NOT_EMPTY)
+    b.add(c, "TxStopPoint", T.MEMBER_LIST, _rw("EVConnected,Authorized"), values=TX_POINTS,
+          pattern=NOT_EMPTY)
 
 
 # --- SampledDataCtrlr / AlignedDataCtrlr (J) ---------------------------------------------
