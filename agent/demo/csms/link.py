@@ -166,7 +166,7 @@ class StationLink:
             return None
         try:
             message_id = _message_id(json.loads(text))
-        except ValueError:
+        except (ValueError, RecursionError):   # a frame nested deeper than json can read
             message_id = None
         wait = _RawWait(message_id, asyncio.get_running_loop().create_future())
         self._raw_waits.append(wait)
@@ -202,7 +202,7 @@ class StationLink:
             raise LinkClosed(f"{self.station_id}: connection closed")
         try:
             message = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             message = None
         kind, message_id = _message_type(message), _message_id(message)
         if kind == _CALL and message_id is not None and len(message) >= 3 and isinstance(message[2], str):
@@ -261,7 +261,7 @@ class StationLink:
     async def _route(self, text: str) -> None:
         try:
             message = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             message = None
         kind, message_id = _message_type(message), _message_id(message)
         if kind in (_CALLRESULT, _CALLERROR):

@@ -205,8 +205,9 @@ def _basic_credentials(value: str | None) -> tuple[str | None, str | None]:
 
 
 def _utc_text(moment: dt.datetime) -> str:
-    moment = moment.astimezone(dt.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # isoformat, not strftime: glibc's %Y writes years below 1000 without their zeros.
+    moment = moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return moment.isoformat(timespec="milliseconds") + "Z"
 
 
 def _split_header(values: list[str]) -> list[str]:
