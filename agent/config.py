@@ -18,7 +18,6 @@ profile against URL scheme, password and certificates). Checks of single values 
 
 from __future__ import annotations
 
-import difflib
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -326,6 +325,7 @@ def _hal(table: dict) -> HalConfig:
     if driver is None:
         return HalConfig(driver=DEFAULT_HAL_DRIVER)
     if driver not in HAL_DRIVERS:
+        import difflib   # only for a config with a mistake: not in every daemon
         close = difflib.get_close_matches(driver.lower(), HAL_DRIVERS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise _Invalid("hal.driver", f"must be 'mock' or 'hardware', got {_short(driver)}{hint}")

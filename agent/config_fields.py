@@ -9,7 +9,6 @@ file name: the rules stay testable without a file and need not know where it liv
 
 from __future__ import annotations
 
-import difflib
 import math
 from urllib.parse import urlsplit
 
@@ -86,6 +85,7 @@ def _check_keys(table: dict, prefix: str, known: tuple[str, ...], home: str) -> 
 
 def _suggest(key: str, known: tuple[str, ...], prefix: str, home: str = "") -> str:
     """'; did you mean ...' from difflib, else where the key belongs, else the list."""
+    import difflib   # only for a config with a mistake: not in every daemon
     close = difflib.get_close_matches(key, known, n=1)
     if close:
         return f"; did you mean '{_join(prefix, close[0])}'?"

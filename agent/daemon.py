@@ -16,9 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Literal, cast
 
-from cryptography.hazmat.primitives import serialization
-
-from agent import __version__, transfer
+from agent import __version__
 from agent.blocks.auth_cache import AuthCache
 from agent.blocks.authorization import Authorization
 from agent.blocks.availability import Availability
@@ -51,7 +49,7 @@ from agent.ocpp.keepalive import KeepAlivePolicy, MetaMemory
 from agent.ocpp.outbox import Outbox
 from agent.ocpp.session import Router
 from agent.ocpp.transport import Endpoint, TransportError
-from agent.pki import CertificateStore
+from agent.pki.lazy import LazyCertificateStore
 from agent.service import ServiceNotifier, StationState
 from agent.station import Connector, Evse, Station
 from agent.store import Store
@@ -183,7 +181,8 @@ class Runtime:
         self.security_log = SecurityLog(store, clock, self.outbox)
         self.provisioning.on_time_set.append(lambda shift: self.security_event(
             "SettingSystemTime", f"CSMS time moved the clock by {shift:+.0f} s"))
-        self.certstore = CertificateStore(config.storage.dir / "certs")
+        # Opened (cryptography imported) only once a certificate is installed or needed.
+        self.certstore = LazyCertificateStore(config.storage.dir / "certs")
         self.trust = StationTrust(config.csms, self.certstore)
         self.certificates = Certificates(
             self.router, self.link, self.model, clock, self.certstore, config.station.id,
@@ -251,7 +250,7 @@ class Runtime:
             installer=hardware.installer, work_dir=config.storage.dir / "firmware",
             running_version=self.firmware_version, evse_ids=self.station.evses,
             evses=_FirmwareEvses(self), manufacturer_roots=self._manufacturer_roots,
-            download=transfer.download, check_url=transfer.check_url,
+            download=_transfer("download"), check_url=_transfer("check_url"),
             ssl_context=self._transfer_tls, security_event=self.security_event,
             allow_new_sessions=lambda: self.model.get_bool(
                 "ChargingStation", "AllowNewSessionsPendingFirmwareUpdate"),
@@ -261,7 +260,7 @@ class Runtime:
         self.diagnostics = Diagnostics(
             self.router, self.link, clock, store, config.station.id,
             work_dir=config.storage.dir / "diagnostics", log_dir=log_dir(config),
-            upload=transfer.upload, check_url=transfer.check_url,
+            upload=_transfer("upload"), check_url=_transfer("check_url"),
             security_log_text=self.security_log.export_text, ssl_context=self._transfer_tls)
         self.diagnostics.recover()
         trigger("LogStatusNotification", self.diagnostics.trigger_status)
@@ -329,8 +328,7 @@ class Runtime:
             self._outcome.set_result("reexec")
 
     def _manufacturer_roots(self) -> list[str]:
-        return [c.public_bytes(serialization.Encoding.PEM).decode()
-                for c in self.certstore.roots("ManufacturerRootCertificate")]
+        return self.certstore.roots_pem("ManufacturerRootCertificate")
 
     def _transfer_tls(self) -> ssl.SSLContext:
         """https downloads and uploads: the system's CAs plus the CSMS roots the station
@@ -428,6 +426,16 @@ class Runtime:
         return lambda: meter.latest if meter is not None else None
 
 
+
+
+def _transfer(name: str) -> Callable[..., Any]:
+    """agent.transfer's `name`, imported at the first call: the HTTP, FTP and TLS code
+    of firmware downloads and log uploads costs memory a station without either never
+    needs (download and upload are coroutine functions: the call returns the coroutine)."""
+    def call(*args: Any, **kwargs: Any) -> Any:
+        from agent import transfer
+        return getattr(transfer, name)(*args, **kwargs)
+    return call
 
 
 class _FirmwareEvses:

@@ -42,13 +42,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timedelta
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from agent.clock import Clock, wait_for
 from agent.model.device_model import DeviceModel
 from agent.model.types import Component, Variable
 from agent.ocpp.session import CallFailed, Payload, Reply, Router
-from agent.pki.certstore import CertificateStore
+
+if TYPE_CHECKING:   # the store itself may come lazily (agent/pki/lazy.py)
+    from agent.pki.certstore import CertificateStore
 
 log = logging.getLogger(__name__)
 

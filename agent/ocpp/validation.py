@@ -3,7 +3,7 @@
 Why: every frame from the CSMS must be validated before a handler sees it (and every
 payload we build before it is sent), without jsonschema at run time and fast enough to
 run on every message. The generated tables in agent/ocpp/v201/schema.py are compiled
-once, at import, into one small checker per type; a check walks the payload only as deep
+into one small checker per type, an action's the first time it is used; a check walks the payload only as deep
 as the schema goes, so no payload can make it recurse (opaque values such as
 DataTransfer `data` are walked with an explicit stack and a depth limit).
 
@@ -23,8 +23,7 @@ Error codes (OCPP 2.0.1 Part 4, 4.3):
 from __future__ import annotations
 
 import re
-from types import MappingProxyType
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Literal
 
 from agent.ocpp.v201 import schema
 
@@ -375,7 +374,7 @@ class _Compiler:
     def object(self, name: str) -> Check:
         check = self.objects.get(name)
         if check is None:
-            spec = schema.OBJECTS[name]
+            spec = schema.object_table(name)
             props = {n: (_fast(p), self.prop(p)) for n, p in spec["properties"].items()}
             check = self.objects[name] = _object(props, spec["required"], spec["extra"])
         return check
@@ -406,16 +405,19 @@ class _Compiler:
         raise ValueError(f"schema table: unknown kind {kind!r}")
 
 
-def _compile() -> Mapping[str, tuple[tuple[str, Check], tuple[str, Check]]]:
-    compiler = _Compiler()
-    return MappingProxyType({
-        action: ((req, compiler.object(req)), (res, compiler.object(res)))
-        for action, (req, res) in schema.ROOTS.items()
-    })
+_COMPILER = _Compiler()
+# action -> ((request type name, check), (response type name, check)), compiled the first
+# time the action is validated: a station uses half the actions, and idle only a few.
+_CHECKS: dict[str, tuple[tuple[str, Check], tuple[str, Check]]] = {}
 
 
-# action -> ((request type name, check), (response type name, check)); read-only.
-_CHECKS = _compile()
+def _checks(action: str) -> tuple[tuple[str, Check], tuple[str, Check]]:
+    """KeyError for an action OCPP 2.0.1 does not define."""
+    pair = _CHECKS.get(action)
+    if pair is None:
+        req, res = schema.ROOTS[action]
+        pair = _CHECKS[action] = ((req, _COMPILER.object(req)), (res, _COMPILER.object(res)))
+    return pair
 
 
 # --- the API ------------------------------------------------------------------------------
@@ -427,7 +429,7 @@ def validate(action: str, kind: Literal["request", "response"], payload: object)
     cannot); only a `kind` other than "request"/"response" is a ValueError (a bug).
     """
     try:
-        pair = _CHECKS[action]
+        pair = _checks(action)
     except (KeyError, TypeError):
         raise PayloadError("NotImplemented", f"unknown action {_show(action)}") from None
     if kind == "request":

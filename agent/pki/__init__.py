@@ -2,9 +2,9 @@
 
 checks.py: pure X.509 facts (parsing, validity, chains, CertificateHashData);
 files.py: private files written atomically; certstore.py: the store the daemon and the
-certificates block share. Making CAs is not the station's business: certs/dev_pki.py.
+certificates block share; lazy.py: that store opened only once it is needed (cryptography
+is heavy). Making CAs is not the station's business: certs/dev_pki.py.
+
+Nothing is imported here: importing agent.pki.files or agent.pki.lazy must not pull
+cryptography in with certstore.
 """
-
-from agent.pki.certstore import CertificateStore, Outcome
-
-__all__ = ["CertificateStore", "Outcome"]

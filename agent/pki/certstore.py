@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from agent.pki import files
+from agent.pki.lazy import ROOT_TYPES, STATION_DIR
 from agent.pki.checks import (HASH_ALGORITHMS, CertificateError, chain_problem, common_name,
                               describe, fingerprint, hash_data, is_ca, is_self_signed,
                               not_after, parse_certificates, pem_blocks, same_hash_data,
@@ -47,16 +48,13 @@ from agent.pki.checks import (HASH_ALGORITHMS, CertificateError, chain_problem, 
 
 log = logging.getLogger(__name__)
 
-# InstallCertificateUseEnumType: the roots the CSMS may install (M05).
-ROOT_TYPES = ("CSMSRootCertificate", "ManufacturerRootCertificate", "V2GRootCertificate",
-              "MORootCertificate")
 CSMS_ROOT = "CSMSRootCertificate"
 # Enough for a root rollover of every type with room to spare; a bound keeps a CSMS bug
 # from filling the flash.
 MAX_ENTRIES = 24
 KEY_TYPES = ("ec", "rsa")
 
-_STATION = "station"
+_STATION = STATION_DIR
 _PENDING_KEY = "pending.key"
 _CURRENT = "current"
 _CHAIN = "chain.pem"
@@ -263,6 +261,10 @@ class CertificateStore:
     def csms_roots_pem(self) -> str:
         """The installed CSMSRootCertificates, concatenated PEM (ssl cadata)."""
         return to_pem(self.csms_roots()).decode("ascii")
+
+    def roots_pem(self, use: str) -> list[str]:
+        """The installed roots of one type, one PEM text each."""
+        return [to_pem([cert]).decode("ascii") for cert in self.roots(use)]
 
     def _sorted_roots(self) -> list[_Root]:
         return sorted(self._roots.values(), key=lambda r: (ROOT_TYPES.index(r.use), r.path.name))

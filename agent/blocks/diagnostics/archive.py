@@ -8,11 +8,13 @@ of: the rotating agent log (agent/logfile.py) and the bounded security log.
 from __future__ import annotations
 
 import re
-import tarfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
+
+if TYPE_CHECKING:
+    import tarfile
 
 from agent.clock import format_datetime
 
@@ -63,6 +65,7 @@ def build_archive(target: Path, request: LogRequest, *, station_id: str, version
     info_path = work / INFO
     info_path.write_text(info_text(request, station_id=station_id, version=version,
                                    created=created), encoding="utf-8")
+    import tarfile   # here, not at the top: most stations never upload a log
     with tarfile.open(target, "w:gz") as tar:
         tar.add(info_path, arcname=INFO, filter=_anonymous)
         tar.add(log_path, arcname=member, filter=_anonymous)

@@ -51,8 +51,6 @@ from hal.api import FirmwareInstaller
 
 from agent.blocks.firmware import job as stages
 from agent.blocks.firmware.job import META_KEY, FirmwareJob, load
-from agent.blocks.firmware.verify import (VerificationError, check_signing_certificate,
-                                          verify_signature)
 from agent.blocks.provisioning import PENDING_BOOT_REASON
 from agent.clock import Clock, wait_for
 from agent.ocpp.session import Payload, Reply, Router
@@ -170,6 +168,8 @@ class FirmwareUpdate:
             job = FirmwareJob.from_request(request, self._running_version)
         except ValueError as exc:
             return _refused("Rejected", "InvalidValue", f"bad date-time: {exc}")
+        # verify.py needs cryptography (~8 MB resident): loaded by the first UpdateFirmware.
+        from agent.blocks.firmware.verify import VerificationError, check_signing_certificate
         try:
             check_signing_certificate(job.signing_certificate, self._manufacturer_roots(),
                                       self._clock.now())
@@ -258,6 +258,8 @@ class FirmwareUpdate:
         """Whether certificate and signature hold; if not, the update ends here with
         InvalidSignature (and InvalidFirmwareSigningCertificate's event, should the root
         have been deleted meanwhile)."""
+        from agent.blocks.firmware.verify import (VerificationError, check_signing_certificate,
+                                                  verify_signature)
         try:
             certificate = check_signing_certificate(
                 job.signing_certificate, self._manufacturer_roots(), self._clock.now())

@@ -37,14 +37,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable, get_args
+from typing import Any, Iterable
 
 from agent.clock import format_datetime
-from agent.ocpp.v201.messages import LocationEnumType, ReadingContextEnumType
+from agent.ocpp.v201.schema import ENUMS
 from hal.api import MeterReading
 
-READING_CONTEXTS: frozenset[str] = frozenset(get_args(ReadingContextEnumType))
-LOCATIONS: frozenset[str] = frozenset(get_args(LocationEnumType))
+# From the validation tables the daemon holds anyway: the typed messages module
+# (agent.ocpp.v201.messages) is for type checkers and costs 2 MB when imported.
+READING_CONTEXTS: frozenset[str] = frozenset(ENUMS["ReadingContextEnumType"])
+LOCATIONS: frozenset[str] = frozenset(ENUMS["LocationEnumType"])
 
 # Decimal places kept per unit. Energy to 1 Wh: the resolution of a MID meter's kWh
 # register with three decimals and far below any meter's accuracy class over a session;

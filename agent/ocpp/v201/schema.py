@@ -2,18 +2,22 @@
 
 Why: the daemon must check every payload against the official schemas without
 jsonschema at run time; agent/ocpp/validation.py compiles these plain tables into
-checkers once, at import. Derived from the OCPP 2.0.1 JSON schemas of the `ocpp`
-package; descriptions and defaults are left out, constraints are kept in full.
+checkers, each action's the first time it is used. Derived from the OCPP 2.0.1 JSON
+schemas of the `ocpp` package; descriptions and defaults are left out, constraints
+are kept in full.
 
-OBJECTS[name]: {"extra": additional properties allowed, "required": names,
+object_table(name): {"extra": additional properties allowed, "required": names,
 "properties": {name: prop}}; a prop is {"kind": object | enum | string | integer |
 number | boolean | array | any, ...} with "ref" (an OBJECTS or ENUMS name),
 "maxLength", "format" (only "date-time"), "minimum", "maximum", "items" (a prop),
-"minItems", "maxItems" where the schema has them.
+"minItems", "maxItems" where the schema has them. OBJECTS holds each table as JSON
+text: as Python literals the 183 tables cost ~2.5 MB of resident memory in every
+daemon, as text ~0.1 MB, and a station decodes only those of the actions it uses.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 # No definition name means different things in different schemas: every
@@ -549,1942 +553,831 @@ ENUMS: dict[str, tuple[str, ...]] = {
     "VPNEnumType": ("IKEv2", "IPSec", "L2TP", "PPTP"),
 }
 
-OBJECTS: dict[str, dict[str, Any]] = {
-    "ACChargingParametersType": {
-        "extra": False,
-        "required": ("energyAmount", "evMaxCurrent", "evMaxVoltage", "evMinCurrent"),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "energyAmount": {"kind": "integer"},
-            "evMaxCurrent": {"kind": "integer"},
-            "evMaxVoltage": {"kind": "integer"},
-            "evMinCurrent": {"kind": "integer"},
-        },
-    },
-    "APNType": {
-        "extra": False,
-        "required": ("apn", "apnAuthentication"),
-        "properties": {
-            "apn": {"kind": "string", "maxLength": 512},
-            "apnAuthentication": {"kind": "enum", "ref": "APNAuthenticationEnumType"},
-            "apnPassword": {"kind": "string", "maxLength": 20},
-            "apnUserName": {"kind": "string", "maxLength": 20},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "preferredNetwork": {"kind": "string", "maxLength": 6},
-            "simPin": {"kind": "integer"},
-            "useOnlyPreferredNetwork": {"kind": "boolean"},
-        },
-    },
-    "AdditionalInfoType": {
-        "extra": False,
-        "required": ("additionalIdToken", "type"),
-        "properties": {
-            "additionalIdToken": {"kind": "string", "maxLength": 36},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "type": {"kind": "string", "maxLength": 50},
-        },
-    },
-    "AuthorizationData": {
-        "extra": False,
-        "required": ("idToken",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "idToken": {"kind": "object", "ref": "IdTokenType"},
-            "idTokenInfo": {"kind": "object", "ref": "IdTokenInfoType"},
-        },
-    },
-    "AuthorizeRequest": {
-        "extra": False,
-        "required": ("idToken",),
-        "properties": {
-            "certificate": {"kind": "string", "maxLength": 5500},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "idToken": {"kind": "object", "ref": "IdTokenType"},
-            "iso15118CertificateHashData": {
-                "kind": "array",
-                "items": {"kind": "object", "ref": "OCSPRequestDataType"},
-                "minItems": 1,
-                "maxItems": 4,
-            },
-        },
-    },
-    "AuthorizeResponse": {
-        "extra": False,
-        "required": ("idTokenInfo",),
-        "properties": {
-            "certificateStatus": {"kind": "enum", "ref": "AuthorizeCertificateStatusEnumType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "idTokenInfo": {"kind": "object", "ref": "IdTokenInfoType"},
-        },
-    },
-    "BootNotificationRequest": {
-        "extra": False,
-        "required": ("chargingStation", "reason"),
-        "properties": {
-            "chargingStation": {"kind": "object", "ref": "ChargingStationType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "reason": {"kind": "enum", "ref": "BootReasonEnumType"},
-        },
-    },
-    "BootNotificationResponse": {
-        "extra": False,
-        "required": ("currentTime", "interval", "status"),
-        "properties": {
-            "currentTime": {"kind": "string", "format": "date-time"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "interval": {"kind": "integer"},
-            "status": {"kind": "enum", "ref": "RegistrationStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "CancelReservationRequest": {
-        "extra": False,
-        "required": ("reservationId",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "reservationId": {"kind": "integer"},
-        },
-    },
-    "CancelReservationResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "CancelReservationStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "CertificateHashDataChainType": {
-        "extra": False,
-        "required": ("certificateHashData", "certificateType"),
-        "properties": {
-            "certificateHashData": {"kind": "object", "ref": "CertificateHashDataType"},
-            "certificateType": {"kind": "enum", "ref": "GetCertificateIdUseEnumType"},
-            "childCertificateHashData": {
-                "kind": "array",
-                "items": {"kind": "object", "ref": "CertificateHashDataType"},
-                "minItems": 1,
-                "maxItems": 4,
-            },
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-        },
-    },
-    "CertificateHashDataType": {
-        "extra": False,
-        "required": ("hashAlgorithm", "issuerKeyHash", "issuerNameHash", "serialNumber"),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "hashAlgorithm": {"kind": "enum", "ref": "HashAlgorithmEnumType"},
-            "issuerKeyHash": {"kind": "string", "maxLength": 128},
-            "issuerNameHash": {"kind": "string", "maxLength": 128},
-            "serialNumber": {"kind": "string", "maxLength": 40},
-        },
-    },
-    "CertificateSignedRequest": {
-        "extra": False,
-        "required": ("certificateChain",),
-        "properties": {
-            "certificateChain": {"kind": "string", "maxLength": 10000},
-            "certificateType": {"kind": "enum", "ref": "CertificateSigningUseEnumType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-        },
-    },
-    "CertificateSignedResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "CertificateSignedStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "ChangeAvailabilityRequest": {
-        "extra": False,
-        "required": ("operationalStatus",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "evse": {"kind": "object", "ref": "EVSEType"},
-            "operationalStatus": {"kind": "enum", "ref": "OperationalStatusEnumType"},
-        },
-    },
-    "ChangeAvailabilityResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "ChangeAvailabilityStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "ChargingLimitType": {
-        "extra": False,
-        "required": ("chargingLimitSource",),
-        "properties": {
-            "chargingLimitSource": {"kind": "enum", "ref": "ChargingLimitSourceEnumType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "isGridCritical": {"kind": "boolean"},
-        },
-    },
-    "ChargingNeedsType": {
-        "extra": False,
-        "required": ("requestedEnergyTransfer",),
-        "properties": {
-            "acChargingParameters": {"kind": "object", "ref": "ACChargingParametersType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "dcChargingParameters": {"kind": "object", "ref": "DCChargingParametersType"},
-            "departureTime": {"kind": "string", "format": "date-time"},
-            "requestedEnergyTransfer": {"kind": "enum", "ref": "EnergyTransferModeEnumType"},
-        },
-    },
-    "ChargingProfileCriterionType": {
-        "extra": False,
-        "required": (),
-        "properties": {
-            "chargingLimitSource": {
-                "kind": "array",
-                "items": {"kind": "enum", "ref": "ChargingLimitSourceEnumType"},
-                "minItems": 1,
-                "maxItems": 4,
-            },
-            "chargingProfileId": {"kind": "array", "items": {"kind": "integer"}, "minItems": 1},
-            "chargingProfilePurpose": {"kind": "enum", "ref": "ChargingProfilePurposeEnumType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "stackLevel": {"kind": "integer"},
-        },
-    },
-    "ChargingProfileType": {
-        "extra": False,
-        "required": (
-            "chargingProfileKind",
-            "chargingProfilePurpose",
-            "chargingSchedule",
-            "id",
-            "stackLevel",
-        ),
-        "properties": {
-            "chargingProfileKind": {"kind": "enum", "ref": "ChargingProfileKindEnumType"},
-            "chargingProfilePurpose": {"kind": "enum", "ref": "ChargingProfilePurposeEnumType"},
-            "chargingSchedule": {
-                "kind": "array",
-                "items": {"kind": "object", "ref": "ChargingScheduleType"},
-                "minItems": 1,
-                "maxItems": 3,
-            },
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "id": {"kind": "integer"},
-            "recurrencyKind": {"kind": "enum", "ref": "RecurrencyKindEnumType"},
-            "stackLevel": {"kind": "integer"},
-            "transactionId": {"kind": "string", "maxLength": 36},
-            "validFrom": {"kind": "string", "format": "date-time"},
-            "validTo": {"kind": "string", "format": "date-time"},
-        },
-    },
-    "ChargingSchedulePeriodType": {
-        "extra": False,
-        "required": ("limit", "startPeriod"),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "limit": {"kind": "number"},
-            "numberPhases": {"kind": "integer"},
-            "phaseToUse": {"kind": "integer"},
-            "startPeriod": {"kind": "integer"},
-        },
-    },
-    "ChargingScheduleType": {
-        "extra": False,
-        "required": ("chargingRateUnit", "chargingSchedulePeriod", "id"),
-        "properties": {
-            "chargingRateUnit": {"kind": "enum", "ref": "ChargingRateUnitEnumType"},
-            "chargingSchedulePeriod": {
-                "kind": "array",
-                "items": {"kind": "object", "ref": "ChargingSchedulePeriodType"},
-                "minItems": 1,
-                "maxItems": 1024,
-            },
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "duration": {"kind": "integer"},
-            "id": {"kind": "integer"},
-            "minChargingRate": {"kind": "number"},
-            "salesTariff": {"kind": "object", "ref": "SalesTariffType"},
-            "startSchedule": {"kind": "string", "format": "date-time"},
-        },
-    },
-    "ChargingStationType": {
-        "extra": False,
-        "required": ("model", "vendorName"),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "firmwareVersion": {"kind": "string", "maxLength": 50},
-            "model": {"kind": "string", "maxLength": 20},
-            "modem": {"kind": "object", "ref": "ModemType"},
-            "serialNumber": {"kind": "string", "maxLength": 25},
-            "vendorName": {"kind": "string", "maxLength": 50},
-        },
-    },
-    "ClearCacheRequest": {
-        "extra": False,
-        "required": (),
-        "properties": {"customData": {"kind": "object", "ref": "CustomDataType"}},
-    },
-    "ClearCacheResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "ClearCacheStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "ClearChargingProfileRequest": {
-        "extra": False,
-        "required": (),
-        "properties": {
-            "chargingProfileCriteria": {"kind": "object", "ref": "ClearChargingProfileType"},
-            "chargingProfileId": {"kind": "integer"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-        },
-    },
-    "ClearChargingProfileResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "ClearChargingProfileStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "ClearChargingProfileType": {
-        "extra": False,
-        "required": (),
-        "properties": {
-            "chargingProfilePurpose": {"kind": "enum", "ref": "ChargingProfilePurposeEnumType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "evseId": {"kind": "integer"},
-            "stackLevel": {"kind": "integer"},
-        },
-    },
-    "ClearDisplayMessageRequest": {
-        "extra": False,
-        "required": ("id",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "id": {"kind": "integer"},
-        },
-    },
-    "ClearDisplayMessageResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "ClearMessageStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "ClearMonitoringResultType": {
-        "extra": False,
-        "required": ("id", "status"),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "id": {"kind": "integer"},
-            "status": {"kind": "enum", "ref": "ClearMonitoringStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "ClearVariableMonitoringRequest": {
-        "extra": False,
-        "required": ("id",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "id": {"kind": "array", "items": {"kind": "integer"}, "minItems": 1},
-        },
-    },
-    "ClearVariableMonitoringResponse": {
-        "extra": False,
-        "required": ("clearMonitoringResult",),
-        "properties": {
-            "clearMonitoringResult": {
-                "kind": "array",
-                "items": {"kind": "object", "ref": "ClearMonitoringResultType"},
-                "minItems": 1,
-            },
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-        },
-    },
-    "ClearedChargingLimitRequest": {
-        "extra": False,
-        "required": ("chargingLimitSource",),
-        "properties": {
-            "chargingLimitSource": {"kind": "enum", "ref": "ChargingLimitSourceEnumType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "evseId": {"kind": "integer"},
-        },
-    },
-    "ClearedChargingLimitResponse": {
-        "extra": False,
-        "required": (),
-        "properties": {"customData": {"kind": "object", "ref": "CustomDataType"}},
-    },
-    "ComponentType": {
-        "extra": False,
-        "required": ("name",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "evse": {"kind": "object", "ref": "EVSEType"},
-            "instance": {"kind": "string", "maxLength": 50},
-            "name": {"kind": "string", "maxLength": 50},
-        },
-    },
-    "ComponentVariableType": {
-        "extra": False,
-        "required": ("component",),
-        "properties": {
-            "component": {"kind": "object", "ref": "ComponentType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "variable": {"kind": "object", "ref": "VariableType"},
-        },
-    },
-    "CompositeScheduleType": {
-        "extra": False,
-        "required": (
-            "chargingRateUnit",
-            "chargingSchedulePeriod",
-            "duration",
-            "evseId",
-            "scheduleStart",
-        ),
-        "properties": {
-            "chargingRateUnit": {"kind": "enum", "ref": "ChargingRateUnitEnumType"},
-            "chargingSchedulePeriod": {
-                "kind": "array",
-                "items": {"kind": "object", "ref": "ChargingSchedulePeriodType"},
-                "minItems": 1,
-            },
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "duration": {"kind": "integer"},
-            "evseId": {"kind": "integer"},
-            "scheduleStart": {"kind": "string", "format": "date-time"},
-        },
-    },
-    "ConsumptionCostType": {
-        "extra": False,
-        "required": ("cost", "startValue"),
-        "properties": {
-            "cost": {
-                "kind": "array",
-                "items": {"kind": "object", "ref": "CostType"},
-                "minItems": 1,
-                "maxItems": 3,
-            },
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "startValue": {"kind": "number"},
-        },
-    },
-    "CostType": {
-        "extra": False,
-        "required": ("amount", "costKind"),
-        "properties": {
-            "amount": {"kind": "integer"},
-            "amountMultiplier": {"kind": "integer"},
-            "costKind": {"kind": "enum", "ref": "CostKindEnumType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-        },
-    },
-    "CostUpdatedRequest": {
-        "extra": False,
-        "required": ("totalCost", "transactionId"),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "totalCost": {"kind": "number"},
-            "transactionId": {"kind": "string", "maxLength": 36},
-        },
-    },
-    "CostUpdatedResponse": {
-        "extra": False,
-        "required": (),
-        "properties": {"customData": {"kind": "object", "ref": "CustomDataType"}},
-    },
-    "CustomDataType": {
-        "extra": True,
-        "required": ("vendorId",),
-        "properties": {"vendorId": {"kind": "string", "maxLength": 255}},
-    },
-    "CustomerInformationRequest": {
-        "extra": False,
-        "required": ("clear", "report", "requestId"),
-        "properties": {
-            "clear": {"kind": "boolean"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "customerCertificate": {"kind": "object", "ref": "CertificateHashDataType"},
-            "customerIdentifier": {"kind": "string", "maxLength": 64},
-            "idToken": {"kind": "object", "ref": "IdTokenType"},
-            "report": {"kind": "boolean"},
-            "requestId": {"kind": "integer"},
-        },
-    },
-    "CustomerInformationResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "CustomerInformationStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "DCChargingParametersType": {
-        "extra": False,
-        "required": ("evMaxCurrent", "evMaxVoltage"),
-        "properties": {
-            "bulkSoC": {"kind": "integer", "minimum": 0.0, "maximum": 100.0},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "energyAmount": {"kind": "integer"},
-            "evEnergyCapacity": {"kind": "integer"},
-            "evMaxCurrent": {"kind": "integer"},
-            "evMaxPower": {"kind": "integer"},
-            "evMaxVoltage": {"kind": "integer"},
-            "fullSoC": {"kind": "integer", "minimum": 0.0, "maximum": 100.0},
-            "stateOfCharge": {"kind": "integer", "minimum": 0.0, "maximum": 100.0},
-        },
-    },
-    "DataTransferRequest": {
-        "extra": False,
-        "required": ("vendorId",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "data": {"kind": "any"},
-            "messageId": {"kind": "string", "maxLength": 50},
-            "vendorId": {"kind": "string", "maxLength": 255},
-        },
-    },
-    "DataTransferResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "data": {"kind": "any"},
-            "status": {"kind": "enum", "ref": "DataTransferStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "DeleteCertificateRequest": {
-        "extra": False,
-        "required": ("certificateHashData",),
-        "properties": {
-            "certificateHashData": {"kind": "object", "ref": "CertificateHashDataType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-        },
-    },
-    "DeleteCertificateResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "DeleteCertificateStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "EVSEType": {
-        "extra": False,
-        "required": ("id",),
-        "properties": {
-            "connectorId": {"kind": "integer"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "id": {"kind": "integer"},
-        },
-    },
-    "EventDataType": {
-        "extra": False,
-        "required": (
-            "actualValue",
-            "component",
-            "eventId",
-            "eventNotificationType",
-            "timestamp",
-            "trigger",
-            "variable",
-        ),
-        "properties": {
-            "actualValue": {"kind": "string", "maxLength": 2500},
-            "cause": {"kind": "integer"},
-            "cleared": {"kind": "boolean"},
-            "component": {"kind": "object", "ref": "ComponentType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "eventId": {"kind": "integer"},
-            "eventNotificationType": {"kind": "enum", "ref": "EventNotificationEnumType"},
-            "techCode": {"kind": "string", "maxLength": 50},
-            "techInfo": {"kind": "string", "maxLength": 500},
-            "timestamp": {"kind": "string", "format": "date-time"},
-            "transactionId": {"kind": "string", "maxLength": 36},
-            "trigger": {"kind": "enum", "ref": "EventTriggerEnumType"},
-            "variable": {"kind": "object", "ref": "VariableType"},
-            "variableMonitoringId": {"kind": "integer"},
-        },
-    },
-    "FirmwareStatusNotificationRequest": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "requestId": {"kind": "integer"},
-            "status": {"kind": "enum", "ref": "FirmwareStatusEnumType"},
-        },
-    },
-    "FirmwareStatusNotificationResponse": {
-        "extra": False,
-        "required": (),
-        "properties": {"customData": {"kind": "object", "ref": "CustomDataType"}},
-    },
-    "FirmwareType": {
-        "extra": False,
-        "required": ("location", "retrieveDateTime"),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "installDateTime": {"kind": "string", "format": "date-time"},
-            "location": {"kind": "string", "maxLength": 512},
-            "retrieveDateTime": {"kind": "string", "format": "date-time"},
-            "signature": {"kind": "string", "maxLength": 800},
-            "signingCertificate": {"kind": "string", "maxLength": 5500},
-        },
-    },
-    "Get15118EVCertificateRequest": {
-        "extra": False,
-        "required": ("action", "exiRequest", "iso15118SchemaVersion"),
-        "properties": {
-            "action": {"kind": "enum", "ref": "CertificateActionEnumType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "exiRequest": {"kind": "string", "maxLength": 5600},
-            "iso15118SchemaVersion": {"kind": "string", "maxLength": 50},
-        },
-    },
-    "Get15118EVCertificateResponse": {
-        "extra": False,
-        "required": ("exiResponse", "status"),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "exiResponse": {"kind": "string", "maxLength": 7500},
-            "status": {"kind": "enum", "ref": "Iso15118EVCertificateStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "GetBaseReportRequest": {
-        "extra": False,
-        "required": ("reportBase", "requestId"),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "reportBase": {"kind": "enum", "ref": "ReportBaseEnumType"},
-            "requestId": {"kind": "integer"},
-        },
-    },
-    "GetBaseReportResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "GenericDeviceModelStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "GetCertificateStatusRequest": {
-        "extra": False,
-        "required": ("ocspRequestData",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "ocspRequestData": {"kind": "object", "ref": "OCSPRequestDataType"},
-        },
-    },
-    "GetCertificateStatusResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "ocspResult": {"kind": "string", "maxLength": 5500},
-            "status": {"kind": "enum", "ref": "GetCertificateStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "GetChargingProfilesRequest": {
-        "extra": False,
-        "required": ("chargingProfile", "requestId"),
-        "properties": {
-            "chargingProfile": {"kind": "object", "ref": "ChargingProfileCriterionType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "evseId": {"kind": "integer"},
-            "requestId": {"kind": "integer"},
-        },
-    },
-    "GetChargingProfilesResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "GetChargingProfileStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "GetCompositeScheduleRequest": {
-        "extra": False,
-        "required": ("duration", "evseId"),
-        "properties": {
-            "chargingRateUnit": {"kind": "enum", "ref": "ChargingRateUnitEnumType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "duration": {"kind": "integer"},
-            "evseId": {"kind": "integer"},
-        },
-    },
-    "GetCompositeScheduleResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "schedule": {"kind": "object", "ref": "CompositeScheduleType"},
-            "status": {"kind": "enum", "ref": "GenericStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "GetDisplayMessagesRequest": {
-        "extra": False,
-        "required": ("requestId",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "id": {"kind": "array", "items": {"kind": "integer"}, "minItems": 1},
-            "priority": {"kind": "enum", "ref": "MessagePriorityEnumType"},
-            "requestId": {"kind": "integer"},
-            "state": {"kind": "enum", "ref": "MessageStateEnumType"},
-        },
-    },
-    "GetDisplayMessagesResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "GetDisplayMessagesStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "GetInstalledCertificateIdsRequest": {
-        "extra": False,
-        "required": (),
-        "properties": {
-            "certificateType": {
-                "kind": "array",
-                "items": {"kind": "enum", "ref": "GetCertificateIdUseEnumType"},
-                "minItems": 1,
-            },
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-        },
-    },
-    "GetInstalledCertificateIdsResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "certificateHashDataChain": {
-                "kind": "array",
-                "items": {"kind": "object", "ref": "CertificateHashDataChainType"},
-                "minItems": 1,
-            },
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "GetInstalledCertificateStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "GetLocalListVersionRequest": {
-        "extra": False,
-        "required": (),
-        "properties": {"customData": {"kind": "object", "ref": "CustomDataType"}},
-    },
-    "GetLocalListVersionResponse": {
-        "extra": False,
-        "required": ("versionNumber",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "versionNumber": {"kind": "integer"},
-        },
-    },
-    "GetLogRequest": {
-        "extra": False,
-        "required": ("log", "logType", "requestId"),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "log": {"kind": "object", "ref": "LogParametersType"},
-            "logType": {"kind": "enum", "ref": "LogEnumType"},
-            "requestId": {"kind": "integer"},
-            "retries": {"kind": "integer"},
-            "retryInterval": {"kind": "integer"},
-        },
-    },
-    "GetLogResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "filename": {"kind": "string", "maxLength": 255},
-            "status": {"kind": "enum", "ref": "LogStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "GetMonitoringReportRequest": {
-        "extra": False,
-        "required": ("requestId",),
-        "properties": {
-            "componentVariable": {
-                "kind": "array",
-                "items": {"kind": "object", "ref": "ComponentVariableType"},
-                "minItems": 1,
-            },
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "monitoringCriteria": {
-                "kind": "array",
-                "items": {"kind": "enum", "ref": "MonitoringCriterionEnumType"},
-                "minItems": 1,
-                "maxItems": 3,
-            },
-            "requestId": {"kind": "integer"},
-        },
-    },
-    "GetMonitoringReportResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "GenericDeviceModelStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "GetReportRequest": {
-        "extra": False,
-        "required": ("requestId",),
-        "properties": {
-            "componentCriteria": {
-                "kind": "array",
-                "items": {"kind": "enum", "ref": "ComponentCriterionEnumType"},
-                "minItems": 1,
-                "maxItems": 4,
-            },
-            "componentVariable": {
-                "kind": "array",
-                "items": {"kind": "object", "ref": "ComponentVariableType"},
-                "minItems": 1,
-            },
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "requestId": {"kind": "integer"},
-        },
-    },
-    "GetReportResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "GenericDeviceModelStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "GetTransactionStatusRequest": {
-        "extra": False,
-        "required": (),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "transactionId": {"kind": "string", "maxLength": 36},
-        },
-    },
-    "GetTransactionStatusResponse": {
-        "extra": False,
-        "required": ("messagesInQueue",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "messagesInQueue": {"kind": "boolean"},
-            "ongoingIndicator": {"kind": "boolean"},
-        },
-    },
-    "GetVariableDataType": {
-        "extra": False,
-        "required": ("component", "variable"),
-        "properties": {
-            "attributeType": {"kind": "enum", "ref": "AttributeEnumType"},
-            "component": {"kind": "object", "ref": "ComponentType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "variable": {"kind": "object", "ref": "VariableType"},
-        },
-    },
-    "GetVariableResultType": {
-        "extra": False,
-        "required": ("attributeStatus", "component", "variable"),
-        "properties": {
-            "attributeStatus": {"kind": "enum", "ref": "GetVariableStatusEnumType"},
-            "attributeStatusInfo": {"kind": "object", "ref": "StatusInfoType"},
-            "attributeType": {"kind": "enum", "ref": "AttributeEnumType"},
-            "attributeValue": {"kind": "string", "maxLength": 2500},
-            "component": {"kind": "object", "ref": "ComponentType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "variable": {"kind": "object", "ref": "VariableType"},
-        },
-    },
-    "GetVariablesRequest": {
-        "extra": False,
-        "required": ("getVariableData",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "getVariableData": {
-                "kind": "array",
-                "items": {"kind": "object", "ref": "GetVariableDataType"},
-                "minItems": 1,
-            },
-        },
-    },
-    "GetVariablesResponse": {
-        "extra": False,
-        "required": ("getVariableResult",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "getVariableResult": {
-                "kind": "array",
-                "items": {"kind": "object", "ref": "GetVariableResultType"},
-                "minItems": 1,
-            },
-        },
-    },
-    "HeartbeatRequest": {
-        "extra": False,
-        "required": (),
-        "properties": {"customData": {"kind": "object", "ref": "CustomDataType"}},
-    },
-    "HeartbeatResponse": {
-        "extra": False,
-        "required": ("currentTime",),
-        "properties": {
-            "currentTime": {"kind": "string", "format": "date-time"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-        },
-    },
-    "IdTokenInfoType": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "cacheExpiryDateTime": {"kind": "string", "format": "date-time"},
-            "chargingPriority": {"kind": "integer"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "evseId": {"kind": "array", "items": {"kind": "integer"}, "minItems": 1},
-            "groupIdToken": {"kind": "object", "ref": "IdTokenType"},
-            "language1": {"kind": "string", "maxLength": 8},
-            "language2": {"kind": "string", "maxLength": 8},
-            "personalMessage": {"kind": "object", "ref": "MessageContentType"},
-            "status": {"kind": "enum", "ref": "AuthorizationStatusEnumType"},
-        },
-    },
-    "IdTokenType": {
-        "extra": False,
-        "required": ("idToken", "type"),
-        "properties": {
-            "additionalInfo": {
-                "kind": "array",
-                "items": {"kind": "object", "ref": "AdditionalInfoType"},
-                "minItems": 1,
-            },
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "idToken": {"kind": "string", "maxLength": 36},
-            "type": {"kind": "enum", "ref": "IdTokenEnumType"},
-        },
-    },
-    "InstallCertificateRequest": {
-        "extra": False,
-        "required": ("certificate", "certificateType"),
-        "properties": {
-            "certificate": {"kind": "string", "maxLength": 5500},
-            "certificateType": {"kind": "enum", "ref": "InstallCertificateUseEnumType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-        },
-    },
-    "InstallCertificateResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "InstallCertificateStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "LogParametersType": {
-        "extra": False,
-        "required": ("remoteLocation",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "latestTimestamp": {"kind": "string", "format": "date-time"},
-            "oldestTimestamp": {"kind": "string", "format": "date-time"},
-            "remoteLocation": {"kind": "string", "maxLength": 512},
-        },
-    },
-    "LogStatusNotificationRequest": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "requestId": {"kind": "integer"},
-            "status": {"kind": "enum", "ref": "UploadLogStatusEnumType"},
-        },
-    },
-    "LogStatusNotificationResponse": {
-        "extra": False,
-        "required": (),
-        "properties": {"customData": {"kind": "object", "ref": "CustomDataType"}},
-    },
-    "MessageContentType": {
-        "extra": False,
-        "required": ("content", "format"),
-        "properties": {
-            "content": {"kind": "string", "maxLength": 512},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "format": {"kind": "enum", "ref": "MessageFormatEnumType"},
-            "language": {"kind": "string", "maxLength": 8},
-        },
-    },
-    "MessageInfoType": {
-        "extra": False,
-        "required": ("id", "message", "priority"),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "display": {"kind": "object", "ref": "ComponentType"},
-            "endDateTime": {"kind": "string", "format": "date-time"},
-            "id": {"kind": "integer"},
-            "message": {"kind": "object", "ref": "MessageContentType"},
-            "priority": {"kind": "enum", "ref": "MessagePriorityEnumType"},
-            "startDateTime": {"kind": "string", "format": "date-time"},
-            "state": {"kind": "enum", "ref": "MessageStateEnumType"},
-            "transactionId": {"kind": "string", "maxLength": 36},
-        },
-    },
-    "MeterValueType": {
-        "extra": False,
-        "required": ("sampledValue", "timestamp"),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "sampledValue": {
-                "kind": "array",
-                "items": {"kind": "object", "ref": "SampledValueType"},
-                "minItems": 1,
-            },
-            "timestamp": {"kind": "string", "format": "date-time"},
-        },
-    },
-    "MeterValuesRequest": {
-        "extra": False,
-        "required": ("evseId", "meterValue"),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "evseId": {"kind": "integer"},
-            "meterValue": {
-                "kind": "array",
-                "items": {"kind": "object", "ref": "MeterValueType"},
-                "minItems": 1,
-            },
-        },
-    },
-    "MeterValuesResponse": {
-        "extra": False,
-        "required": (),
-        "properties": {"customData": {"kind": "object", "ref": "CustomDataType"}},
-    },
-    "ModemType": {
-        "extra": False,
-        "required": (),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "iccid": {"kind": "string", "maxLength": 20},
-            "imsi": {"kind": "string", "maxLength": 20},
-        },
-    },
-    "MonitoringDataType": {
-        "extra": False,
-        "required": ("component", "variable", "variableMonitoring"),
-        "properties": {
-            "component": {"kind": "object", "ref": "ComponentType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "variable": {"kind": "object", "ref": "VariableType"},
-            "variableMonitoring": {
-                "kind": "array",
-                "items": {"kind": "object", "ref": "VariableMonitoringType"},
-                "minItems": 1,
-            },
-        },
-    },
-    "NetworkConnectionProfileType": {
-        "extra": False,
-        "required": (
-            "messageTimeout",
-            "ocppCsmsUrl",
-            "ocppInterface",
-            "ocppTransport",
-            "ocppVersion",
-            "securityProfile",
-        ),
-        "properties": {
-            "apn": {"kind": "object", "ref": "APNType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "messageTimeout": {"kind": "integer"},
-            "ocppCsmsUrl": {"kind": "string", "maxLength": 512},
-            "ocppInterface": {"kind": "enum", "ref": "OCPPInterfaceEnumType"},
-            "ocppTransport": {"kind": "enum", "ref": "OCPPTransportEnumType"},
-            "ocppVersion": {"kind": "enum", "ref": "OCPPVersionEnumType"},
-            "securityProfile": {"kind": "integer"},
-            "vpn": {"kind": "object", "ref": "VPNType"},
-        },
-    },
-    "NotifyChargingLimitRequest": {
-        "extra": False,
-        "required": ("chargingLimit",),
-        "properties": {
-            "chargingLimit": {"kind": "object", "ref": "ChargingLimitType"},
-            "chargingSchedule": {
-                "kind": "array",
-                "items": {"kind": "object", "ref": "ChargingScheduleType"},
-                "minItems": 1,
-            },
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "evseId": {"kind": "integer"},
-        },
-    },
-    "NotifyChargingLimitResponse": {
-        "extra": False,
-        "required": (),
-        "properties": {"customData": {"kind": "object", "ref": "CustomDataType"}},
-    },
-    "NotifyCustomerInformationRequest": {
-        "extra": False,
-        "required": ("data", "generatedAt", "requestId", "seqNo"),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "data": {"kind": "string", "maxLength": 512},
-            "generatedAt": {"kind": "string", "format": "date-time"},
-            "requestId": {"kind": "integer"},
-            "seqNo": {"kind": "integer"},
-            "tbc": {"kind": "boolean"},
-        },
-    },
-    "NotifyCustomerInformationResponse": {
-        "extra": False,
-        "required": (),
-        "properties": {"customData": {"kind": "object", "ref": "CustomDataType"}},
-    },
-    "NotifyDisplayMessagesRequest": {
-        "extra": False,
-        "required": ("requestId",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "messageInfo": {
-                "kind": "array",
-                "items": {"kind": "object", "ref": "MessageInfoType"},
-                "minItems": 1,
-            },
-            "requestId": {"kind": "integer"},
-            "tbc": {"kind": "boolean"},
-        },
-    },
-    "NotifyDisplayMessagesResponse": {
-        "extra": False,
-        "required": (),
-        "properties": {"customData": {"kind": "object", "ref": "CustomDataType"}},
-    },
-    "NotifyEVChargingNeedsRequest": {
-        "extra": False,
-        "required": ("chargingNeeds", "evseId"),
-        "properties": {
-            "chargingNeeds": {"kind": "object", "ref": "ChargingNeedsType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "evseId": {"kind": "integer"},
-            "maxScheduleTuples": {"kind": "integer"},
-        },
-    },
-    "NotifyEVChargingNeedsResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "NotifyEVChargingNeedsStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "NotifyEVChargingScheduleRequest": {
-        "extra": False,
-        "required": ("chargingSchedule", "evseId", "timeBase"),
-        "properties": {
-            "chargingSchedule": {"kind": "object", "ref": "ChargingScheduleType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "evseId": {"kind": "integer"},
-            "timeBase": {"kind": "string", "format": "date-time"},
-        },
-    },
-    "NotifyEVChargingScheduleResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "GenericStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "NotifyEventRequest": {
-        "extra": False,
-        "required": ("eventData", "generatedAt", "seqNo"),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "eventData": {
-                "kind": "array",
-                "items": {"kind": "object", "ref": "EventDataType"},
-                "minItems": 1,
-            },
-            "generatedAt": {"kind": "string", "format": "date-time"},
-            "seqNo": {"kind": "integer"},
-            "tbc": {"kind": "boolean"},
-        },
-    },
-    "NotifyEventResponse": {
-        "extra": False,
-        "required": (),
-        "properties": {"customData": {"kind": "object", "ref": "CustomDataType"}},
-    },
-    "NotifyMonitoringReportRequest": {
-        "extra": False,
-        "required": ("generatedAt", "requestId", "seqNo"),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "generatedAt": {"kind": "string", "format": "date-time"},
-            "monitor": {
-                "kind": "array",
-                "items": {"kind": "object", "ref": "MonitoringDataType"},
-                "minItems": 1,
-            },
-            "requestId": {"kind": "integer"},
-            "seqNo": {"kind": "integer"},
-            "tbc": {"kind": "boolean"},
-        },
-    },
-    "NotifyMonitoringReportResponse": {
-        "extra": False,
-        "required": (),
-        "properties": {"customData": {"kind": "object", "ref": "CustomDataType"}},
-    },
-    "NotifyReportRequest": {
-        "extra": False,
-        "required": ("generatedAt", "requestId", "seqNo"),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "generatedAt": {"kind": "string", "format": "date-time"},
-            "reportData": {
-                "kind": "array",
-                "items": {"kind": "object", "ref": "ReportDataType"},
-                "minItems": 1,
-            },
-            "requestId": {"kind": "integer"},
-            "seqNo": {"kind": "integer"},
-            "tbc": {"kind": "boolean"},
-        },
-    },
-    "NotifyReportResponse": {
-        "extra": False,
-        "required": (),
-        "properties": {"customData": {"kind": "object", "ref": "CustomDataType"}},
-    },
-    "OCSPRequestDataType": {
-        "extra": False,
-        "required": (
-            "hashAlgorithm",
-            "issuerKeyHash",
-            "issuerNameHash",
-            "responderURL",
-            "serialNumber",
-        ),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "hashAlgorithm": {"kind": "enum", "ref": "HashAlgorithmEnumType"},
-            "issuerKeyHash": {"kind": "string", "maxLength": 128},
-            "issuerNameHash": {"kind": "string", "maxLength": 128},
-            "responderURL": {"kind": "string", "maxLength": 512},
-            "serialNumber": {"kind": "string", "maxLength": 40},
-        },
-    },
-    "PublishFirmwareRequest": {
-        "extra": False,
-        "required": ("checksum", "location", "requestId"),
-        "properties": {
-            "checksum": {"kind": "string", "maxLength": 32},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "location": {"kind": "string", "maxLength": 512},
-            "requestId": {"kind": "integer"},
-            "retries": {"kind": "integer"},
-            "retryInterval": {"kind": "integer"},
-        },
-    },
-    "PublishFirmwareResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "GenericStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "PublishFirmwareStatusNotificationRequest": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "location": {
-                "kind": "array",
-                "items": {"kind": "string", "maxLength": 512},
-                "minItems": 1,
-            },
-            "requestId": {"kind": "integer"},
-            "status": {"kind": "enum", "ref": "PublishFirmwareStatusEnumType"},
-        },
-    },
-    "PublishFirmwareStatusNotificationResponse": {
-        "extra": False,
-        "required": (),
-        "properties": {"customData": {"kind": "object", "ref": "CustomDataType"}},
-    },
-    "RelativeTimeIntervalType": {
-        "extra": False,
-        "required": ("start",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "duration": {"kind": "integer"},
-            "start": {"kind": "integer"},
-        },
-    },
-    "ReportChargingProfilesRequest": {
-        "extra": False,
-        "required": ("chargingLimitSource", "chargingProfile", "evseId", "requestId"),
-        "properties": {
-            "chargingLimitSource": {"kind": "enum", "ref": "ChargingLimitSourceEnumType"},
-            "chargingProfile": {
-                "kind": "array",
-                "items": {"kind": "object", "ref": "ChargingProfileType"},
-                "minItems": 1,
-            },
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "evseId": {"kind": "integer"},
-            "requestId": {"kind": "integer"},
-            "tbc": {"kind": "boolean"},
-        },
-    },
-    "ReportChargingProfilesResponse": {
-        "extra": False,
-        "required": (),
-        "properties": {"customData": {"kind": "object", "ref": "CustomDataType"}},
-    },
-    "ReportDataType": {
-        "extra": False,
-        "required": ("component", "variable", "variableAttribute"),
-        "properties": {
-            "component": {"kind": "object", "ref": "ComponentType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "variable": {"kind": "object", "ref": "VariableType"},
-            "variableAttribute": {
-                "kind": "array",
-                "items": {"kind": "object", "ref": "VariableAttributeType"},
-                "minItems": 1,
-                "maxItems": 4,
-            },
-            "variableCharacteristics": {"kind": "object", "ref": "VariableCharacteristicsType"},
-        },
-    },
-    "RequestStartTransactionRequest": {
-        "extra": False,
-        "required": ("idToken", "remoteStartId"),
-        "properties": {
-            "chargingProfile": {"kind": "object", "ref": "ChargingProfileType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "evseId": {"kind": "integer"},
-            "groupIdToken": {"kind": "object", "ref": "IdTokenType"},
-            "idToken": {"kind": "object", "ref": "IdTokenType"},
-            "remoteStartId": {"kind": "integer"},
-        },
-    },
-    "RequestStartTransactionResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "RequestStartStopStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-            "transactionId": {"kind": "string", "maxLength": 36},
-        },
-    },
-    "RequestStopTransactionRequest": {
-        "extra": False,
-        "required": ("transactionId",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "transactionId": {"kind": "string", "maxLength": 36},
-        },
-    },
-    "RequestStopTransactionResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "RequestStartStopStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "ReservationStatusUpdateRequest": {
-        "extra": False,
-        "required": ("reservationId", "reservationUpdateStatus"),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "reservationId": {"kind": "integer"},
-            "reservationUpdateStatus": {"kind": "enum", "ref": "ReservationUpdateStatusEnumType"},
-        },
-    },
-    "ReservationStatusUpdateResponse": {
-        "extra": False,
-        "required": (),
-        "properties": {"customData": {"kind": "object", "ref": "CustomDataType"}},
-    },
-    "ReserveNowRequest": {
-        "extra": False,
-        "required": ("expiryDateTime", "id", "idToken"),
-        "properties": {
-            "connectorType": {"kind": "enum", "ref": "ConnectorEnumType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "evseId": {"kind": "integer"},
-            "expiryDateTime": {"kind": "string", "format": "date-time"},
-            "groupIdToken": {"kind": "object", "ref": "IdTokenType"},
-            "id": {"kind": "integer"},
-            "idToken": {"kind": "object", "ref": "IdTokenType"},
-        },
-    },
-    "ReserveNowResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "ReserveNowStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "ResetRequest": {
-        "extra": False,
-        "required": ("type",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "evseId": {"kind": "integer"},
-            "type": {"kind": "enum", "ref": "ResetEnumType"},
-        },
-    },
-    "ResetResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "ResetStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "SalesTariffEntryType": {
-        "extra": False,
-        "required": ("relativeTimeInterval",),
-        "properties": {
-            "consumptionCost": {
-                "kind": "array",
-                "items": {"kind": "object", "ref": "ConsumptionCostType"},
-                "minItems": 1,
-                "maxItems": 3,
-            },
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "ePriceLevel": {"kind": "integer", "minimum": 0.0},
-            "relativeTimeInterval": {"kind": "object", "ref": "RelativeTimeIntervalType"},
-        },
-    },
-    "SalesTariffType": {
-        "extra": False,
-        "required": ("id", "salesTariffEntry"),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "id": {"kind": "integer"},
-            "numEPriceLevels": {"kind": "integer"},
-            "salesTariffDescription": {"kind": "string", "maxLength": 32},
-            "salesTariffEntry": {
-                "kind": "array",
-                "items": {"kind": "object", "ref": "SalesTariffEntryType"},
-                "minItems": 1,
-                "maxItems": 1024,
-            },
-        },
-    },
-    "SampledValueType": {
-        "extra": False,
-        "required": ("value",),
-        "properties": {
-            "context": {"kind": "enum", "ref": "ReadingContextEnumType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "location": {"kind": "enum", "ref": "LocationEnumType"},
-            "measurand": {"kind": "enum", "ref": "MeasurandEnumType"},
-            "phase": {"kind": "enum", "ref": "PhaseEnumType"},
-            "signedMeterValue": {"kind": "object", "ref": "SignedMeterValueType"},
-            "unitOfMeasure": {"kind": "object", "ref": "UnitOfMeasureType"},
-            "value": {"kind": "number"},
-        },
-    },
-    "SecurityEventNotificationRequest": {
-        "extra": False,
-        "required": ("timestamp", "type"),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "techInfo": {"kind": "string", "maxLength": 255},
-            "timestamp": {"kind": "string", "format": "date-time"},
-            "type": {"kind": "string", "maxLength": 50},
-        },
-    },
-    "SecurityEventNotificationResponse": {
-        "extra": False,
-        "required": (),
-        "properties": {"customData": {"kind": "object", "ref": "CustomDataType"}},
-    },
-    "SendLocalListRequest": {
-        "extra": False,
-        "required": ("updateType", "versionNumber"),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "localAuthorizationList": {
-                "kind": "array",
-                "items": {"kind": "object", "ref": "AuthorizationData"},
-                "minItems": 1,
-            },
-            "updateType": {"kind": "enum", "ref": "UpdateEnumType"},
-            "versionNumber": {"kind": "integer"},
-        },
-    },
-    "SendLocalListResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "SendLocalListStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "SetChargingProfileRequest": {
-        "extra": False,
-        "required": ("chargingProfile", "evseId"),
-        "properties": {
-            "chargingProfile": {"kind": "object", "ref": "ChargingProfileType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "evseId": {"kind": "integer"},
-        },
-    },
-    "SetChargingProfileResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "ChargingProfileStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "SetDisplayMessageRequest": {
-        "extra": False,
-        "required": ("message",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "message": {"kind": "object", "ref": "MessageInfoType"},
-        },
-    },
-    "SetDisplayMessageResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "DisplayMessageStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "SetMonitoringBaseRequest": {
-        "extra": False,
-        "required": ("monitoringBase",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "monitoringBase": {"kind": "enum", "ref": "MonitoringBaseEnumType"},
-        },
-    },
-    "SetMonitoringBaseResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "GenericDeviceModelStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "SetMonitoringDataType": {
-        "extra": False,
-        "required": ("component", "severity", "type", "value", "variable"),
-        "properties": {
-            "component": {"kind": "object", "ref": "ComponentType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "id": {"kind": "integer"},
-            "severity": {"kind": "integer"},
-            "transaction": {"kind": "boolean"},
-            "type": {"kind": "enum", "ref": "MonitorEnumType"},
-            "value": {"kind": "number"},
-            "variable": {"kind": "object", "ref": "VariableType"},
-        },
-    },
-    "SetMonitoringLevelRequest": {
-        "extra": False,
-        "required": ("severity",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "severity": {"kind": "integer"},
-        },
-    },
-    "SetMonitoringLevelResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "GenericStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "SetMonitoringResultType": {
-        "extra": False,
-        "required": ("component", "severity", "status", "type", "variable"),
-        "properties": {
-            "component": {"kind": "object", "ref": "ComponentType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "id": {"kind": "integer"},
-            "severity": {"kind": "integer"},
-            "status": {"kind": "enum", "ref": "SetMonitoringStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-            "type": {"kind": "enum", "ref": "MonitorEnumType"},
-            "variable": {"kind": "object", "ref": "VariableType"},
-        },
-    },
-    "SetNetworkProfileRequest": {
-        "extra": False,
-        "required": ("configurationSlot", "connectionData"),
-        "properties": {
-            "configurationSlot": {"kind": "integer"},
-            "connectionData": {"kind": "object", "ref": "NetworkConnectionProfileType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-        },
-    },
-    "SetNetworkProfileResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "SetNetworkProfileStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "SetVariableDataType": {
-        "extra": False,
-        "required": ("attributeValue", "component", "variable"),
-        "properties": {
-            "attributeType": {"kind": "enum", "ref": "AttributeEnumType"},
-            "attributeValue": {"kind": "string", "maxLength": 1000},
-            "component": {"kind": "object", "ref": "ComponentType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "variable": {"kind": "object", "ref": "VariableType"},
-        },
-    },
-    "SetVariableMonitoringRequest": {
-        "extra": False,
-        "required": ("setMonitoringData",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "setMonitoringData": {
-                "kind": "array",
-                "items": {"kind": "object", "ref": "SetMonitoringDataType"},
-                "minItems": 1,
-            },
-        },
-    },
-    "SetVariableMonitoringResponse": {
-        "extra": False,
-        "required": ("setMonitoringResult",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "setMonitoringResult": {
-                "kind": "array",
-                "items": {"kind": "object", "ref": "SetMonitoringResultType"},
-                "minItems": 1,
-            },
-        },
-    },
-    "SetVariableResultType": {
-        "extra": False,
-        "required": ("attributeStatus", "component", "variable"),
-        "properties": {
-            "attributeStatus": {"kind": "enum", "ref": "SetVariableStatusEnumType"},
-            "attributeStatusInfo": {"kind": "object", "ref": "StatusInfoType"},
-            "attributeType": {"kind": "enum", "ref": "AttributeEnumType"},
-            "component": {"kind": "object", "ref": "ComponentType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "variable": {"kind": "object", "ref": "VariableType"},
-        },
-    },
-    "SetVariablesRequest": {
-        "extra": False,
-        "required": ("setVariableData",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "setVariableData": {
-                "kind": "array",
-                "items": {"kind": "object", "ref": "SetVariableDataType"},
-                "minItems": 1,
-            },
-        },
-    },
-    "SetVariablesResponse": {
-        "extra": False,
-        "required": ("setVariableResult",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "setVariableResult": {
-                "kind": "array",
-                "items": {"kind": "object", "ref": "SetVariableResultType"},
-                "minItems": 1,
-            },
-        },
-    },
-    "SignCertificateRequest": {
-        "extra": False,
-        "required": ("csr",),
-        "properties": {
-            "certificateType": {"kind": "enum", "ref": "CertificateSigningUseEnumType"},
-            "csr": {"kind": "string", "maxLength": 5500},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-        },
-    },
-    "SignCertificateResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "GenericStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "SignedMeterValueType": {
-        "extra": False,
-        "required": ("encodingMethod", "publicKey", "signedMeterData", "signingMethod"),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "encodingMethod": {"kind": "string", "maxLength": 50},
-            "publicKey": {"kind": "string", "maxLength": 2500},
-            "signedMeterData": {"kind": "string", "maxLength": 2500},
-            "signingMethod": {"kind": "string", "maxLength": 50},
-        },
-    },
-    "StatusInfoType": {
-        "extra": False,
-        "required": ("reasonCode",),
-        "properties": {
-            "additionalInfo": {"kind": "string", "maxLength": 512},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "reasonCode": {"kind": "string", "maxLength": 20},
-        },
-    },
-    "StatusNotificationRequest": {
-        "extra": False,
-        "required": ("connectorId", "connectorStatus", "evseId", "timestamp"),
-        "properties": {
-            "connectorId": {"kind": "integer"},
-            "connectorStatus": {"kind": "enum", "ref": "ConnectorStatusEnumType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "evseId": {"kind": "integer"},
-            "timestamp": {"kind": "string", "format": "date-time"},
-        },
-    },
-    "StatusNotificationResponse": {
-        "extra": False,
-        "required": (),
-        "properties": {"customData": {"kind": "object", "ref": "CustomDataType"}},
-    },
-    "TransactionEventRequest": {
-        "extra": False,
-        "required": ("eventType", "seqNo", "timestamp", "transactionInfo", "triggerReason"),
-        "properties": {
-            "cableMaxCurrent": {"kind": "integer"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "eventType": {"kind": "enum", "ref": "TransactionEventEnumType"},
-            "evse": {"kind": "object", "ref": "EVSEType"},
-            "idToken": {"kind": "object", "ref": "IdTokenType"},
-            "meterValue": {
-                "kind": "array",
-                "items": {"kind": "object", "ref": "MeterValueType"},
-                "minItems": 1,
-            },
-            "numberOfPhasesUsed": {"kind": "integer"},
-            "offline": {"kind": "boolean"},
-            "reservationId": {"kind": "integer"},
-            "seqNo": {"kind": "integer"},
-            "timestamp": {"kind": "string", "format": "date-time"},
-            "transactionInfo": {"kind": "object", "ref": "TransactionType"},
-            "triggerReason": {"kind": "enum", "ref": "TriggerReasonEnumType"},
-        },
-    },
-    "TransactionEventResponse": {
-        "extra": False,
-        "required": (),
-        "properties": {
-            "chargingPriority": {"kind": "integer"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "idTokenInfo": {"kind": "object", "ref": "IdTokenInfoType"},
-            "totalCost": {"kind": "number"},
-            "updatedPersonalMessage": {"kind": "object", "ref": "MessageContentType"},
-        },
-    },
-    "TransactionType": {
-        "extra": False,
-        "required": ("transactionId",),
-        "properties": {
-            "chargingState": {"kind": "enum", "ref": "ChargingStateEnumType"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "remoteStartId": {"kind": "integer"},
-            "stoppedReason": {"kind": "enum", "ref": "ReasonEnumType"},
-            "timeSpentCharging": {"kind": "integer"},
-            "transactionId": {"kind": "string", "maxLength": 36},
-        },
-    },
-    "TriggerMessageRequest": {
-        "extra": False,
-        "required": ("requestedMessage",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "evse": {"kind": "object", "ref": "EVSEType"},
-            "requestedMessage": {"kind": "enum", "ref": "MessageTriggerEnumType"},
-        },
-    },
-    "TriggerMessageResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "TriggerMessageStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "UnitOfMeasureType": {
-        "extra": False,
-        "required": (),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "multiplier": {"kind": "integer"},
-            "unit": {"kind": "string", "maxLength": 20},
-        },
-    },
-    "UnlockConnectorRequest": {
-        "extra": False,
-        "required": ("connectorId", "evseId"),
-        "properties": {
-            "connectorId": {"kind": "integer"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "evseId": {"kind": "integer"},
-        },
-    },
-    "UnlockConnectorResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "UnlockStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "UnpublishFirmwareRequest": {
-        "extra": False,
-        "required": ("checksum",),
-        "properties": {
-            "checksum": {"kind": "string", "maxLength": 32},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-        },
-    },
-    "UnpublishFirmwareResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "UnpublishFirmwareStatusEnumType"},
-        },
-    },
-    "UpdateFirmwareRequest": {
-        "extra": False,
-        "required": ("firmware", "requestId"),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "firmware": {"kind": "object", "ref": "FirmwareType"},
-            "requestId": {"kind": "integer"},
-            "retries": {"kind": "integer"},
-            "retryInterval": {"kind": "integer"},
-        },
-    },
-    "UpdateFirmwareResponse": {
-        "extra": False,
-        "required": ("status",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "status": {"kind": "enum", "ref": "UpdateFirmwareStatusEnumType"},
-            "statusInfo": {"kind": "object", "ref": "StatusInfoType"},
-        },
-    },
-    "VPNType": {
-        "extra": False,
-        "required": ("key", "password", "server", "type", "user"),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "group": {"kind": "string", "maxLength": 20},
-            "key": {"kind": "string", "maxLength": 255},
-            "password": {"kind": "string", "maxLength": 20},
-            "server": {"kind": "string", "maxLength": 512},
-            "type": {"kind": "enum", "ref": "VPNEnumType"},
-            "user": {"kind": "string", "maxLength": 20},
-        },
-    },
-    "VariableAttributeType": {
-        "extra": False,
-        "required": (),
-        "properties": {
-            "constant": {"kind": "boolean"},
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "mutability": {"kind": "enum", "ref": "MutabilityEnumType"},
-            "persistent": {"kind": "boolean"},
-            "type": {"kind": "enum", "ref": "AttributeEnumType"},
-            "value": {"kind": "string", "maxLength": 2500},
-        },
-    },
-    "VariableCharacteristicsType": {
-        "extra": False,
-        "required": ("dataType", "supportsMonitoring"),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "dataType": {"kind": "enum", "ref": "DataEnumType"},
-            "maxLimit": {"kind": "number"},
-            "minLimit": {"kind": "number"},
-            "supportsMonitoring": {"kind": "boolean"},
-            "unit": {"kind": "string", "maxLength": 16},
-            "valuesList": {"kind": "string", "maxLength": 1000},
-        },
-    },
-    "VariableMonitoringType": {
-        "extra": False,
-        "required": ("id", "severity", "transaction", "type", "value"),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "id": {"kind": "integer"},
-            "severity": {"kind": "integer"},
-            "transaction": {"kind": "boolean"},
-            "type": {"kind": "enum", "ref": "MonitorEnumType"},
-            "value": {"kind": "number"},
-        },
-    },
-    "VariableType": {
-        "extra": False,
-        "required": ("name",),
-        "properties": {
-            "customData": {"kind": "object", "ref": "CustomDataType"},
-            "instance": {"kind": "string", "maxLength": 50},
-            "name": {"kind": "string", "maxLength": 50},
-        },
-    },
+# Type name -> its table as JSON text (see object_table).
+OBJECTS: dict[str, str] = {
+    "ACChargingParametersType":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"energ'
+        'yAmount":{"kind":"integer"},"evMaxCurrent":{"kind":"integer"},"evMaxVoltage":{"kind":"int'
+        'eger"},"evMinCurrent":{"kind":"integer"}},"required":["energyAmount","evMaxCurrent","evMa'
+        'xVoltage","evMinCurrent"]}',
+    "APNType":
+        '{"extra":false,"properties":{"apn":{"kind":"string","maxLength":512},"apnAuthentication":'
+        '{"kind":"enum","ref":"APNAuthenticationEnumType"},"apnPassword":{"kind":"string","maxLeng'
+        'th":20},"apnUserName":{"kind":"string","maxLength":20},"customData":{"kind":"object","ref'
+        '":"CustomDataType"},"preferredNetwork":{"kind":"string","maxLength":6},"simPin":{"kind":"'
+        'integer"},"useOnlyPreferredNetwork":{"kind":"boolean"}},"required":["apn","apnAuthenticat'
+        'ion"]}',
+    "AdditionalInfoType":
+        '{"extra":false,"properties":{"additionalIdToken":{"kind":"string","maxLength":36},"custom'
+        'Data":{"kind":"object","ref":"CustomDataType"},"type":{"kind":"string","maxLength":50}},"'
+        'required":["additionalIdToken","type"]}',
+    "AuthorizationData":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"idTok'
+        'en":{"kind":"object","ref":"IdTokenType"},"idTokenInfo":{"kind":"object","ref":"IdTokenIn'
+        'foType"}},"required":["idToken"]}',
+    "AuthorizeRequest":
+        '{"extra":false,"properties":{"certificate":{"kind":"string","maxLength":5500},"customData'
+        '":{"kind":"object","ref":"CustomDataType"},"idToken":{"kind":"object","ref":"IdTokenType"'
+        '},"iso15118CertificateHashData":{"items":{"kind":"object","ref":"OCSPRequestDataType"},"k'
+        'ind":"array","maxItems":4,"minItems":1}},"required":["idToken"]}',
+    "AuthorizeResponse":
+        '{"extra":false,"properties":{"certificateStatus":{"kind":"enum","ref":"AuthorizeCertifica'
+        'teStatusEnumType"},"customData":{"kind":"object","ref":"CustomDataType"},"idTokenInfo":{"'
+        'kind":"object","ref":"IdTokenInfoType"}},"required":["idTokenInfo"]}',
+    "BootNotificationRequest":
+        '{"extra":false,"properties":{"chargingStation":{"kind":"object","ref":"ChargingStationTyp'
+        'e"},"customData":{"kind":"object","ref":"CustomDataType"},"reason":{"kind":"enum","ref":"'
+        'BootReasonEnumType"}},"required":["chargingStation","reason"]}',
+    "BootNotificationResponse":
+        '{"extra":false,"properties":{"currentTime":{"format":"date-time","kind":"string"},"custom'
+        'Data":{"kind":"object","ref":"CustomDataType"},"interval":{"kind":"integer"},"status":{"k'
+        'ind":"enum","ref":"RegistrationStatusEnumType"},"statusInfo":{"kind":"object","ref":"Stat'
+        'usInfoType"}},"required":["currentTime","interval","status"]}',
+    "CancelReservationRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"reser'
+        'vationId":{"kind":"integer"}},"required":["reservationId"]}',
+    "CancelReservationResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"CancelReservationStatusEnumType"},"statusInfo":{"kind":"object",'
+        '"ref":"StatusInfoType"}},"required":["status"]}',
+    "CertificateHashDataChainType":
+        '{"extra":false,"properties":{"certificateHashData":{"kind":"object","ref":"CertificateHas'
+        'hDataType"},"certificateType":{"kind":"enum","ref":"GetCertificateIdUseEnumType"},"childC'
+        'ertificateHashData":{"items":{"kind":"object","ref":"CertificateHashDataType"},"kind":"ar'
+        'ray","maxItems":4,"minItems":1},"customData":{"kind":"object","ref":"CustomDataType"}},"r'
+        'equired":["certificateHashData","certificateType"]}',
+    "CertificateHashDataType":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"hashA'
+        'lgorithm":{"kind":"enum","ref":"HashAlgorithmEnumType"},"issuerKeyHash":{"kind":"string",'
+        '"maxLength":128},"issuerNameHash":{"kind":"string","maxLength":128},"serialNumber":{"kind'
+        '":"string","maxLength":40}},"required":["hashAlgorithm","issuerKeyHash","issuerNameHash",'
+        '"serialNumber"]}',
+    "CertificateSignedRequest":
+        '{"extra":false,"properties":{"certificateChain":{"kind":"string","maxLength":10000},"cert'
+        'ificateType":{"kind":"enum","ref":"CertificateSigningUseEnumType"},"customData":{"kind":"'
+        'object","ref":"CustomDataType"}},"required":["certificateChain"]}',
+    "CertificateSignedResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"CertificateSignedStatusEnumType"},"statusInfo":{"kind":"object",'
+        '"ref":"StatusInfoType"}},"required":["status"]}',
+    "ChangeAvailabilityRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"evse"'
+        ':{"kind":"object","ref":"EVSEType"},"operationalStatus":{"kind":"enum","ref":"Operational'
+        'StatusEnumType"}},"required":["operationalStatus"]}',
+    "ChangeAvailabilityResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"ChangeAvailabilityStatusEnumType"},"statusInfo":{"kind":"object"'
+        ',"ref":"StatusInfoType"}},"required":["status"]}',
+    "ChargingLimitType":
+        '{"extra":false,"properties":{"chargingLimitSource":{"kind":"enum","ref":"ChargingLimitSou'
+        'rceEnumType"},"customData":{"kind":"object","ref":"CustomDataType"},"isGridCritical":{"ki'
+        'nd":"boolean"}},"required":["chargingLimitSource"]}',
+    "ChargingNeedsType":
+        '{"extra":false,"properties":{"acChargingParameters":{"kind":"object","ref":"ACChargingPar'
+        'ametersType"},"customData":{"kind":"object","ref":"CustomDataType"},"dcChargingParameters'
+        '":{"kind":"object","ref":"DCChargingParametersType"},"departureTime":{"format":"date-time'
+        '","kind":"string"},"requestedEnergyTransfer":{"kind":"enum","ref":"EnergyTransferModeEnum'
+        'Type"}},"required":["requestedEnergyTransfer"]}',
+    "ChargingProfileCriterionType":
+        '{"extra":false,"properties":{"chargingLimitSource":{"items":{"kind":"enum","ref":"Chargin'
+        'gLimitSourceEnumType"},"kind":"array","maxItems":4,"minItems":1},"chargingProfileId":{"it'
+        'ems":{"kind":"integer"},"kind":"array","minItems":1},"chargingProfilePurpose":{"kind":"en'
+        'um","ref":"ChargingProfilePurposeEnumType"},"customData":{"kind":"object","ref":"CustomDa'
+        'taType"},"stackLevel":{"kind":"integer"}},"required":[]}',
+    "ChargingProfileType":
+        '{"extra":false,"properties":{"chargingProfileKind":{"kind":"enum","ref":"ChargingProfileK'
+        'indEnumType"},"chargingProfilePurpose":{"kind":"enum","ref":"ChargingProfilePurposeEnumTy'
+        'pe"},"chargingSchedule":{"items":{"kind":"object","ref":"ChargingScheduleType"},"kind":"a'
+        'rray","maxItems":3,"minItems":1},"customData":{"kind":"object","ref":"CustomDataType"},"i'
+        'd":{"kind":"integer"},"recurrencyKind":{"kind":"enum","ref":"RecurrencyKindEnumType"},"st'
+        'ackLevel":{"kind":"integer"},"transactionId":{"kind":"string","maxLength":36},"validFrom"'
+        ':{"format":"date-time","kind":"string"},"validTo":{"format":"date-time","kind":"string"}}'
+        ',"required":["chargingProfileKind","chargingProfilePurpose","chargingSchedule","id","stac'
+        'kLevel"]}',
+    "ChargingSchedulePeriodType":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"limit'
+        '":{"kind":"number"},"numberPhases":{"kind":"integer"},"phaseToUse":{"kind":"integer"},"st'
+        'artPeriod":{"kind":"integer"}},"required":["limit","startPeriod"]}',
+    "ChargingScheduleType":
+        '{"extra":false,"properties":{"chargingRateUnit":{"kind":"enum","ref":"ChargingRateUnitEnu'
+        'mType"},"chargingSchedulePeriod":{"items":{"kind":"object","ref":"ChargingSchedulePeriodT'
+        'ype"},"kind":"array","maxItems":1024,"minItems":1},"customData":{"kind":"object","ref":"C'
+        'ustomDataType"},"duration":{"kind":"integer"},"id":{"kind":"integer"},"minChargingRate":{'
+        '"kind":"number"},"salesTariff":{"kind":"object","ref":"SalesTariffType"},"startSchedule":'
+        '{"format":"date-time","kind":"string"}},"required":["chargingRateUnit","chargingScheduleP'
+        'eriod","id"]}',
+    "ChargingStationType":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"firmw'
+        'areVersion":{"kind":"string","maxLength":50},"model":{"kind":"string","maxLength":20},"mo'
+        'dem":{"kind":"object","ref":"ModemType"},"serialNumber":{"kind":"string","maxLength":25},'
+        '"vendorName":{"kind":"string","maxLength":50}},"required":["model","vendorName"]}',
+    "ClearCacheRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"}},"requ'
+        'ired":[]}',
+    "ClearCacheResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"ClearCacheStatusEnumType"},"statusInfo":{"kind":"object","ref":"'
+        'StatusInfoType"}},"required":["status"]}',
+    "ClearChargingProfileRequest":
+        '{"extra":false,"properties":{"chargingProfileCriteria":{"kind":"object","ref":"ClearCharg'
+        'ingProfileType"},"chargingProfileId":{"kind":"integer"},"customData":{"kind":"object","re'
+        'f":"CustomDataType"}},"required":[]}',
+    "ClearChargingProfileResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"ClearChargingProfileStatusEnumType"},"statusInfo":{"kind":"objec'
+        't","ref":"StatusInfoType"}},"required":["status"]}',
+    "ClearChargingProfileType":
+        '{"extra":false,"properties":{"chargingProfilePurpose":{"kind":"enum","ref":"ChargingProfi'
+        'lePurposeEnumType"},"customData":{"kind":"object","ref":"CustomDataType"},"evseId":{"kind'
+        '":"integer"},"stackLevel":{"kind":"integer"}},"required":[]}',
+    "ClearDisplayMessageRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"id":{'
+        '"kind":"integer"}},"required":["id"]}',
+    "ClearDisplayMessageResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"ClearMessageStatusEnumType"},"statusInfo":{"kind":"object","ref"'
+        ':"StatusInfoType"}},"required":["status"]}',
+    "ClearMonitoringResultType":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"id":{'
+        '"kind":"integer"},"status":{"kind":"enum","ref":"ClearMonitoringStatusEnumType"},"statusI'
+        'nfo":{"kind":"object","ref":"StatusInfoType"}},"required":["id","status"]}',
+    "ClearVariableMonitoringRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"id":{'
+        '"items":{"kind":"integer"},"kind":"array","minItems":1}},"required":["id"]}',
+    "ClearVariableMonitoringResponse":
+        '{"extra":false,"properties":{"clearMonitoringResult":{"items":{"kind":"object","ref":"Cle'
+        'arMonitoringResultType"},"kind":"array","minItems":1},"customData":{"kind":"object","ref"'
+        ':"CustomDataType"}},"required":["clearMonitoringResult"]}',
+    "ClearedChargingLimitRequest":
+        '{"extra":false,"properties":{"chargingLimitSource":{"kind":"enum","ref":"ChargingLimitSou'
+        'rceEnumType"},"customData":{"kind":"object","ref":"CustomDataType"},"evseId":{"kind":"int'
+        'eger"}},"required":["chargingLimitSource"]}',
+    "ClearedChargingLimitResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"}},"requ'
+        'ired":[]}',
+    "ComponentType":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"evse"'
+        ':{"kind":"object","ref":"EVSEType"},"instance":{"kind":"string","maxLength":50},"name":{"'
+        'kind":"string","maxLength":50}},"required":["name"]}',
+    "ComponentVariableType":
+        '{"extra":false,"properties":{"component":{"kind":"object","ref":"ComponentType"},"customD'
+        'ata":{"kind":"object","ref":"CustomDataType"},"variable":{"kind":"object","ref":"Variable'
+        'Type"}},"required":["component"]}',
+    "CompositeScheduleType":
+        '{"extra":false,"properties":{"chargingRateUnit":{"kind":"enum","ref":"ChargingRateUnitEnu'
+        'mType"},"chargingSchedulePeriod":{"items":{"kind":"object","ref":"ChargingSchedulePeriodT'
+        'ype"},"kind":"array","minItems":1},"customData":{"kind":"object","ref":"CustomDataType"},'
+        '"duration":{"kind":"integer"},"evseId":{"kind":"integer"},"scheduleStart":{"format":"date'
+        '-time","kind":"string"}},"required":["chargingRateUnit","chargingSchedulePeriod","duratio'
+        'n","evseId","scheduleStart"]}',
+    "ConsumptionCostType":
+        '{"extra":false,"properties":{"cost":{"items":{"kind":"object","ref":"CostType"},"kind":"a'
+        'rray","maxItems":3,"minItems":1},"customData":{"kind":"object","ref":"CustomDataType"},"s'
+        'tartValue":{"kind":"number"}},"required":["cost","startValue"]}',
+    "CostType":
+        '{"extra":false,"properties":{"amount":{"kind":"integer"},"amountMultiplier":{"kind":"inte'
+        'ger"},"costKind":{"kind":"enum","ref":"CostKindEnumType"},"customData":{"kind":"object","'
+        'ref":"CustomDataType"}},"required":["amount","costKind"]}',
+    "CostUpdatedRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"total'
+        'Cost":{"kind":"number"},"transactionId":{"kind":"string","maxLength":36}},"required":["to'
+        'talCost","transactionId"]}',
+    "CostUpdatedResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"}},"requ'
+        'ired":[]}',
+    "CustomDataType":
+        '{"extra":true,"properties":{"vendorId":{"kind":"string","maxLength":255}},"required":["ve'
+        'ndorId"]}',
+    "CustomerInformationRequest":
+        '{"extra":false,"properties":{"clear":{"kind":"boolean"},"customData":{"kind":"object","re'
+        'f":"CustomDataType"},"customerCertificate":{"kind":"object","ref":"CertificateHashDataTyp'
+        'e"},"customerIdentifier":{"kind":"string","maxLength":64},"idToken":{"kind":"object","ref'
+        '":"IdTokenType"},"report":{"kind":"boolean"},"requestId":{"kind":"integer"}},"required":['
+        '"clear","report","requestId"]}',
+    "CustomerInformationResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"CustomerInformationStatusEnumType"},"statusInfo":{"kind":"object'
+        '","ref":"StatusInfoType"}},"required":["status"]}',
+    "DCChargingParametersType":
+        '{"extra":false,"properties":{"bulkSoC":{"kind":"integer","maximum":100.0,"minimum":0.0},"'
+        'customData":{"kind":"object","ref":"CustomDataType"},"energyAmount":{"kind":"integer"},"e'
+        'vEnergyCapacity":{"kind":"integer"},"evMaxCurrent":{"kind":"integer"},"evMaxPower":{"kind'
+        '":"integer"},"evMaxVoltage":{"kind":"integer"},"fullSoC":{"kind":"integer","maximum":100.'
+        '0,"minimum":0.0},"stateOfCharge":{"kind":"integer","maximum":100.0,"minimum":0.0}},"requi'
+        'red":["evMaxCurrent","evMaxVoltage"]}',
+    "DataTransferRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"data"'
+        ':{"kind":"any"},"messageId":{"kind":"string","maxLength":50},"vendorId":{"kind":"string",'
+        '"maxLength":255}},"required":["vendorId"]}',
+    "DataTransferResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"data"'
+        ':{"kind":"any"},"status":{"kind":"enum","ref":"DataTransferStatusEnumType"},"statusInfo":'
+        '{"kind":"object","ref":"StatusInfoType"}},"required":["status"]}',
+    "DeleteCertificateRequest":
+        '{"extra":false,"properties":{"certificateHashData":{"kind":"object","ref":"CertificateHas'
+        'hDataType"},"customData":{"kind":"object","ref":"CustomDataType"}},"required":["certifica'
+        'teHashData"]}',
+    "DeleteCertificateResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"DeleteCertificateStatusEnumType"},"statusInfo":{"kind":"object",'
+        '"ref":"StatusInfoType"}},"required":["status"]}',
+    "EVSEType":
+        '{"extra":false,"properties":{"connectorId":{"kind":"integer"},"customData":{"kind":"objec'
+        't","ref":"CustomDataType"},"id":{"kind":"integer"}},"required":["id"]}',
+    "EventDataType":
+        '{"extra":false,"properties":{"actualValue":{"kind":"string","maxLength":2500},"cause":{"k'
+        'ind":"integer"},"cleared":{"kind":"boolean"},"component":{"kind":"object","ref":"Componen'
+        'tType"},"customData":{"kind":"object","ref":"CustomDataType"},"eventId":{"kind":"integer"'
+        '},"eventNotificationType":{"kind":"enum","ref":"EventNotificationEnumType"},"techCode":{"'
+        'kind":"string","maxLength":50},"techInfo":{"kind":"string","maxLength":500},"timestamp":{'
+        '"format":"date-time","kind":"string"},"transactionId":{"kind":"string","maxLength":36},"t'
+        'rigger":{"kind":"enum","ref":"EventTriggerEnumType"},"variable":{"kind":"object","ref":"V'
+        'ariableType"},"variableMonitoringId":{"kind":"integer"}},"required":["actualValue","compo'
+        'nent","eventId","eventNotificationType","timestamp","trigger","variable"]}',
+    "FirmwareStatusNotificationRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"reque'
+        'stId":{"kind":"integer"},"status":{"kind":"enum","ref":"FirmwareStatusEnumType"}},"requir'
+        'ed":["status"]}',
+    "FirmwareStatusNotificationResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"}},"requ'
+        'ired":[]}',
+    "FirmwareType":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"insta'
+        'llDateTime":{"format":"date-time","kind":"string"},"location":{"kind":"string","maxLength'
+        '":512},"retrieveDateTime":{"format":"date-time","kind":"string"},"signature":{"kind":"str'
+        'ing","maxLength":800},"signingCertificate":{"kind":"string","maxLength":5500}},"required"'
+        ':["location","retrieveDateTime"]}',
+    "Get15118EVCertificateRequest":
+        '{"extra":false,"properties":{"action":{"kind":"enum","ref":"CertificateActionEnumType"},"'
+        'customData":{"kind":"object","ref":"CustomDataType"},"exiRequest":{"kind":"string","maxLe'
+        'ngth":5600},"iso15118SchemaVersion":{"kind":"string","maxLength":50}},"required":["action'
+        '","exiRequest","iso15118SchemaVersion"]}',
+    "Get15118EVCertificateResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"exiRe'
+        'sponse":{"kind":"string","maxLength":7500},"status":{"kind":"enum","ref":"Iso15118EVCerti'
+        'ficateStatusEnumType"},"statusInfo":{"kind":"object","ref":"StatusInfoType"}},"required":'
+        '["exiResponse","status"]}',
+    "GetBaseReportRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"repor'
+        'tBase":{"kind":"enum","ref":"ReportBaseEnumType"},"requestId":{"kind":"integer"}},"requir'
+        'ed":["reportBase","requestId"]}',
+    "GetBaseReportResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"GenericDeviceModelStatusEnumType"},"statusInfo":{"kind":"object"'
+        ',"ref":"StatusInfoType"}},"required":["status"]}',
+    "GetCertificateStatusRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"ocspR'
+        'equestData":{"kind":"object","ref":"OCSPRequestDataType"}},"required":["ocspRequestData"]'
+        '}',
+    "GetCertificateStatusResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"ocspR'
+        'esult":{"kind":"string","maxLength":5500},"status":{"kind":"enum","ref":"GetCertificateSt'
+        'atusEnumType"},"statusInfo":{"kind":"object","ref":"StatusInfoType"}},"required":["status'
+        '"]}',
+    "GetChargingProfilesRequest":
+        '{"extra":false,"properties":{"chargingProfile":{"kind":"object","ref":"ChargingProfileCri'
+        'terionType"},"customData":{"kind":"object","ref":"CustomDataType"},"evseId":{"kind":"inte'
+        'ger"},"requestId":{"kind":"integer"}},"required":["chargingProfile","requestId"]}',
+    "GetChargingProfilesResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"GetChargingProfileStatusEnumType"},"statusInfo":{"kind":"object"'
+        ',"ref":"StatusInfoType"}},"required":["status"]}',
+    "GetCompositeScheduleRequest":
+        '{"extra":false,"properties":{"chargingRateUnit":{"kind":"enum","ref":"ChargingRateUnitEnu'
+        'mType"},"customData":{"kind":"object","ref":"CustomDataType"},"duration":{"kind":"integer'
+        '"},"evseId":{"kind":"integer"}},"required":["duration","evseId"]}',
+    "GetCompositeScheduleResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"sched'
+        'ule":{"kind":"object","ref":"CompositeScheduleType"},"status":{"kind":"enum","ref":"Gener'
+        'icStatusEnumType"},"statusInfo":{"kind":"object","ref":"StatusInfoType"}},"required":["st'
+        'atus"]}',
+    "GetDisplayMessagesRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"id":{'
+        '"items":{"kind":"integer"},"kind":"array","minItems":1},"priority":{"kind":"enum","ref":"'
+        'MessagePriorityEnumType"},"requestId":{"kind":"integer"},"state":{"kind":"enum","ref":"Me'
+        'ssageStateEnumType"}},"required":["requestId"]}',
+    "GetDisplayMessagesResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"GetDisplayMessagesStatusEnumType"},"statusInfo":{"kind":"object"'
+        ',"ref":"StatusInfoType"}},"required":["status"]}',
+    "GetInstalledCertificateIdsRequest":
+        '{"extra":false,"properties":{"certificateType":{"items":{"kind":"enum","ref":"GetCertific'
+        'ateIdUseEnumType"},"kind":"array","minItems":1},"customData":{"kind":"object","ref":"Cust'
+        'omDataType"}},"required":[]}',
+    "GetInstalledCertificateIdsResponse":
+        '{"extra":false,"properties":{"certificateHashDataChain":{"items":{"kind":"object","ref":"'
+        'CertificateHashDataChainType"},"kind":"array","minItems":1},"customData":{"kind":"object"'
+        ',"ref":"CustomDataType"},"status":{"kind":"enum","ref":"GetInstalledCertificateStatusEnum'
+        'Type"},"statusInfo":{"kind":"object","ref":"StatusInfoType"}},"required":["status"]}',
+    "GetLocalListVersionRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"}},"requ'
+        'ired":[]}',
+    "GetLocalListVersionResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"versi'
+        'onNumber":{"kind":"integer"}},"required":["versionNumber"]}',
+    "GetLogRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"log":'
+        '{"kind":"object","ref":"LogParametersType"},"logType":{"kind":"enum","ref":"LogEnumType"}'
+        ',"requestId":{"kind":"integer"},"retries":{"kind":"integer"},"retryInterval":{"kind":"int'
+        'eger"}},"required":["log","logType","requestId"]}',
+    "GetLogResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"filen'
+        'ame":{"kind":"string","maxLength":255},"status":{"kind":"enum","ref":"LogStatusEnumType"}'
+        ',"statusInfo":{"kind":"object","ref":"StatusInfoType"}},"required":["status"]}',
+    "GetMonitoringReportRequest":
+        '{"extra":false,"properties":{"componentVariable":{"items":{"kind":"object","ref":"Compone'
+        'ntVariableType"},"kind":"array","minItems":1},"customData":{"kind":"object","ref":"Custom'
+        'DataType"},"monitoringCriteria":{"items":{"kind":"enum","ref":"MonitoringCriterionEnumTyp'
+        'e"},"kind":"array","maxItems":3,"minItems":1},"requestId":{"kind":"integer"}},"required":'
+        '["requestId"]}',
+    "GetMonitoringReportResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"GenericDeviceModelStatusEnumType"},"statusInfo":{"kind":"object"'
+        ',"ref":"StatusInfoType"}},"required":["status"]}',
+    "GetReportRequest":
+        '{"extra":false,"properties":{"componentCriteria":{"items":{"kind":"enum","ref":"Component'
+        'CriterionEnumType"},"kind":"array","maxItems":4,"minItems":1},"componentVariable":{"items'
+        '":{"kind":"object","ref":"ComponentVariableType"},"kind":"array","minItems":1},"customDat'
+        'a":{"kind":"object","ref":"CustomDataType"},"requestId":{"kind":"integer"}},"required":["'
+        'requestId"]}',
+    "GetReportResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"GenericDeviceModelStatusEnumType"},"statusInfo":{"kind":"object"'
+        ',"ref":"StatusInfoType"}},"required":["status"]}',
+    "GetTransactionStatusRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"trans'
+        'actionId":{"kind":"string","maxLength":36}},"required":[]}',
+    "GetTransactionStatusResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"messa'
+        'gesInQueue":{"kind":"boolean"},"ongoingIndicator":{"kind":"boolean"}},"required":["messag'
+        'esInQueue"]}',
+    "GetVariableDataType":
+        '{"extra":false,"properties":{"attributeType":{"kind":"enum","ref":"AttributeEnumType"},"c'
+        'omponent":{"kind":"object","ref":"ComponentType"},"customData":{"kind":"object","ref":"Cu'
+        'stomDataType"},"variable":{"kind":"object","ref":"VariableType"}},"required":["component"'
+        ',"variable"]}',
+    "GetVariableResultType":
+        '{"extra":false,"properties":{"attributeStatus":{"kind":"enum","ref":"GetVariableStatusEnu'
+        'mType"},"attributeStatusInfo":{"kind":"object","ref":"StatusInfoType"},"attributeType":{"'
+        'kind":"enum","ref":"AttributeEnumType"},"attributeValue":{"kind":"string","maxLength":250'
+        '0},"component":{"kind":"object","ref":"ComponentType"},"customData":{"kind":"object","ref'
+        '":"CustomDataType"},"variable":{"kind":"object","ref":"VariableType"}},"required":["attri'
+        'buteStatus","component","variable"]}',
+    "GetVariablesRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"getVa'
+        'riableData":{"items":{"kind":"object","ref":"GetVariableDataType"},"kind":"array","minIte'
+        'ms":1}},"required":["getVariableData"]}',
+    "GetVariablesResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"getVa'
+        'riableResult":{"items":{"kind":"object","ref":"GetVariableResultType"},"kind":"array","mi'
+        'nItems":1}},"required":["getVariableResult"]}',
+    "HeartbeatRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"}},"requ'
+        'ired":[]}',
+    "HeartbeatResponse":
+        '{"extra":false,"properties":{"currentTime":{"format":"date-time","kind":"string"},"custom'
+        'Data":{"kind":"object","ref":"CustomDataType"}},"required":["currentTime"]}',
+    "IdTokenInfoType":
+        '{"extra":false,"properties":{"cacheExpiryDateTime":{"format":"date-time","kind":"string"}'
+        ',"chargingPriority":{"kind":"integer"},"customData":{"kind":"object","ref":"CustomDataTyp'
+        'e"},"evseId":{"items":{"kind":"integer"},"kind":"array","minItems":1},"groupIdToken":{"ki'
+        'nd":"object","ref":"IdTokenType"},"language1":{"kind":"string","maxLength":8},"language2"'
+        ':{"kind":"string","maxLength":8},"personalMessage":{"kind":"object","ref":"MessageContent'
+        'Type"},"status":{"kind":"enum","ref":"AuthorizationStatusEnumType"}},"required":["status"'
+        ']}',
+    "IdTokenType":
+        '{"extra":false,"properties":{"additionalInfo":{"items":{"kind":"object","ref":"Additional'
+        'InfoType"},"kind":"array","minItems":1},"customData":{"kind":"object","ref":"CustomDataTy'
+        'pe"},"idToken":{"kind":"string","maxLength":36},"type":{"kind":"enum","ref":"IdTokenEnumT'
+        'ype"}},"required":["idToken","type"]}',
+    "InstallCertificateRequest":
+        '{"extra":false,"properties":{"certificate":{"kind":"string","maxLength":5500},"certificat'
+        'eType":{"kind":"enum","ref":"InstallCertificateUseEnumType"},"customData":{"kind":"object'
+        '","ref":"CustomDataType"}},"required":["certificate","certificateType"]}',
+    "InstallCertificateResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"InstallCertificateStatusEnumType"},"statusInfo":{"kind":"object"'
+        ',"ref":"StatusInfoType"}},"required":["status"]}',
+    "LogParametersType":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"lates'
+        'tTimestamp":{"format":"date-time","kind":"string"},"oldestTimestamp":{"format":"date-time'
+        '","kind":"string"},"remoteLocation":{"kind":"string","maxLength":512}},"required":["remot'
+        'eLocation"]}',
+    "LogStatusNotificationRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"reque'
+        'stId":{"kind":"integer"},"status":{"kind":"enum","ref":"UploadLogStatusEnumType"}},"requi'
+        'red":["status"]}',
+    "LogStatusNotificationResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"}},"requ'
+        'ired":[]}',
+    "MessageContentType":
+        '{"extra":false,"properties":{"content":{"kind":"string","maxLength":512},"customData":{"k'
+        'ind":"object","ref":"CustomDataType"},"format":{"kind":"enum","ref":"MessageFormatEnumTyp'
+        'e"},"language":{"kind":"string","maxLength":8}},"required":["content","format"]}',
+    "MessageInfoType":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"displ'
+        'ay":{"kind":"object","ref":"ComponentType"},"endDateTime":{"format":"date-time","kind":"s'
+        'tring"},"id":{"kind":"integer"},"message":{"kind":"object","ref":"MessageContentType"},"p'
+        'riority":{"kind":"enum","ref":"MessagePriorityEnumType"},"startDateTime":{"format":"date-'
+        'time","kind":"string"},"state":{"kind":"enum","ref":"MessageStateEnumType"},"transactionI'
+        'd":{"kind":"string","maxLength":36}},"required":["id","message","priority"]}',
+    "MeterValueType":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"sampl'
+        'edValue":{"items":{"kind":"object","ref":"SampledValueType"},"kind":"array","minItems":1}'
+        ',"timestamp":{"format":"date-time","kind":"string"}},"required":["sampledValue","timestam'
+        'p"]}',
+    "MeterValuesRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"evseI'
+        'd":{"kind":"integer"},"meterValue":{"items":{"kind":"object","ref":"MeterValueType"},"kin'
+        'd":"array","minItems":1}},"required":["evseId","meterValue"]}',
+    "MeterValuesResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"}},"requ'
+        'ired":[]}',
+    "ModemType":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"iccid'
+        '":{"kind":"string","maxLength":20},"imsi":{"kind":"string","maxLength":20}},"required":[]'
+        '}',
+    "MonitoringDataType":
+        '{"extra":false,"properties":{"component":{"kind":"object","ref":"ComponentType"},"customD'
+        'ata":{"kind":"object","ref":"CustomDataType"},"variable":{"kind":"object","ref":"Variable'
+        'Type"},"variableMonitoring":{"items":{"kind":"object","ref":"VariableMonitoringType"},"ki'
+        'nd":"array","minItems":1}},"required":["component","variable","variableMonitoring"]}',
+    "NetworkConnectionProfileType":
+        '{"extra":false,"properties":{"apn":{"kind":"object","ref":"APNType"},"customData":{"kind"'
+        ':"object","ref":"CustomDataType"},"messageTimeout":{"kind":"integer"},"ocppCsmsUrl":{"kin'
+        'd":"string","maxLength":512},"ocppInterface":{"kind":"enum","ref":"OCPPInterfaceEnumType"'
+        '},"ocppTransport":{"kind":"enum","ref":"OCPPTransportEnumType"},"ocppVersion":{"kind":"en'
+        'um","ref":"OCPPVersionEnumType"},"securityProfile":{"kind":"integer"},"vpn":{"kind":"obje'
+        'ct","ref":"VPNType"}},"required":["messageTimeout","ocppCsmsUrl","ocppInterface","ocppTra'
+        'nsport","ocppVersion","securityProfile"]}',
+    "NotifyChargingLimitRequest":
+        '{"extra":false,"properties":{"chargingLimit":{"kind":"object","ref":"ChargingLimitType"},'
+        '"chargingSchedule":{"items":{"kind":"object","ref":"ChargingScheduleType"},"kind":"array"'
+        ',"minItems":1},"customData":{"kind":"object","ref":"CustomDataType"},"evseId":{"kind":"in'
+        'teger"}},"required":["chargingLimit"]}',
+    "NotifyChargingLimitResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"}},"requ'
+        'ired":[]}',
+    "NotifyCustomerInformationRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"data"'
+        ':{"kind":"string","maxLength":512},"generatedAt":{"format":"date-time","kind":"string"},"'
+        'requestId":{"kind":"integer"},"seqNo":{"kind":"integer"},"tbc":{"kind":"boolean"}},"requi'
+        'red":["data","generatedAt","requestId","seqNo"]}',
+    "NotifyCustomerInformationResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"}},"requ'
+        'ired":[]}',
+    "NotifyDisplayMessagesRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"messa'
+        'geInfo":{"items":{"kind":"object","ref":"MessageInfoType"},"kind":"array","minItems":1},"'
+        'requestId":{"kind":"integer"},"tbc":{"kind":"boolean"}},"required":["requestId"]}',
+    "NotifyDisplayMessagesResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"}},"requ'
+        'ired":[]}',
+    "NotifyEVChargingNeedsRequest":
+        '{"extra":false,"properties":{"chargingNeeds":{"kind":"object","ref":"ChargingNeedsType"},'
+        '"customData":{"kind":"object","ref":"CustomDataType"},"evseId":{"kind":"integer"},"maxSch'
+        'eduleTuples":{"kind":"integer"}},"required":["chargingNeeds","evseId"]}',
+    "NotifyEVChargingNeedsResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"NotifyEVChargingNeedsStatusEnumType"},"statusInfo":{"kind":"obje'
+        'ct","ref":"StatusInfoType"}},"required":["status"]}',
+    "NotifyEVChargingScheduleRequest":
+        '{"extra":false,"properties":{"chargingSchedule":{"kind":"object","ref":"ChargingScheduleT'
+        'ype"},"customData":{"kind":"object","ref":"CustomDataType"},"evseId":{"kind":"integer"},"'
+        'timeBase":{"format":"date-time","kind":"string"}},"required":["chargingSchedule","evseId"'
+        ',"timeBase"]}',
+    "NotifyEVChargingScheduleResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"GenericStatusEnumType"},"statusInfo":{"kind":"object","ref":"Sta'
+        'tusInfoType"}},"required":["status"]}',
+    "NotifyEventRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"event'
+        'Data":{"items":{"kind":"object","ref":"EventDataType"},"kind":"array","minItems":1},"gene'
+        'ratedAt":{"format":"date-time","kind":"string"},"seqNo":{"kind":"integer"},"tbc":{"kind":'
+        '"boolean"}},"required":["eventData","generatedAt","seqNo"]}',
+    "NotifyEventResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"}},"requ'
+        'ired":[]}',
+    "NotifyMonitoringReportRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"gener'
+        'atedAt":{"format":"date-time","kind":"string"},"monitor":{"items":{"kind":"object","ref":'
+        '"MonitoringDataType"},"kind":"array","minItems":1},"requestId":{"kind":"integer"},"seqNo"'
+        ':{"kind":"integer"},"tbc":{"kind":"boolean"}},"required":["generatedAt","requestId","seqN'
+        'o"]}',
+    "NotifyMonitoringReportResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"}},"requ'
+        'ired":[]}',
+    "NotifyReportRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"gener'
+        'atedAt":{"format":"date-time","kind":"string"},"reportData":{"items":{"kind":"object","re'
+        'f":"ReportDataType"},"kind":"array","minItems":1},"requestId":{"kind":"integer"},"seqNo":'
+        '{"kind":"integer"},"tbc":{"kind":"boolean"}},"required":["generatedAt","requestId","seqNo'
+        '"]}',
+    "NotifyReportResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"}},"requ'
+        'ired":[]}',
+    "OCSPRequestDataType":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"hashA'
+        'lgorithm":{"kind":"enum","ref":"HashAlgorithmEnumType"},"issuerKeyHash":{"kind":"string",'
+        '"maxLength":128},"issuerNameHash":{"kind":"string","maxLength":128},"responderURL":{"kind'
+        '":"string","maxLength":512},"serialNumber":{"kind":"string","maxLength":40}},"required":['
+        '"hashAlgorithm","issuerKeyHash","issuerNameHash","responderURL","serialNumber"]}',
+    "PublishFirmwareRequest":
+        '{"extra":false,"properties":{"checksum":{"kind":"string","maxLength":32},"customData":{"k'
+        'ind":"object","ref":"CustomDataType"},"location":{"kind":"string","maxLength":512},"reque'
+        'stId":{"kind":"integer"},"retries":{"kind":"integer"},"retryInterval":{"kind":"integer"}}'
+        ',"required":["checksum","location","requestId"]}',
+    "PublishFirmwareResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"GenericStatusEnumType"},"statusInfo":{"kind":"object","ref":"Sta'
+        'tusInfoType"}},"required":["status"]}',
+    "PublishFirmwareStatusNotificationRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"locat'
+        'ion":{"items":{"kind":"string","maxLength":512},"kind":"array","minItems":1},"requestId":'
+        '{"kind":"integer"},"status":{"kind":"enum","ref":"PublishFirmwareStatusEnumType"}},"requi'
+        'red":["status"]}',
+    "PublishFirmwareStatusNotificationResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"}},"requ'
+        'ired":[]}',
+    "RelativeTimeIntervalType":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"durat'
+        'ion":{"kind":"integer"},"start":{"kind":"integer"}},"required":["start"]}',
+    "ReportChargingProfilesRequest":
+        '{"extra":false,"properties":{"chargingLimitSource":{"kind":"enum","ref":"ChargingLimitSou'
+        'rceEnumType"},"chargingProfile":{"items":{"kind":"object","ref":"ChargingProfileType"},"k'
+        'ind":"array","minItems":1},"customData":{"kind":"object","ref":"CustomDataType"},"evseId"'
+        ':{"kind":"integer"},"requestId":{"kind":"integer"},"tbc":{"kind":"boolean"}},"required":['
+        '"chargingLimitSource","chargingProfile","evseId","requestId"]}',
+    "ReportChargingProfilesResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"}},"requ'
+        'ired":[]}',
+    "ReportDataType":
+        '{"extra":false,"properties":{"component":{"kind":"object","ref":"ComponentType"},"customD'
+        'ata":{"kind":"object","ref":"CustomDataType"},"variable":{"kind":"object","ref":"Variable'
+        'Type"},"variableAttribute":{"items":{"kind":"object","ref":"VariableAttributeType"},"kind'
+        '":"array","maxItems":4,"minItems":1},"variableCharacteristics":{"kind":"object","ref":"Va'
+        'riableCharacteristicsType"}},"required":["component","variable","variableAttribute"]}',
+    "RequestStartTransactionRequest":
+        '{"extra":false,"properties":{"chargingProfile":{"kind":"object","ref":"ChargingProfileTyp'
+        'e"},"customData":{"kind":"object","ref":"CustomDataType"},"evseId":{"kind":"integer"},"gr'
+        'oupIdToken":{"kind":"object","ref":"IdTokenType"},"idToken":{"kind":"object","ref":"IdTok'
+        'enType"},"remoteStartId":{"kind":"integer"}},"required":["idToken","remoteStartId"]}',
+    "RequestStartTransactionResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"RequestStartStopStatusEnumType"},"statusInfo":{"kind":"object","'
+        'ref":"StatusInfoType"},"transactionId":{"kind":"string","maxLength":36}},"required":["sta'
+        'tus"]}',
+    "RequestStopTransactionRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"trans'
+        'actionId":{"kind":"string","maxLength":36}},"required":["transactionId"]}',
+    "RequestStopTransactionResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"RequestStartStopStatusEnumType"},"statusInfo":{"kind":"object","'
+        'ref":"StatusInfoType"}},"required":["status"]}',
+    "ReservationStatusUpdateRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"reser'
+        'vationId":{"kind":"integer"},"reservationUpdateStatus":{"kind":"enum","ref":"ReservationU'
+        'pdateStatusEnumType"}},"required":["reservationId","reservationUpdateStatus"]}',
+    "ReservationStatusUpdateResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"}},"requ'
+        'ired":[]}',
+    "ReserveNowRequest":
+        '{"extra":false,"properties":{"connectorType":{"kind":"enum","ref":"ConnectorEnumType"},"c'
+        'ustomData":{"kind":"object","ref":"CustomDataType"},"evseId":{"kind":"integer"},"expiryDa'
+        'teTime":{"format":"date-time","kind":"string"},"groupIdToken":{"kind":"object","ref":"IdT'
+        'okenType"},"id":{"kind":"integer"},"idToken":{"kind":"object","ref":"IdTokenType"}},"requ'
+        'ired":["expiryDateTime","id","idToken"]}',
+    "ReserveNowResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"ReserveNowStatusEnumType"},"statusInfo":{"kind":"object","ref":"'
+        'StatusInfoType"}},"required":["status"]}',
+    "ResetRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"evseI'
+        'd":{"kind":"integer"},"type":{"kind":"enum","ref":"ResetEnumType"}},"required":["type"]}',
+    "ResetResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"ResetStatusEnumType"},"statusInfo":{"kind":"object","ref":"Statu'
+        'sInfoType"}},"required":["status"]}',
+    "SalesTariffEntryType":
+        '{"extra":false,"properties":{"consumptionCost":{"items":{"kind":"object","ref":"Consumpti'
+        'onCostType"},"kind":"array","maxItems":3,"minItems":1},"customData":{"kind":"object","ref'
+        '":"CustomDataType"},"ePriceLevel":{"kind":"integer","minimum":0.0},"relativeTimeInterval"'
+        ':{"kind":"object","ref":"RelativeTimeIntervalType"}},"required":["relativeTimeInterval"]}',
+    "SalesTariffType":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"id":{'
+        '"kind":"integer"},"numEPriceLevels":{"kind":"integer"},"salesTariffDescription":{"kind":"'
+        'string","maxLength":32},"salesTariffEntry":{"items":{"kind":"object","ref":"SalesTariffEn'
+        'tryType"},"kind":"array","maxItems":1024,"minItems":1}},"required":["id","salesTariffEntr'
+        'y"]}',
+    "SampledValueType":
+        '{"extra":false,"properties":{"context":{"kind":"enum","ref":"ReadingContextEnumType"},"cu'
+        'stomData":{"kind":"object","ref":"CustomDataType"},"location":{"kind":"enum","ref":"Locat'
+        'ionEnumType"},"measurand":{"kind":"enum","ref":"MeasurandEnumType"},"phase":{"kind":"enum'
+        '","ref":"PhaseEnumType"},"signedMeterValue":{"kind":"object","ref":"SignedMeterValueType"'
+        '},"unitOfMeasure":{"kind":"object","ref":"UnitOfMeasureType"},"value":{"kind":"number"}},'
+        '"required":["value"]}',
+    "SecurityEventNotificationRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"techI'
+        'nfo":{"kind":"string","maxLength":255},"timestamp":{"format":"date-time","kind":"string"}'
+        ',"type":{"kind":"string","maxLength":50}},"required":["timestamp","type"]}',
+    "SecurityEventNotificationResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"}},"requ'
+        'ired":[]}',
+    "SendLocalListRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"local'
+        'AuthorizationList":{"items":{"kind":"object","ref":"AuthorizationData"},"kind":"array","m'
+        'inItems":1},"updateType":{"kind":"enum","ref":"UpdateEnumType"},"versionNumber":{"kind":"'
+        'integer"}},"required":["updateType","versionNumber"]}',
+    "SendLocalListResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"SendLocalListStatusEnumType"},"statusInfo":{"kind":"object","ref'
+        '":"StatusInfoType"}},"required":["status"]}',
+    "SetChargingProfileRequest":
+        '{"extra":false,"properties":{"chargingProfile":{"kind":"object","ref":"ChargingProfileTyp'
+        'e"},"customData":{"kind":"object","ref":"CustomDataType"},"evseId":{"kind":"integer"}},"r'
+        'equired":["chargingProfile","evseId"]}',
+    "SetChargingProfileResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"ChargingProfileStatusEnumType"},"statusInfo":{"kind":"object","r'
+        'ef":"StatusInfoType"}},"required":["status"]}',
+    "SetDisplayMessageRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"messa'
+        'ge":{"kind":"object","ref":"MessageInfoType"}},"required":["message"]}',
+    "SetDisplayMessageResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"DisplayMessageStatusEnumType"},"statusInfo":{"kind":"object","re'
+        'f":"StatusInfoType"}},"required":["status"]}',
+    "SetMonitoringBaseRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"monit'
+        'oringBase":{"kind":"enum","ref":"MonitoringBaseEnumType"}},"required":["monitoringBase"]}',
+    "SetMonitoringBaseResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"GenericDeviceModelStatusEnumType"},"statusInfo":{"kind":"object"'
+        ',"ref":"StatusInfoType"}},"required":["status"]}',
+    "SetMonitoringDataType":
+        '{"extra":false,"properties":{"component":{"kind":"object","ref":"ComponentType"},"customD'
+        'ata":{"kind":"object","ref":"CustomDataType"},"id":{"kind":"integer"},"severity":{"kind":'
+        '"integer"},"transaction":{"kind":"boolean"},"type":{"kind":"enum","ref":"MonitorEnumType"'
+        '},"value":{"kind":"number"},"variable":{"kind":"object","ref":"VariableType"}},"required"'
+        ':["component","severity","type","value","variable"]}',
+    "SetMonitoringLevelRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"sever'
+        'ity":{"kind":"integer"}},"required":["severity"]}',
+    "SetMonitoringLevelResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"GenericStatusEnumType"},"statusInfo":{"kind":"object","ref":"Sta'
+        'tusInfoType"}},"required":["status"]}',
+    "SetMonitoringResultType":
+        '{"extra":false,"properties":{"component":{"kind":"object","ref":"ComponentType"},"customD'
+        'ata":{"kind":"object","ref":"CustomDataType"},"id":{"kind":"integer"},"severity":{"kind":'
+        '"integer"},"status":{"kind":"enum","ref":"SetMonitoringStatusEnumType"},"statusInfo":{"ki'
+        'nd":"object","ref":"StatusInfoType"},"type":{"kind":"enum","ref":"MonitorEnumType"},"vari'
+        'able":{"kind":"object","ref":"VariableType"}},"required":["component","severity","status"'
+        ',"type","variable"]}',
+    "SetNetworkProfileRequest":
+        '{"extra":false,"properties":{"configurationSlot":{"kind":"integer"},"connectionData":{"ki'
+        'nd":"object","ref":"NetworkConnectionProfileType"},"customData":{"kind":"object","ref":"C'
+        'ustomDataType"}},"required":["configurationSlot","connectionData"]}',
+    "SetNetworkProfileResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"SetNetworkProfileStatusEnumType"},"statusInfo":{"kind":"object",'
+        '"ref":"StatusInfoType"}},"required":["status"]}',
+    "SetVariableDataType":
+        '{"extra":false,"properties":{"attributeType":{"kind":"enum","ref":"AttributeEnumType"},"a'
+        'ttributeValue":{"kind":"string","maxLength":1000},"component":{"kind":"object","ref":"Com'
+        'ponentType"},"customData":{"kind":"object","ref":"CustomDataType"},"variable":{"kind":"ob'
+        'ject","ref":"VariableType"}},"required":["attributeValue","component","variable"]}',
+    "SetVariableMonitoringRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"setMo'
+        'nitoringData":{"items":{"kind":"object","ref":"SetMonitoringDataType"},"kind":"array","mi'
+        'nItems":1}},"required":["setMonitoringData"]}',
+    "SetVariableMonitoringResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"setMo'
+        'nitoringResult":{"items":{"kind":"object","ref":"SetMonitoringResultType"},"kind":"array"'
+        ',"minItems":1}},"required":["setMonitoringResult"]}',
+    "SetVariableResultType":
+        '{"extra":false,"properties":{"attributeStatus":{"kind":"enum","ref":"SetVariableStatusEnu'
+        'mType"},"attributeStatusInfo":{"kind":"object","ref":"StatusInfoType"},"attributeType":{"'
+        'kind":"enum","ref":"AttributeEnumType"},"component":{"kind":"object","ref":"ComponentType'
+        '"},"customData":{"kind":"object","ref":"CustomDataType"},"variable":{"kind":"object","ref'
+        '":"VariableType"}},"required":["attributeStatus","component","variable"]}',
+    "SetVariablesRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"setVa'
+        'riableData":{"items":{"kind":"object","ref":"SetVariableDataType"},"kind":"array","minIte'
+        'ms":1}},"required":["setVariableData"]}',
+    "SetVariablesResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"setVa'
+        'riableResult":{"items":{"kind":"object","ref":"SetVariableResultType"},"kind":"array","mi'
+        'nItems":1}},"required":["setVariableResult"]}',
+    "SignCertificateRequest":
+        '{"extra":false,"properties":{"certificateType":{"kind":"enum","ref":"CertificateSigningUs'
+        'eEnumType"},"csr":{"kind":"string","maxLength":5500},"customData":{"kind":"object","ref":'
+        '"CustomDataType"}},"required":["csr"]}',
+    "SignCertificateResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"GenericStatusEnumType"},"statusInfo":{"kind":"object","ref":"Sta'
+        'tusInfoType"}},"required":["status"]}',
+    "SignedMeterValueType":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"encod'
+        'ingMethod":{"kind":"string","maxLength":50},"publicKey":{"kind":"string","maxLength":2500'
+        '},"signedMeterData":{"kind":"string","maxLength":2500},"signingMethod":{"kind":"string","'
+        'maxLength":50}},"required":["encodingMethod","publicKey","signedMeterData","signingMethod'
+        '"]}',
+    "StatusInfoType":
+        '{"extra":false,"properties":{"additionalInfo":{"kind":"string","maxLength":512},"customDa'
+        'ta":{"kind":"object","ref":"CustomDataType"},"reasonCode":{"kind":"string","maxLength":20'
+        '}},"required":["reasonCode"]}',
+    "StatusNotificationRequest":
+        '{"extra":false,"properties":{"connectorId":{"kind":"integer"},"connectorStatus":{"kind":"'
+        'enum","ref":"ConnectorStatusEnumType"},"customData":{"kind":"object","ref":"CustomDataTyp'
+        'e"},"evseId":{"kind":"integer"},"timestamp":{"format":"date-time","kind":"string"}},"requ'
+        'ired":["connectorId","connectorStatus","evseId","timestamp"]}',
+    "StatusNotificationResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"}},"requ'
+        'ired":[]}',
+    "TransactionEventRequest":
+        '{"extra":false,"properties":{"cableMaxCurrent":{"kind":"integer"},"customData":{"kind":"o'
+        'bject","ref":"CustomDataType"},"eventType":{"kind":"enum","ref":"TransactionEventEnumType'
+        '"},"evse":{"kind":"object","ref":"EVSEType"},"idToken":{"kind":"object","ref":"IdTokenTyp'
+        'e"},"meterValue":{"items":{"kind":"object","ref":"MeterValueType"},"kind":"array","minIte'
+        'ms":1},"numberOfPhasesUsed":{"kind":"integer"},"offline":{"kind":"boolean"},"reservationI'
+        'd":{"kind":"integer"},"seqNo":{"kind":"integer"},"timestamp":{"format":"date-time","kind"'
+        ':"string"},"transactionInfo":{"kind":"object","ref":"TransactionType"},"triggerReason":{"'
+        'kind":"enum","ref":"TriggerReasonEnumType"}},"required":["eventType","seqNo","timestamp",'
+        '"transactionInfo","triggerReason"]}',
+    "TransactionEventResponse":
+        '{"extra":false,"properties":{"chargingPriority":{"kind":"integer"},"customData":{"kind":"'
+        'object","ref":"CustomDataType"},"idTokenInfo":{"kind":"object","ref":"IdTokenInfoType"},"'
+        'totalCost":{"kind":"number"},"updatedPersonalMessage":{"kind":"object","ref":"MessageCont'
+        'entType"}},"required":[]}',
+    "TransactionType":
+        '{"extra":false,"properties":{"chargingState":{"kind":"enum","ref":"ChargingStateEnumType"'
+        '},"customData":{"kind":"object","ref":"CustomDataType"},"remoteStartId":{"kind":"integer"'
+        '},"stoppedReason":{"kind":"enum","ref":"ReasonEnumType"},"timeSpentCharging":{"kind":"int'
+        'eger"},"transactionId":{"kind":"string","maxLength":36}},"required":["transactionId"]}',
+    "TriggerMessageRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"evse"'
+        ':{"kind":"object","ref":"EVSEType"},"requestedMessage":{"kind":"enum","ref":"MessageTrigg'
+        'erEnumType"}},"required":["requestedMessage"]}',
+    "TriggerMessageResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"TriggerMessageStatusEnumType"},"statusInfo":{"kind":"object","re'
+        'f":"StatusInfoType"}},"required":["status"]}',
+    "UnitOfMeasureType":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"multi'
+        'plier":{"kind":"integer"},"unit":{"kind":"string","maxLength":20}},"required":[]}',
+    "UnlockConnectorRequest":
+        '{"extra":false,"properties":{"connectorId":{"kind":"integer"},"customData":{"kind":"objec'
+        't","ref":"CustomDataType"},"evseId":{"kind":"integer"}},"required":["connectorId","evseId'
+        '"]}',
+    "UnlockConnectorResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"UnlockStatusEnumType"},"statusInfo":{"kind":"object","ref":"Stat'
+        'usInfoType"}},"required":["status"]}',
+    "UnpublishFirmwareRequest":
+        '{"extra":false,"properties":{"checksum":{"kind":"string","maxLength":32},"customData":{"k'
+        'ind":"object","ref":"CustomDataType"}},"required":["checksum"]}',
+    "UnpublishFirmwareResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"UnpublishFirmwareStatusEnumType"}},"required":["status"]}',
+    "UpdateFirmwareRequest":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"firmw'
+        'are":{"kind":"object","ref":"FirmwareType"},"requestId":{"kind":"integer"},"retries":{"ki'
+        'nd":"integer"},"retryInterval":{"kind":"integer"}},"required":["firmware","requestId"]}',
+    "UpdateFirmwareResponse":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"statu'
+        's":{"kind":"enum","ref":"UpdateFirmwareStatusEnumType"},"statusInfo":{"kind":"object","re'
+        'f":"StatusInfoType"}},"required":["status"]}',
+    "VPNType":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"group'
+        '":{"kind":"string","maxLength":20},"key":{"kind":"string","maxLength":255},"password":{"k'
+        'ind":"string","maxLength":20},"server":{"kind":"string","maxLength":512},"type":{"kind":"'
+        'enum","ref":"VPNEnumType"},"user":{"kind":"string","maxLength":20}},"required":["key","pa'
+        'ssword","server","type","user"]}',
+    "VariableAttributeType":
+        '{"extra":false,"properties":{"constant":{"kind":"boolean"},"customData":{"kind":"object",'
+        '"ref":"CustomDataType"},"mutability":{"kind":"enum","ref":"MutabilityEnumType"},"persiste'
+        'nt":{"kind":"boolean"},"type":{"kind":"enum","ref":"AttributeEnumType"},"value":{"kind":"'
+        'string","maxLength":2500}},"required":[]}',
+    "VariableCharacteristicsType":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"dataT'
+        'ype":{"kind":"enum","ref":"DataEnumType"},"maxLimit":{"kind":"number"},"minLimit":{"kind"'
+        ':"number"},"supportsMonitoring":{"kind":"boolean"},"unit":{"kind":"string","maxLength":16'
+        '},"valuesList":{"kind":"string","maxLength":1000}},"required":["dataType","supportsMonito'
+        'ring"]}',
+    "VariableMonitoringType":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"id":{'
+        '"kind":"integer"},"severity":{"kind":"integer"},"transaction":{"kind":"boolean"},"type":{'
+        '"kind":"enum","ref":"MonitorEnumType"},"value":{"kind":"number"}},"required":["id","sever'
+        'ity","transaction","type","value"]}',
+    "VariableType":
+        '{"extra":false,"properties":{"customData":{"kind":"object","ref":"CustomDataType"},"insta'
+        'nce":{"kind":"string","maxLength":50},"name":{"kind":"string","maxLength":50}},"required"'
+        ':["name"]}',
 }
+
+
+def object_table(name: str) -> dict[str, Any]:
+    """The table of one object type (KeyError for an unknown name)."""
+    table: dict[str, Any] = json.loads(OBJECTS[name])
+    return table
