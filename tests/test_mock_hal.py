@@ -19,10 +19,10 @@ DC = MockEvseSpec(3, max_current_a=200, phases=0, nominal_voltage_v=400)
 
 
 def run(test: Callable[[MockStation, ManualClock], Awaitable[Any]],
-        specs: tuple[MockEvseSpec, ...] = (AC3, AC1)) -> Any:
+        specs: tuple[MockEvseSpec, ...] = (AC3, AC1), state_dir: Path | None = None) -> Any:
     async def main() -> Any:
         clock = ManualClock()
-        station = MockStation(specs, clock)
+        station = MockStation(specs, clock, state_dir=state_dir)
         await station.start()
         try:
             return await test(station, clock)
@@ -365,15 +365,7 @@ def test_station_accepts_config_like_evse_descriptions() -> None:
 def in_dir(state_dir: Path, test: Callable[[MockStation, ManualClock], Awaitable[Any]]) -> Any:
     """One life of a mock station keeping its registers in `state_dir`. Its stop()
     writes nothing, so the next life sees what a kill -9 would have left."""
-    async def main() -> Any:
-        clock = ManualClock()
-        station = MockStation((AC3,), clock, state_dir=state_dir)
-        await station.start()
-        try:
-            return await test(station, clock)
-        finally:
-            await station.stop()
-    return asyncio.run(main())
+    return run(test, (AC3,), state_dir)
 
 
 def test_register_survives_a_restart_and_no_value_seen_is_taken_back(tmp_path: Path) -> None:
