@@ -56,6 +56,16 @@ def decide_boot_reason(pending: str | None, last_start: float | None, clean_stop
     return "LocalReset" if clean_stop else "ApplicationReset"
 
 
+def settle_boot_reason(store: Store, reported: str) -> None:
+    """A BootNotification with `reported` as its reason was accepted: the recorded reason
+    it carried is used up. Only that one: a firmware install can finish (and record
+    FirmwareUpdate for the restart it causes) before the boot of this run is accepted,
+    and the restart must still say FirmwareUpdate."""
+    with store.transaction():
+        if store.get_meta(PENDING_BOOT_REASON) == reported:
+            store.set_meta(PENDING_BOOT_REASON, None)
+
+
 def system_boot_time() -> float | None:
     """Wall-clock time the OS booted (Linux /proc/stat btime), or None elsewhere."""
     try:
@@ -157,7 +167,7 @@ class Provisioning:
             # B01.FR.04: the interval of an Accepted response is the heartbeat interval.
             self._model.set_actual(Component("OCPPCommCtrlr"), Variable("HeartbeatInterval"),
                                    str(interval))
-        self._store.set_meta(PENDING_BOOT_REASON, None)
+        settle_boot_reason(self._store, self.boot_reason)
         self._link.accepted.set()
         for callback in self.on_accepted:
             callback()
