@@ -28,7 +28,7 @@ from agent.station import Connector, Evse, Station
 from hal.api import ConnectorLock, ContactorState, EvseDevices
 from hal.drivers.mock import MockStation
 from hal.evse import EvseHardware
-from tests.harness import PASSWORD, AgentProcess, write_config
+from tests.harness import PASSWORD, AgentProcess, quiesce, write_config
 from tests.test_sim_agent import sim_async, wait_for_socket
 
 SCHEMAS = Path(ocpp.__file__).parent / "v201" / "schemas"
@@ -421,7 +421,7 @@ def test_pending_station_sends_triggered_messages_and_registers_by_trigger(tmp_p
             try:
                 link = await csms.wait_station(STATION)
                 await link.expect_call("BootNotification")
-                await asyncio.sleep(0.1)
+                assert await quiesce()
                 assert (await link.call("TriggerMessage", {"requestedMessage": "Heartbeat"}))[
                     "status"] == "Accepted"
                 await link.expect_call("Heartbeat")
@@ -444,7 +444,7 @@ def test_pending_station_sends_triggered_messages_and_registers_by_trigger(tmp_p
                 assert hb == "60"
                 answer = await link.call("TriggerMessage", {"requestedMessage": "BootNotification"})
                 assert answer["status"] == "Rejected"                      # F06.FR.17
-                await asyncio.sleep(0.2)
+                assert await quiesce()
                 assert len(link.calls("BootNotification")) == 2
                 assert len(link.calls("StatusNotification")) == 1
             finally:
@@ -469,9 +469,9 @@ def test_no_boot_after_a_triggered_one_was_accepted(tmp_path):
                 await link.call("TriggerMessage", {"requestedMessage": "BootNotification"})
                 await link.expect_call("BootNotification")
                 await link.expect_call("StatusNotification")
-                await asyncio.sleep(0.2)
+                assert await quiesce()
                 await clock.advance(61)          # the Pending retry interval runs out
-                await asyncio.sleep(0.2)
+                assert await quiesce()
                 assert len(link.calls("BootNotification")) == 2
             finally:
                 stop.set()
