@@ -54,6 +54,24 @@ def _load(path: Path) -> tuple[Config, list[str]] | None:
 
 
 def _run(config: Config, warnings: list[str]) -> int:
+    from agent.instance_lock import AlreadyRunning, InstanceLock
+    # First of all, before the database and any hardware: one agent per station.
+    try:
+        instance = InstanceLock.acquire(config.storage.dir)
+    except AlreadyRunning as exc:
+        print(f"station-agent: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:
+        print(f"station-agent: storage.dir {config.storage.dir}: cannot take its lock: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        return _run_locked(config, warnings)
+    finally:
+        instance.release()
+
+
+def _run_locked(config: Config, warnings: list[str]) -> int:
     from agent.control import ControlError
     from agent.daemon import run_daemon  # keeps --version and check-config light
     from agent.logfile import console_handler
