@@ -59,3 +59,31 @@ def test_example_board_config_names_a_missing_port(tmp_path):
     from agent.config import ConfigError
     with pytest.raises(ConfigError, match=r"evse\[1\]\.meter\.port: .*/dev/ttyUSB0"):
         load_config(path)
+
+
+def test_the_commented_pn532_reader_of_the_ac_board_is_valid(bench):
+    """The commented alternative reader table, uncommented in place of the RDM6300 one, is
+    a config the PN532 driver accepts (and names its mistakes in)."""
+    tmp_path, replacements = bench
+    text = (CONFIG_DIR / "ac-board.toml").read_text()
+    rdm, marker, alternative = text.partition('# Or, for 13.56 MHz cards')
+    alternative = marker + alternative
+    assert '#driver = "pn532"' in alternative
+    rdm = rdm[:rdm.index("[evse.reader]")]
+    pn532 = "\n".join(line[1:] if line.startswith("#") and not line.startswith("# ") else line
+                      for line in alternative.splitlines())
+    text = rdm + pn532
+    for old, new in replacements.items():
+        text = text.replace(old, new)
+    path = tmp_path / "ac-pn532.toml"
+    path.write_text(text)
+    config = load_config(path)
+    reader = next(spec for spec in config.evses[0].devices if spec.role == "reader")
+    assert reader.driver == "pn532"
+    assert dict(reader.settings) == {"port": replacements["/dev/ttyS1"], "baudrate": 115200,
+                                     "poll_s": 0.25, "repeat_s": 2.0, "timeout_s": 1.0,
+                                     "retry_s": 5.0}
+    from agent.config import ConfigError
+    path.write_text(text.replace("poll_s = 0.25", "poll_s = 0"))
+    with pytest.raises(ConfigError, match=r"evse\[1\]\.reader\.poll_s: must be a number"):
+        load_config(path)

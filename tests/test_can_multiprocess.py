@@ -87,7 +87,7 @@ def test_set_point_and_read_back_across_processes():
     with private_network():
         assert _namespace() != host
         sim = subprocess.Popen(
-            [sys.executable, "-m", "tests.can_module_sim", "--interface", "udp_multicast",
+            [sys.executable, "-m", "tests.infy_module_sim", "--interface", "udp_multicast",
              "--channel", GROUP, "--address", "3"],
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
         try:

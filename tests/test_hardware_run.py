@@ -18,7 +18,7 @@ import pytest
 from agent.config import load_config
 from agent.daemon import run_daemon
 from agent.demo.csms import Csms
-from tests.can_module_sim import RealClock, SimModule
+from tests.infy_module_sim import RealClock, SimModule
 from tests.fake_gpiod import Sim, make_v2
 from tests.modbus_peer import SimulatedSdm630
 

@@ -36,6 +36,25 @@ def frame(uid: str, *, checksum: int | None = None) -> bytes:
     return b"\x02" + uid.encode() + f"{check:02X}".encode() + b"\x03"
 
 
+# Frames read off RDM6300 modules and published byte for byte: the golden frames that
+# `frame()` above (written from the datasheet's format) and the driver must both agree with.
+PUBLISHED = [
+    # forum.arduino.cc/t/rfid-data-format-rdm6300-vs-em4100-readers/251993:
+    # "Arduino reader reads: 2,48,49,48,48,54,51,69,57,65,69,50,53,3"
+    (bytes([2, 48, 49, 48, 48, 54, 51, 69, 57, 65, 69, 50, 53, 3]), "010063E9AE"),
+    # eevblog.com forum, "RFID 125khz cards, RDM6300 reader trying to make sense of the
+    # readings": "6F007B39725F ... Message-Head: 2 ... Message-Checksum (HEX): 5F ... Tail: 3"
+    (b"\x02" + b"6F007B39725F" + b"\x03", "6F007B3972"),
+]
+
+
+@pytest.mark.parametrize("raw, uid", PUBLISHED)
+def test_published_frames_are_read_and_built_alike(raw: bytes, uid: str) -> None:
+    assert Rdm6300Parser().feed(raw) == [uid]
+    assert frame(uid) == raw
+    assert rdm6300_frame(uid) == raw
+
+
 # -- parser -----------------------------------------------------------------------------------
 
 def test_parser_reads_frames_and_uppercases() -> None:
@@ -195,6 +214,14 @@ def test_reads_good_frames_through_noise_and_broken_ones(tmp_path: Path) -> None
         pty.write(frame(CARD_C)[5:])
         assert await next_token(tokens) == PresentedToken(CARD_C, "Local")
         assert reader.fault is None
+    run_reader(tmp_path, body)
+
+
+def test_published_frames_come_through_the_port(tmp_path: Path) -> None:
+    async def body(reader: SerialRfidReader, pty: Pty, clock: ManualClock, tokens: Any) -> None:
+        for raw, uid in PUBLISHED:
+            pty.write(raw)
+            assert await next_token(tokens) == PresentedToken(uid, "Local")
     run_reader(tmp_path, body)
 
 

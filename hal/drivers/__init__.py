@@ -19,7 +19,8 @@ from hal.api import Clock, Device, DriverSpec, HalConfigError
 REGISTRY: dict[str, dict[str, str]] = {
     "meter": {"modbus_meter": "hal.drivers.modbus_meter:ModbusMeter"},
     "power": {"can_power": "hal.drivers.can_power:CanPowerModule"},
-    "reader": {"serial_rfid": "hal.drivers.serial_rfid:SerialRfidReader"},
+    "reader": {"serial_rfid": "hal.drivers.serial_rfid:SerialRfidReader",
+               "pn532": "hal.drivers.pn532:Pn532Reader"},
     "contactor": {"gpio": "hal.drivers.gpio:GpioContactor"},
     "pilot": {"gpio": "hal.drivers.gpio:GpioPilot"},
     "lock": {"gpio": "hal.drivers.gpio:GpioLock"},

@@ -60,6 +60,23 @@ class _Receiver(can.Listener):
         pass
 
 
+class _Discovery:
+    """What a group's members said while the driver looked for them."""
+
+    def __init__(self) -> None:
+        self.count = 0                        # the group's own count of its modules
+        self.members: dict[int, Status] = {}  # address -> its status answer
+        self.complete = asyncio.Event()
+
+    def heard(self, frame: Frame) -> None:
+        if isinstance(frame.body, ModuleCount):
+            self.count = max(self.count, frame.body.count)
+        elif isinstance(frame.body, Status):
+            self.members[frame.id.source] = frame.body
+        if self.count and len(self.members) >= self.count:
+            self.complete.set()
+
+
 class CanPowerModule(PowerModule):
     def __init__(self, settings: CanPowerSettings, *, clock: Clock) -> None:
         super().__init__()
@@ -74,8 +91,7 @@ class CanPowerModule(PowerModule):
         self._notifier: can.Notifier | None = None
         self._bus_problem: str | None = None
         self._pending: dict[tuple[int, Command], asyncio.Future[Frame]] = {}
-        self._counts: dict[int, int] | None = None        # group discovery answers
-        self._counted: asyncio.Event | None = None
+        self._discovery: _Discovery | None = None          # while finding a group's members
         self._group_size = 0
         self._locks: dict[int, asyncio.Lock] = {}
         self._apply_lock = asyncio.Lock()
@@ -223,25 +239,33 @@ class CanPowerModule(PowerModule):
             module.capabilities = _body(answers[Command.READ_CAPABILITIES], Capabilities)
 
     async def _discover(self) -> None:
-        """Find the members of the group: each answers MODULE_COUNT from its address."""
+        """Find the members of the group. MODULE_COUNT sent to the group says how many it
+        has, but its answer comes on behalf of the group (public drivers key it by the group
+        number, or take it from one master module), so its source is no member's address.
+        A READ_STATUS sent to the group is answered by every member from its own address:
+        those sources are the members. Waits until as many answered as the count says, or
+        timeout_s."""
         group = self.settings.group
         assert group is not None
-        self._counts, self._counted = {}, asyncio.Event()
+        self._discovery = _Discovery()
         timer = asyncio.ensure_future(self._clock.sleep(self.settings.timeout_s))
-        counted = asyncio.ensure_future(self._counted.wait())
+        complete = asyncio.ensure_future(self._discovery.complete.wait())
         try:
-            if await self._send(request(Command.MODULE_COUNT, group,
-                                        device=DeviceNumber.GROUP)) is None:
-                await asyncio.wait({timer, counted}, return_when=asyncio.FIRST_COMPLETED)
+            failed = None
+            for command in (Command.MODULE_COUNT, Command.READ_STATUS):
+                failed = failed or await self._send(
+                    request(command, group, device=DeviceNumber.GROUP))
+            if failed is None:
+                await asyncio.wait({timer, complete}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             timer.cancel()
-            counted.cancel()
-            counts, self._counts = self._counts, None
-        self._group_size = max(counts.values(), default=0)
-        for address in sorted(counts):
+            complete.cancel()
+            found, self._discovery = self._discovery, None
+        self._group_size = found.count or len(found.members)
+        for address, status in sorted(found.members.items()):
             if address not in self.modules:
                 log.info("power module %d found in group %d", address, group)
-                self.modules[address] = ModuleState(address)
+                self.modules[address] = ModuleState(address, status=status)
         if len(self.modules) < self._group_size:
             log.warning("group %d has %d power modules, %d answered", group, self._group_size,
                         len(self.modules))
@@ -280,6 +304,9 @@ class CanPowerModule(PowerModule):
             replies = {command: future.result() for command, future in futures.items()}
             for command, reply in replies.items():
                 if reply.id.error is not ErrorCode.NORMAL:
+                    if command is Command.SET_OUTPUT:
+                        # Its limits may have changed (derating): read them again.
+                        module.capabilities = None
                     return self._problem(module, f"refused {command.name}: {reply.id.error.text}")
             module.comm_problem = None
             return replies
@@ -316,10 +343,8 @@ class CanPowerModule(PowerModule):
             return
         if frame.id.destination != CONTROLLER:
             return                     # another node's request (or our own, looped back)
-        if self._counts is not None and isinstance(frame.body, ModuleCount):
-            self._counts[frame.id.source] = frame.body.count
-            if self._counted is not None and len(self._counts) >= max(self._counts.values()):
-                self._counted.set()
+        if self._discovery is not None:
+            self._discovery.heard(frame)
         future = self._pending.get((frame.id.source, frame.id.command))
         if future is not None and not future.done():
             future.set_result(frame)

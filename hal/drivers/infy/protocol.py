@@ -5,8 +5,9 @@ Frames use 29-bit extended ids, laid out (most significant bit first):
     28..26 error code   25..22 device number   21..16 command   15..8 destination   7..0 source
 
 The controller (us) is address 0xF0; a module answers from its own address to 0xF0 with
-the same command. Every payload is 8 bytes, big-endian. Nothing here touches a bus, so the
-driver, the simulated module and the property tests share one definition of the wire.
+the same command. Every payload is 8 bytes, big-endian. Nothing here touches a bus. The
+tests' simulated module (tests/infy_module_sim.py) is written from the public sources
+independently of this file, and its golden frames check this one.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class DeviceNumber(enum.IntEnum):
 
 
 class Command(enum.IntEnum):
-    MODULE_COUNT = 0x02       # how many modules a group has
+    MODULE_COUNT = 0x02       # how many modules a group has (answered by the group)
     READ_OUTPUT = 0x03        # present output voltage and current
     READ_STATUS = 0x04        # temperature and status bits
     READ_CAPABILITIES = 0x0A  # voltage range, current and power limits
@@ -109,12 +110,18 @@ class StatusBit:
 
 
 # Bytes 5, 6, 7 of a READ_STATUS answer are status tables 2, 1, 0: bit n of table t is bit
-# 8*t + n of the word. Unlisted bits are reserved and ignored.
+# 8*t + n of the word. Unlisted bits are reserved and ignored. The table follows EVerest's
+# InfyPower driver (EVerest/EVerest modules/HardwareDrivers/PowerSupplies/InfyPower/
+# can_driver_acdc/CanPackets.cpp, PowerModuleStatus, and wireshark/infypower_can.lua);
+# table 0 bits 2 and 3 are named only by other public drivers. Table 0 bit 4 is the module
+# sleeping (a state), bit 5 its discharge fault: this table once took bit 4 for the
+# discharge fault (dropping a sleeping module) and ignored bit 5.
 STATUS_BITS: tuple[StatusBit, ...] = (
     StatusBit(0, "output_short_circuit", "output short circuit", Severity.OUTPUT),
     StatusBit(2, "internal_communication_fault", "internal communication fault", Severity.MODULE),
-    StatusBit(3, "pfc_fault", "PFC stage fault", Severity.MODULE),
-    StatusBit(4, "discharge_fault", "output discharge fault", Severity.MODULE),
+    StatusBit(3, "input_or_bus_abnormal", "AC input or DC bus abnormal", Severity.MODULE),
+    StatusBit(4, "sleeping", "sleeping", Severity.INFO),
+    StatusBit(5, "discharge_abnormal", "output discharge abnormal", Severity.MODULE),
     StatusBit(8, "module_off", "module off", Severity.INFO),
     StatusBit(9, "module_fault", "module fault", Severity.MODULE),
     StatusBit(10, "module_protection", "module protection tripped", Severity.MODULE),
@@ -328,7 +335,7 @@ def request(command: Command, destination: int, body: Body = None, *,
 
 def answer(to: FrameId, source: int, body: Body = None,
            error: ErrorCode = ErrorCode.NORMAL) -> Frame:
-    """The module's answer to a request (what a simulated module sends)."""
+    """A module's answer to a request (the property tests build answers with it)."""
     return Frame(FrameId(to.command, to.source, source, to.device, error), body)
 
 
