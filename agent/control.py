@@ -13,7 +13,9 @@ newline-delimited JSON, one request and one reply per line, any number per conne
     {"command": "status"}                           -> {"ok": true, "status": {...}}
     anything wrong                                  -> {"ok": false, "error": "unknown EVSE 9"}
 
-Commands: plug, unplug, suspend, resume, fault, clear (each needs "evse"), ev-max
+Commands: plug, unplug, suspend, resume, fault, clear, lock-fail, lock-ok (each needs
+"evse"; lock-fail jams the socket's lock so that it neither locks nor unlocks, lock-ok
+frees it; an EVSE with a fixed cable has no lock and refuses both), ev-max
 ("evse", "amps"), swipe ("token"; "evse" optional, default the lowest EVSE id, where a
 station's single reader sits; "type" optional, default ISO14443), external-limit ("watts",
 a number or null for no limit; "source" optional, EMS, SO or Other, default EMS;
@@ -99,6 +101,8 @@ def build_status(connected: bool, evses: Mapping[int, EvseStatus]) -> dict[str, 
             "power_w": _number(snap["power_w"]),
             "energy_wh": _number(snap["energy_wh"]),
             "transaction_id": None if e.transaction_id is None else str(e.transaction_id),
+            # The socket's lock (null: a fixed cable, no lock).
+            "locked": None if snap.get("locked") is None else bool(snap["locked"]),
         }
     return {"connected": bool(connected), "evses": out}
 
@@ -188,7 +192,8 @@ def _json_type(value: Any) -> str:
 
 # command -> the fields it takes (beyond "command")
 _FIELDS: dict[str, frozenset[str]] = {
-    **{c: frozenset({"evse"}) for c in ("plug", "unplug", "suspend", "resume", "fault", "clear")},
+    **{c: frozenset({"evse"}) for c in ("plug", "unplug", "suspend", "resume", "fault", "clear",
+                                        "lock-fail", "lock-ok")},
     "ev-max": frozenset({"evse", "amps"}),
     "swipe": frozenset({"token", "evse", "type"}),
     "external-limit": frozenset({"watts", "source", "grid_critical"}),
@@ -261,7 +266,8 @@ class Dispatcher:
         else:
             actions: dict[str, Callable[[int], None]] = {
                 "plug": st.plug, "unplug": st.unplug, "suspend": st.suspend,
-                "resume": st.resume, "fault": st.fault, "clear": st.clear}
+                "resume": st.resume, "fault": st.fault, "clear": st.clear,
+                "lock-fail": st.lock_fail, "lock-ok": st.lock_ok}
             actions[command](evse_id)
         return {"evse": evse_id}
 
@@ -293,6 +299,12 @@ def _nothing_to_do(command: str, evse_id: int, snap: Mapping[str, Any]) -> str |
         return f"EVSE {evse_id}: faulted already; 'clear' ends the fault"
     if command == "clear" and not fault:
         return f"EVSE {evse_id}: no fault to clear"
+    if command in ("lock-fail", "lock-ok") and snap.get("locked") is None:
+        return f"EVSE {evse_id} has a fixed cable: there is no lock"
+    if command == "lock-fail" and snap.get("lock_jammed"):
+        return f"EVSE {evse_id}: the lock is failing already; 'lock-ok' ends it"
+    if command == "lock-ok" and not snap.get("lock_jammed"):
+        return f"EVSE {evse_id}: the lock works; nothing to do"
     return None
 
 

@@ -38,7 +38,7 @@ from agent.blocks.variables import Variables
 from agent.clock import Clock, SystemClock, format_datetime
 from agent.config import SHIPPED_PASSWORD, Config, ConfigError
 from agent.control import ControlServer, EvseStatus, build_status, socket_path
-from agent.hardware import Hardware, HardwareBridge, build_hardware
+from agent.hardware import Hardware, HardwareBridge, build_hardware, connector_type
 from agent.logfile import attach_log_file
 from agent.model.definitions import standard_definitions
 from agent.model.device_model import DeviceModel
@@ -92,7 +92,8 @@ def station_spec(config: Config, firmware_version: str) -> StationSpec:
         vendor=config.station.vendor, model=config.station.model,
         serial_number=config.station.serial_number,
         firmware_version=firmware_version,
-        evses=tuple(EvseSpec(e.id, e.max_current_a, e.phases, e.nominal_voltage_v)
+        evses=tuple(EvseSpec(e.id, e.max_current_a, e.phases, e.nominal_voltage_v,
+                             connector_type=connector_type(e, config.hal.driver))
                     for e in config.evses),
         security_profile=config.csms.security_profile, identity=config.station.id,
         features=frozenset({FEATURE_AUTH_CACHE, FEATURE_SMART_CHARGING}))
@@ -410,12 +411,16 @@ class Runtime:
         that is (nothing offered: 0, the EV may not draw)."""
         devices = self.hardware.evses[evse_id].devices
         pilot = devices.pilot
+        # Not built yet while Transactions.recover() ends the transactions a power cut
+        # or a Reset left open: no limit known then.
+        smart = getattr(self, "smart_charging", None)
+        limit_w = smart.power_w(evse_id) if smart is not None else None
         if devices.power is not None:
             # DC: the module's current set-point is the offer (0 while it is off).
             return Extras(offered_current_a=self.transactions.dc_offer_a(evse_id),
-                          offered_power_w=self.smart_charging.power_w(evse_id))
+                          offered_power_w=limit_w)
         if pilot is None:
-            return Extras(offered_power_w=self.smart_charging.power_w(evse_id))
+            return Extras(offered_power_w=limit_w)
         amps = pilot.offered_a or 0.0
         evse = self.station.evses[evse_id]
         return Extras(offered_current_a=amps,

@@ -4,8 +4,18 @@
 device role); the hardware outlives a Reset of the agent's work, as a real board does.
 `HardwareBridge` is the only place where `agent` reads `hal` devices for state: pilot
 states become plugged connectors, device faults become Faulted ones (and, for whoever
-watches them, faults by device role: the Availability block's NotifyEvent). Commands to
-the hardware (contactor, offered current) are the blocks' business and go the other way.
+watches them, problems by device role: the Availability block's NotifyEvent, a lock that
+did not move among them). Commands to the hardware (contactor, offered current, lock) are
+the blocks' business and go the other way, through the EVSE supervisor (hal/evse.py).
+
+A fault is not an unplug: while the pilot is in state E or F (the station's own fault
+signal, -12 V, which hides the EV's resistor) the connector keeps the plug state it had,
+so a session is held through a fault and ends as EVDeparted only once a working pilot
+shows the EV gone.
+
+With STATION_AGENT_TRANSITION_LOG set (the test suite's safety monitor), every
+transition of the hardware goes to that file: the mock station's own, or on real drivers
+the supervisors' (hal/drivers/mock/recorder.py).
 """
 
 from __future__ import annotations
@@ -21,9 +31,11 @@ from hal.drivers import create as create_device
 from hal.drivers.command_installer import CommandInstaller
 from hal.drivers.mock import MockStation
 from hal.drivers.mock.installer import MockInstaller
+from hal.drivers.mock.recorder import from_env as transition_log
+from hal.evse import ROLES as EVSE_ROLES
 from hal.evse import EvseHardware
 
-from agent.config import Config
+from agent.config import Config, EvseConfig
 from agent.station import Station
 
 log = logging.getLogger(__name__)
@@ -83,9 +95,13 @@ class Hardware:
                 meter.unsubscribe(changed.set)
 
     async def stop(self) -> None:
-        # EvseHardware.stop opens the contactor first: the board is left safe.
-        for hw in self.evses.values():
-            await hw.stop()
+        # EvseHardware.stop switches off in the safe order; all EVSEs at once, so DC
+        # modules ramp down together within the clean stop's few seconds.
+        results = await asyncio.gather(*(hw.stop() for hw in self.evses.values()),
+                                       return_exceptions=True)
+        for evse_id, result in zip(self.evses, results):
+            if isinstance(result, Exception):
+                log.error("EVSE %d: stop failed: %s", evse_id, result)
 
 
 def build_hardware(config: Config, clock: Clock) -> Hardware:
@@ -93,14 +109,29 @@ def build_hardware(config: Config, clock: Clock) -> Hardware:
     if config.hal.driver == "mock":
         # The mock meters keep their registers under the storage dir, as real meters
         # keep theirs through a power cut.
+        # The mock records its transitions itself, with the physics (recorder.py).
         mock = MockStation(config.evses, clock, state_dir=config.storage.dir)
-        return Hardware({e.id: EvseHardware(e.id, mock.devices(e.id)) for e in config.evses},
-                        mock, installer, mock.external_limit)
+        return Hardware({e.id: EvseHardware(e.id, mock.devices(e.id), clock=clock,
+                                            rating_a=e.max_current_a)
+                         for e in config.evses}, mock, installer, mock.external_limit)
     evses = {}
+    recorder = transition_log()
     for evse in config.evses:
         devices = EvseDevices(**{spec.role: create_device(spec, clock) for spec in evse.devices})
-        evses[evse.id] = EvseHardware(evse.id, devices)
+        evses[evse.id] = EvseHardware(evse.id, devices, clock=clock, observer=recorder,
+                                      rating_a=evse.max_current_a)
     return Hardware(evses, installer=installer)
+
+
+def connector_type(evse: EvseConfig, driver: str) -> str:
+    """ConnectorType of the EVSE's connector: a DC output has a fixed CCS cable; an AC
+    one a socket (sType2) where it has a lock to hold a detachable cable, a fixed Type 2
+    cable where it has none. The mock gives every AC EVSE a socket with a lock."""
+    if evse.dc:
+        return "cCCS2"
+    if driver == "mock" or any(spec.role == "lock" for spec in evse.devices):
+        return "sType2"
+    return "cType2"
 
 
 def build_installer(config: Config) -> FirmwareInstaller | None:
@@ -115,7 +146,7 @@ def build_installer(config: Config) -> FirmwareInstaller | None:
 
 
 # Device roles of an EVSE (hal.api.EvseDevices); a fault is reported under its role.
-ROLES = ("meter", "contactor", "pilot", "lock", "reader", "power")
+ROLES = EVSE_ROLES
 
 FaultListener = Callable[[int, dict[str, str]], None]
 
@@ -136,33 +167,30 @@ class HardwareBridge:
         pilot = hw.devices.pilot
         state = pilot.state if pilot is not None else PilotState.A
         faulted = bool(hw.faults) or state in (PilotState.E, PilotState.F)
-        for connector_id in self._station.evses[evse_id].connectors:
-            self._station.update(evse_id, connector_id, plugged=state.plugged, faulted=faulted)
+        for connector_id, connector in self._station.evses[evse_id].connectors.items():
+            # E/F: the station's fault signal hides the EV; it stays as it was seen.
+            plugged = connector.plugged if state in (PilotState.E, PilotState.F) \
+                else state.plugged
+            self._station.update(evse_id, connector_id, plugged=plugged, faulted=faulted)
         if self._fault_listeners:
             faults = self.faults(evse_id)
             for listener in list(self._fault_listeners):
                 listener(evse_id, faults)
 
     def faults(self, evse_id: int) -> dict[str, str]:
-        """The EVSE's faults now, by device role ("meter", "pilot", ...): what made its
-        connectors Faulted. A driver's start failure counts under its role, anything
-        unattributable under "hardware"."""
+        """The EVSE's problems now, by device role ("meter", "pilot", "lock", ...): the
+        faults that made its connectors Faulted (a driver's start failure counts under
+        its role), and those that do not: a connector lock that did not move, a card
+        reader that does not answer."""
         hw = self._hardware.evses[evse_id]
-        devices = {role: getattr(hw.devices, role) for role in ROLES}
-        found: dict[str, str] = {}
-        for role, device in devices.items():
-            if device is not None and device.fault:
-                found[role] = device.fault
-        for text in hw.faults:
-            if text in found.values():
-                continue
-            role = next((r for r, d in devices.items() if d is not None
-                         and text.startswith(f"{type(d).__name__} ")), "hardware")
-            found[role] = f"{found[role]}; {text}" if role in found else text
+        found = hw.faults_by_role()
         pilot = hw.devices.pilot
         if pilot is not None and "pilot" not in found and pilot.state in (PilotState.E,
                                                                           PilotState.F):
             found["pilot"] = f"control pilot in state {pilot.state.value}"
+        if hw.lock_problem is not None:
+            found["lock"] = f"{found['lock']}; {hw.lock_problem}" if "lock" in found \
+                else hw.lock_problem
         return found
 
     def watch_faults(self, listener: FaultListener) -> None:

@@ -38,6 +38,9 @@ _EVSE_COMMANDS = {
     "resume": ("the EV draws energy again", "EV resumed"),
     "fault": ("a hardware fault on that EVSE", "fault raised"),
     "clear": ("end the hardware fault", "fault cleared"),
+    "lock-fail": ("the socket's connector lock jams: it neither locks nor unlocks",
+                  "the connector lock jams"),
+    "lock-ok": ("the connector lock works again", "the connector lock works again"),
 }
 
 
@@ -127,7 +130,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ev_max = command("ev-max", "most current the simulated EV draws (default: its max)")
     ev_max.add_argument("amps", metavar="AMPS", type=_amps,
                         help="amps per phase, 0 to the EVSE's max_current_a")
-    for name in ("suspend", "resume", "fault", "clear"):
+    for name in ("suspend", "resume", "fault", "clear", "lock-fail", "lock-ok"):
         command(name, _EVSE_COMMANDS[name][0])
     limit = command("external-limit", "a limit on the whole station from an energy manager or "
                     f"the grid operator (W); '{CLEAR_LIMIT}' ends it", evse=False)

@@ -340,3 +340,44 @@ class FirmwareInstaller(abc.ABC):
     def running_version(self) -> str | None:
         """The firmware version running now, as the installer knows it; None when the
         agent's own configured/package version is the truth."""
+
+
+# -- what a safety monitor sees -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class EvseOutputs:
+    """What one EVSE's hardware does at one instant, as a safety monitor sees it.
+
+    None where the observer cannot know: a supervisor over real drivers has no sensor for
+    the EV's AC draw at the moment a contactor moves (its meter is polled), and an EVSE
+    without a power module or a lock has neither state."""
+
+    contactor_closed: bool
+    current_a: float | None        # through the contactor now: the EV's AC draw per phase,
+                                   # or the DC power module's output
+    module_on: bool | None         # the DC power module switched on (None: no module)
+    module_set_a: float | None     # its current set-point
+    offered_a: float | None        # the pilot's PWM offer (None: no PWM)
+    plugged: bool | None           # an EV on the cable (None: unknown)
+    faulted: bool
+    locked: bool | None            # the socket's lock (None: no lock, a fixed cable)
+    rating_a: float | None         # the EVSE's rating (max_current_a), if known
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One change of an EVSE's hardware: `cause` names the input that changed (the
+    station's commands: offer, contactor, module, setpoint, lock, stop; the world's: plug,
+    suspend, ev-max, fault, lock-jam, meter), `requested` the value a command asked for
+    (before a device clamped it), `at` the injected clock's monotonic seconds."""
+
+    evse_id: int
+    at: float
+    cause: str
+    before: EvseOutputs
+    after: EvseOutputs
+    requested: float | None = None
+    source: str = ""               # which recorder (a process and station), for grouping
+
+
+TransitionObserver = Callable[[Transition], None]

@@ -438,7 +438,7 @@ def test_the_bridge_reports_faults_by_device_role() -> None:
         hw = hardware.evses[1]
         meter = hw.devices.meter
         assert meter is not None
-        hw._start_faults[id(meter)] = f"{type(meter).__name__} failed to start: no port"
+        hw._start_faults["meter"] = f"{type(meter).__name__} failed to start: no port"
         bridge.sync(1)
         assert heard[-1] == (1, {"meter": f"{type(meter).__name__} failed to start: no port"})
         bridge.close()

@@ -26,7 +26,8 @@ from hal.drivers.mock import MockEvseSpec, MockStation
 ROOT = Path(__file__).parent.parent
 EVSE_KEYS = {"state": str, "plugged": bool, "contactor_closed": bool,
              "offered_current_a": (float, type(None)), "power_limit_w": (float, type(None)),
-             "power_w": float, "energy_wh": float, "transaction_id": (str, type(None))}
+             "power_w": float, "energy_wh": float, "transaction_id": (str, type(None)),
+             "locked": (bool, type(None))}
 
 
 @pytest.fixture
@@ -178,6 +179,7 @@ def test_bad_external_limits_get_errors_and_change_nothing(
 def test_status_has_exactly_the_contract_keys_and_types(short_dir: Path) -> None:
     async def scenario(path: Path, station: MockStation, clock: ManualClock) -> None:
         station.plug(1)
+        await station.devices(1).lock.lock()
         await station.devices(1).pilot.offer(16)
         await station.devices(1).contactor.close()
         await clock.advance(900)
@@ -193,7 +195,7 @@ def test_status_has_exactly_the_contract_keys_and_types(short_dir: Path) -> None
         one, two = status["evses"]["1"], status["evses"]["2"]
         assert one == {"state": "Occupied", "plugged": True, "contactor_closed": True,
                        "offered_current_a": 16.0, "power_limit_w": None, "power_w": 11040.0,
-                       "energy_wh": 2760.0, "transaction_id": "tx-1"}
+                       "energy_wh": 2760.0, "transaction_id": "tx-1", "locked": True}
         assert two["state"] == "Available" and two["offered_current_a"] is None
         assert two["power_limit_w"] == 7400.0
     serve(short_dir, scenario)
@@ -208,7 +210,7 @@ def test_build_status_checks_the_state_and_normalises_types() -> None:
     two = status["evses"]["2"]
     assert two == {"state": "Faulted", "plugged": True, "contactor_closed": False,
                    "offered_current_a": 16.0, "power_limit_w": 11000.0, "power_w": 0.0,
-                   "energy_wh": 1.235, "transaction_id": "abc"}
+                   "energy_wh": 1.235, "transaction_id": "abc", "locked": None}
     assert json.loads(json.dumps(status)) == status
     with pytest.raises(ValueError, match="Charging"):
         build_status(True, {1: EvseStatus("Charging", snap)})

@@ -32,9 +32,10 @@ def run(test: Callable[[MockStation, ManualClock], Awaitable[Any]],
 
 
 async def charging(station: MockStation, evse_id: int = 1, offer: float = 16) -> None:
-    """Plug in, offer a current and close the contactor, as the agent would."""
+    """Plug in, lock, offer a current and close the contactor, as the agent would."""
     devices = station.devices(evse_id)
     station.plug(evse_id)
+    assert devices.lock is not None and await devices.lock.lock()
     await devices.pilot.offer(offer)
     await devices.contactor.close()
 
@@ -76,6 +77,7 @@ def test_ev_draws_the_lesser_of_its_max_and_the_offer_only_with_the_contactor_cl
     async def test(station: MockStation, clock: ManualClock) -> None:
         devices = station.devices(1)
         station.plug(1)
+        assert devices.lock is not None and await devices.lock.lock()
         await devices.pilot.offer(16)
         assert station.snapshot(1)["power_w"] == 0  # C, but the contactor is open
         await devices.contactor.close()
@@ -88,12 +90,17 @@ def test_ev_draws_the_lesser_of_its_max_and_the_offer_only_with_the_contactor_cl
         reading = await devices.meter.read()
         assert reading.current_a == (8, 8, 8) and reading.voltage_v == (230, 230, 230)
         assert reading.frequency_hz == 50 and reading.power_w == 8 * 3 * 230
-        await devices.contactor.open()
+        await devices.pilot.offer(None)    # no offer: the EV stops drawing (B) ...
         assert station.snapshot(1)["power_w"] == 0
         assert (await devices.meter.read()).current_a == (0, 0, 0)
+        await devices.contactor.open()     # ... before the contactor opens
+        await devices.pilot.offer(16)
+        assert station.snapshot(1)["power_w"] == 0, "C again, but the contactor is open"
     run(test)
 
 
+@pytest.mark.breaks_safety("offer-over-rating",
+                           reason="offers 40 A on a 32 A EVSE to show the EV's own limit")
 def test_ev_max_defaults_to_the_evse_max_and_outlives_the_session() -> None:
     async def test(station: MockStation, clock: ManualClock) -> None:
         assert station.snapshot(1)["ev_max_a"] == 32
@@ -109,6 +116,8 @@ def test_ev_max_defaults_to_the_evse_max_and_outlives_the_session() -> None:
     run(test)
 
 
+@pytest.mark.breaks_safety("offer-over-rating",
+                           reason="offers 32 A on a 16 A EVSE to show the EV's own limit")
 def test_single_phase_draws_on_l1_only() -> None:
     async def test(station: MockStation, clock: ManualClock) -> None:
         await charging(station, evse_id=2, offer=32)  # ev_max = the EVSE's 16 A
@@ -150,7 +159,8 @@ def test_meter_polls_on_the_clock_monotonic_and_quiet_when_idle() -> None:
         await clock.advance(5)
         assert len(changes) == 5 and changes == sorted(changes) and changes[0] > 0
         assert meter.latest.timestamp == clock.now()
-        await station.devices(1).contactor.open()
+        station.suspend(1)                          # the EV stops drawing, then the
+        await station.devices(1).contactor.open()   # contactor opens
         await clock.advance(5)
         assert len(changes) == 6 and meter.latest.power_w == 0  # the stop, reported once
         assert changes[-1] == pytest.approx(11040 * 5 / 3600)
@@ -188,7 +198,7 @@ def test_a_new_ev_arrives_ready() -> None:
     run(test)
 
 
-def test_fault_opens_the_contactor_and_sets_a_device_fault_until_cleared() -> None:
+def test_fault_stops_the_ac_ev_and_sets_a_device_fault_until_cleared() -> None:
     async def test(station: MockStation, clock: ManualClock) -> None:
         devices = station.devices(1)
         heard: list[str | None] = []
@@ -197,17 +207,71 @@ def test_fault_opens_the_contactor_and_sets_a_device_fault_until_cleared() -> No
         heard.clear()
         station.fault(1)
         assert devices.pilot.state is PilotState.F
-        assert devices.contactor.state is ContactorState.OPEN
         assert [d.fault for d in devices.all() if d.fault] == [devices.pilot.fault]
         assert "fault" in heard[0]
+        # An AC EV stops drawing at state F; switching off is the station's job (the
+        # mock's relays do not drop under load by themselves).
         assert station.snapshot(1)["power_w"] == 0
+        assert devices.contactor.state is ContactorState.CLOSED
+        assert station.snapshot(1)["plugged"] is True, "a fault is not an unplug"
+        await devices.pilot.offer(None)
+        await devices.contactor.open()
         await devices.contactor.close()  # the interlock holds it open
         assert devices.contactor.state is ContactorState.OPEN
         assert station.devices(2).pilot.fault is None  # only that EVSE
         station.clear(1)
-        assert devices.pilot.fault is None and devices.pilot.state is PilotState.C
+        assert devices.pilot.fault is None and devices.pilot.state is PilotState.B
         assert devices.contactor.state is ContactorState.OPEN  # closing again is the agent's call
     run(test)
+
+
+def test_a_dc_fault_leaves_the_current_to_the_station() -> None:
+    """On DC the module pushes the current, not the EV: a fault (pilot F) does not stop it;
+    only the module switched off does, and only then may the contactor open."""
+    async def test(station: MockStation, clock: ManualClock) -> None:
+        devices = station.devices(3)
+        assert devices.power is not None and devices.lock is None  # a fixed cable
+        station.plug(3)
+        await devices.contactor.close()
+        await devices.power.set_output(500, 100)
+        await devices.power.enable(True)
+        station.fault(3)
+        assert devices.pilot.state is PilotState.F
+        assert station.snapshot(3)["power_w"] == 500 * 100
+        await devices.power.enable(False)
+        assert (await devices.power.read()).current_a == 0
+        await devices.contactor.open()
+    run(test, specs=(AC3, DC))
+
+
+def test_a_dc_module_ramps_down_after_it_is_switched_off() -> None:
+    async def test(station: MockStation, clock: ManualClock) -> None:
+        devices = station.devices(3)
+        power = devices.power
+        assert power is not None
+        with pytest.raises(ValueError, match="no power module"):
+            station.set_module_ramp_down(1, 1)
+        for bad in (-1, float("nan"), "1"):
+            with pytest.raises(ValueError):
+                station.set_module_ramp_down(3, bad)  # type: ignore[arg-type]
+        station.set_module_ramp_down(3, 0.5)
+        station.plug(3)
+        await devices.contactor.close()
+        await power.set_output(500, 100)
+        await power.enable(True)
+        await clock.advance(3600)
+        await power.enable(False)
+        readback = await power.read()
+        assert (readback.on, readback.current_a) == (False, 100)   # still delivering
+        await clock.advance(0.25)
+        assert (await power.read()).current_a == 100
+        await clock.advance(0.25)
+        assert (await power.read()).current_a == 0
+        # Energy exact across the ramp: an hour and a half second at 50 kW.
+        await clock.advance(10)
+        assert station.snapshot(3)["energy_wh"] == pytest.approx(50_000 * (1 + 0.5 / 3600))
+        await devices.contactor.open()
+    run(test, specs=(AC3, DC))
 
 
 def test_swipe_yields_uppercased_tokens_at_the_chosen_reader() -> None:
@@ -231,14 +295,37 @@ def test_swipe_yields_uppercased_tokens_at_the_chosen_reader() -> None:
     run(test)
 
 
-def test_lock_obeys_with_feedback() -> None:
+def test_lock_obeys_with_feedback_and_a_jammed_one_does_not_move() -> None:
     async def test(station: MockStation, clock: ManualClock) -> None:
         lock = station.devices(1).lock
+        assert lock is not None
+        heard: list[bool | None] = []
+        lock.subscribe(lambda: heard.append(lock.locked))
         assert lock.locked is False
         assert await lock.lock() is True and lock.locked is True
         assert await lock.unlock() is True and lock.locked is False
         assert station.snapshot(1)["locked"] is False
+        station.lock_fail(1)
+        assert await lock.lock() is False and lock.locked is False
+        assert lock.fault is None, "a lock that does not move is the agent's to judge"
+        assert station.snapshot(1)["lock_jammed"] is True
+        station.lock_ok(1)
+        assert await lock.lock() is True and lock.locked is True
+        station.lock_fail(1)
+        assert await lock.unlock() is False and lock.locked is True
+        station.lock_ok(1)
+        # Each move and each start and end of a jam (freed: worth trying again).
+        assert heard == [True, False, False, False, True, True, True]
     run(test)
+
+
+def test_a_fixed_cable_has_no_lock() -> None:
+    async def test(station: MockStation, clock: ManualClock) -> None:
+        assert station.devices(3).lock is None
+        assert station.snapshot(3)["locked"] is None
+        with pytest.raises(ValueError, match="fixed cable"):
+            station.lock_fail(3)
+    run(test, specs=(AC3, DC))
 
 
 def test_dc_evse_draws_from_its_power_module() -> None:
@@ -263,9 +350,20 @@ def test_dc_evse_draws_from_its_power_module() -> None:
         assert reading.current_a == (50, None, None) and reading.frequency_hz is None
         await clock.advance(3600)
         assert station.snapshot(3)["energy_wh"] == pytest.approx(20000)
-        await power.set_output(2000, 999)  # clamped to what the module can do
+        await power.set_output(2000, 180)  # clamped to what the module can do
         readback = await power.read()
-        assert readback.voltage_v == 1000 and station.snapshot(3)["offered_current_a"] == 200
+        assert readback.voltage_v == 1000 and station.snapshot(3)["offered_current_a"] == 180
+    run(test, specs=(AC3, DC))
+
+
+@pytest.mark.breaks_safety("offer-over-rating",
+                           reason="asks the module for more than the EVSE's rating")
+def test_dc_set_point_is_clamped_to_the_rating() -> None:
+    async def test(station: MockStation, clock: ManualClock) -> None:
+        power = station.devices(3).power
+        assert power is not None
+        await power.set_output(500, 999)
+        assert station.ev(3).dc_current_a == 200
     run(test, specs=(AC3, DC))
 
 
@@ -414,7 +512,8 @@ def test_register_is_written_only_when_it_moved(tmp_path: Path,
         await asyncio.sleep(0)
         await clock.advance(10)                       # one write per poll while charging
         assert 9 <= len(writes) <= 11
-        await station.devices(1).contactor.open()
+        await station.devices(1).pilot.offer(None)    # stopped: the EV first, then
+        await station.devices(1).contactor.open()     # the contactor
         await clock.advance(1)
         count = len(writes)
         await clock.advance(3600)

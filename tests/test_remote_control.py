@@ -353,7 +353,10 @@ def test_fixed_cable_and_closed_power_path_fail() -> None:
         answer = await rig.unlock(3, 1)
         assert answer["status"] == "UnlockFailed"
         assert answer["statusInfo"]["reasonCode"] == "FixedCable"
-        await rig.mock.devices(1).contactor.close()  # type: ignore[union-attr]
+        # Charging as the rules drive it: plugged in, locked, offered, contactor closed.
+        hw = rig.hardware.evses[1]
+        rig.mock.plug(1)
+        assert await hw.engage_lock() and await hw.offer(16) and await hw.close_contactor()
         assert rig.mock.devices(1).contactor.state is ContactorState.CLOSED  # type: ignore[union-attr]
         answer = await rig.unlock(1, 1)
         assert answer["status"] == "UnlockFailed"

@@ -41,7 +41,7 @@ def test_sim_commands_reach_the_csms_and_status(tmp_path):
                 assert status["evses"]["1"] == {
                     "state": "Available", "plugged": False, "contactor_closed": False,
                     "offered_current_a": None, "power_limit_w": None, "power_w": 0,
-                    "energy_wh": 0, "transaction_id": None}
+                    "energy_wh": 0, "transaction_id": None, "locked": False}
                 assert (await sim_async(config, "plug", "1")).returncode == 0
                 await link.expect_call("StatusNotification", where=lambda p: (
                     p["evseId"] == 1 and p["connectorStatus"] == "Occupied"))

@@ -12,6 +12,13 @@ CSMS also learns *what* failed from a NotifyEvent on component EVSE, variable Pr
 - the events of one change go in one NotifyEventRequest (seqNo 0, no tbc: a complete
   message, not a part of a report).
 
+A problem of the connector lock (techCode "lock": a lock that did not lock or unlock, or
+a fault of its driver) is reported on the component the specification names for it,
+ConnectorPlugRetentionLock (evse, connectorId 1), variable Problem (appendix 3,
+"Locking Failed"; G05 Lock Failure, as TC_G_20 checks: trigger Delta, actualValue
+"true"), not on EVSE; its actualValue is the lock's own Problem. EVSE.Problem and
+ChargingStation.Problem still say the EVSE has a problem.
+
 Events go through the durable outbox, committed together with the record of which faults
 the CSMS was told of: after a restart (or `kill -9`) nothing is lost and nothing is
 repeated; a fault that ended while the agent was down is reported cleared at start, one
@@ -43,6 +50,10 @@ CREATE TABLE IF NOT EXISTS evse_problem (
 # eventId is unique for the life of the station, not only of this process.
 NEXT_EVENT_ID = "notify_event.next_id"
 
+# The role whose problems have a component of their own (appendix 3, 3.2.17).
+LOCK_ROLE = "lock"
+LOCK_COMPONENT = "ConnectorPlugRetentionLock"
+
 # EventDataType limits (NotifyEventRequest schema).
 TECH_CODE_SIZE = 50
 TECH_INFO_SIZE = 500
@@ -64,6 +75,8 @@ class ProblemEvents:
         self._problem: dict[int, bool] = {}
         for evse_id, told in self._told.items():
             self._set_problem(evse_id, bool(told))
+            if LOCK_ROLE in told:
+                set_actual_value(model, _lock_component(evse_id), "Problem", "true")
 
     def told(self, evse_id: int) -> dict[str, str]:
         """The faults of this EVSE the CSMS has been (or is being) told of."""
@@ -77,6 +90,9 @@ class ProblemEvents:
         raised = [code for code in current if code not in told]
         ended = [code for code in told if code not in current]
         self._set_problem(evse_id, bool(current))
+        if raised or ended:
+            set_actual_value(self._model, _lock_component(evse_id), "Problem",
+                             "true" if LOCK_ROLE in current else "false")
         if not raised and not ended:
             return
         now = format_datetime(self._clock.now())
@@ -87,11 +103,13 @@ class ProblemEvents:
             data = []
             for code in raised:
                 info = current[code][:TECH_INFO_SIZE]
-                data.append(self._event(next(ids), now, evse_id, problem, code, info))
+                value = "true" if code == LOCK_ROLE else problem
+                data.append(self._event(next(ids), now, evse_id, value, code, info))
                 db.execute("INSERT OR REPLACE INTO evse_problem (evse_id, tech_code, tech_info) "
                            "VALUES (?, ?, ?)", (evse_id, code, info))
             for code in ended:
-                data.append(self._event(next(ids), now, evse_id, problem, code, told[code],
+                value = "false" if code == LOCK_ROLE else problem
+                data.append(self._event(next(ids), now, evse_id, value, code, told[code],
                                         cleared=True))
                 db.execute("DELETE FROM evse_problem WHERE evse_id = ? AND tech_code = ?",
                            (evse_id, code))
@@ -112,7 +130,8 @@ class ProblemEvents:
             "eventId": event_id, "timestamp": now, "trigger": "Delta",
             "actualValue": problem, "techCode": code, "techInfo": info,
             "eventNotificationType": "HardWiredNotification",
-            "component": {"name": "EVSE", "evse": {"id": evse_id}},
+            "component": {"name": LOCK_COMPONENT, "evse": {"id": evse_id, "connectorId": 1}}
+            if code == LOCK_ROLE else {"name": "EVSE", "evse": {"id": evse_id}},
             "variable": {"name": "Problem"}}
         if cleared:
             event["cleared"] = True
@@ -127,6 +146,10 @@ class ProblemEvents:
         # The station has a problem while any of its EVSEs has one.
         set_actual_value(self._model, Component("ChargingStation"), "Problem",
                     "true" if any(self._problem.values()) else "false")
+
+
+def _lock_component(evse_id: int) -> Component:
+    return Component(LOCK_COMPONENT, evse=evse_id, connector=1)
 
 
 def set_actual_value(model: Any, component: Component, variable: str, value: str) -> None:

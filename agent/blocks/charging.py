@@ -4,12 +4,24 @@ Kept apart from the transaction bookkeeping so the safety-relevant rules read in
 place and are the same on every board:
 - offer current (pilot PWM) only while plugged in, authorized, operative and fault-free,
   never more than the EVSE's rating nor the smart-charging limit of the moment;
+- a socket's lock is locked before anything is offered; a lock that does not lock means
+  no energy (the supervisor reports the problem: ConnectorPlugRetentionLock, G05);
 - a limit below IEC 61851-1's lowest offer (6 A) pauses charging: no PWM, SuspendedEVSE;
 - close the contactor only while offering and the EV asks for power (state C/D);
-- open it otherwise.
+- otherwise switch off, which the EVSE supervisor (hal/evse.py) does in the safe order:
+  offer and DC module off, the current down (read back, bounded), then the contactor;
+- the lock is released only with the contactor open and no session holding the cable:
+  the session ended with the EV still plugged in, or the EV side was unplugged and
+  OCPPCommCtrlr.UnlockOnEVSideDisconnect is true (else the cable stays locked until the
+  token that started the session is presented again, or UnlockConnector: the caller
+  says so with `hold_lock`).
 A DC EVSE (one with a power module) follows the same rules with the module's current
 set-point as the offer: contactor closed before the module is switched on, module off
-before the contactor opens (no switching under load).
+and its current down before the contactor opens (no switching under load).
+
+A fault is not an unplug: the pilot's state F is the station's own signal, not the car's,
+so the EV counts as plugged in while it lasts (agent/hardware.py keeps the plug state) and
+its session is held (SuspendedEVSE), not ended as if the EV had left.
 """
 
 from __future__ import annotations
@@ -74,6 +86,8 @@ def charging_state(hw: EvseHardware, evse: Evse, authorized: bool) -> str:
     if _closed(hw) and pilot is not None and pilot.state.wants_power:
         return "Charging" if _power_flows(hw, unknown=True) else "SuspendedEV"
     if authorized:
+        if hw.faults or evse.connectors[1].faulted:
+            return "SuspendedEVSE"   # held by the station: a fault, not the EV's choice
         if hw.devices.power is not None:
             # DC: a ready EV (C) with the module off is held by us; one in B holds itself.
             ready = pilot is None or pilot.state.wants_power
@@ -91,27 +105,39 @@ def offer_for(evse: Evse, limit_a: float | None) -> float | None:
 
 async def apply(hw: EvseHardware, evse: Evse, authorized: bool,
                 limit_a: float | None = None, *, limit_w: float | None = None,
-                dc: DcCommand | None = None) -> None:
-    """Drive pilot and contactor (or power module) by the rules above; `limit_a` is the
-    smart-charging limit per phase now, `limit_w` the power limit (None: none below the
-    rating); `dc` remembers what a power module was told."""
+                dc: DcCommand | None = None, hold_lock: bool = False) -> None:
+    """Drive pilot, lock and contactor (or power module) by the rules above; `limit_a` is
+    the smart-charging limit per phase now, `limit_w` the power limit (None: none below
+    the rating); `dc` remembers what a power module was told; `hold_lock`: keep a locked
+    cable locked although no session holds it (UnlockOnEVSideDisconnect false)."""
     connector = evse.connectors[1]
     allowed = (authorized and connector.plugged and connector.operative
                and not connector.faulted and not hw.faults)
     if hw.devices.power is not None:
         await _apply_dc(hw, hw.devices.power, evse, allowed, limit_w, dc or DcCommand())
-        return
+    else:
+        await _apply_ac(hw, evse, allowed, limit_a)
+    if not ((authorized and connector.plugged) or hold_lock):
+        await hw.release_lock()
+
+
+async def _apply_ac(hw: EvseHardware, evse: Evse, allowed: bool,
+                    limit_a: float | None) -> None:
     offer = offer_for(evse, limit_a) if allowed else None
-    pilot, contactor = hw.devices.pilot, hw.devices.contactor
-    if pilot is not None:
-        if pilot.offered_a != offer:
-            await pilot.offer(offer)
-    if contactor is not None:
-        wants = offer is not None and (pilot is None or pilot.state.wants_power)
-        if wants and not _closed(hw):
-            await contactor.close()
-        elif not wants and _closed(hw):
-            await contactor.open()
+    if offer is not None and not await hw.engage_lock():
+        offer = None       # no lock, no energy: the supervisor reports the lock's problem
+    pilot = hw.devices.pilot
+    if offer is None:
+        await hw.switch_off()
+        return
+    if pilot is not None and pilot.offered_a != offer:
+        await hw.offer(offer)
+    wants = pilot is None or (pilot.offered_a is not None and pilot.state.wants_power)
+    if wants and not _closed(hw):
+        await hw.close_contactor()
+    elif not wants and _closed(hw):
+        # The EV stopped asking (back in B): it draws nothing; its offer stays for later.
+        await hw.switch_off(withdraw_offer=False)
 
 
 def dc_current_for(evse: Evse, ceiling_v: float, limit_w: float | None) -> float:
@@ -127,7 +153,7 @@ def dc_current_for(evse: Evse, ceiling_v: float, limit_w: float | None) -> float
 
 async def _apply_dc(hw: EvseHardware, power: PowerModule, evse: Evse, allowed: bool,
                     limit_w: float | None, dc: DcCommand) -> None:
-    pilot, contactor = hw.devices.pilot, hw.devices.contactor
+    pilot = hw.devices.pilot
     wants = allowed and (pilot is None or pilot.state.wants_power)
     current = 0.0
     if wants:
@@ -141,19 +167,20 @@ async def _apply_dc(hw: EvseHardware, power: PowerModule, evse: Evse, allowed: b
                         evse.id)
         else:
             current = dc_current_for(evse, dc.voltage_v, limit_w)
+    if current >= MIN_DC_A and not await hw.engage_lock():
+        current = 0.0
     if current < MIN_DC_A:
-        if dc.on:
-            await power.enable(False)
-            dc.on = False
-        if contactor is not None and _closed(hw):
-            await contactor.open()
+        # Also when this runtime never switched the module on (a Reset's new runtime):
+        # the supervisor knows what the module was told.
+        await hw.switch_off()
+        dc.on = hw.module_on
         return
     assert dc.voltage_v is not None
-    if contactor is not None and not _closed(hw):
-        await contactor.close()
+    if not _closed(hw) and not await hw.close_contactor():
+        return
     if dc.current_a != current:
-        await power.set_output(dc.voltage_v, current)
+        await hw.set_module_output(dc.voltage_v, current)
         dc.current_a = current
-    if not dc.on:
-        await power.enable(True)
-        dc.on = True
+    if not hw.module_on:
+        await hw.switch_module_on()
+    dc.on = hw.module_on

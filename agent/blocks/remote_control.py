@@ -39,7 +39,10 @@ UnlockConnector (F05), for a detachable cable held by the EVSE's ConnectorLock:
 - otherwise the lock is told to unlock: Unlocked when its feedback confirms it, else
   UnlockFailed (also when it does not finish within UNLOCK_TIMEOUT_S; the movement is
   left to finish on its own rather than cut off half way). With no cable plugged in the
-  lock is still driven: an empty socket unlocks as well.
+  lock is still driven: an empty socket unlocks as well (TC_F_07). A lock that failed
+  before is tried again: the request is the CSO's retry (TC_F_05's purpose); a cable
+  left locked after the EV side was unplugged (UnlockOnEVSideDisconnect false) is
+  released this way too.
 """
 
 from __future__ import annotations
@@ -211,7 +214,9 @@ class RemoteControl:
                                                          ContactorState.WELDED):
             return _unlock("UnlockFailed", "Unspecified",
                            f"the power path is {contactor.state.value}: not unlocked under load")
-        move = asyncio.ensure_future(lock.unlock())
+        # Through the EVSE supervisor: it keeps the lock's problem (ConnectorPlugRetention-
+        # Lock.Problem) and never lets the contactor close while the lock moves.
+        move = asyncio.ensure_future(hw.unlock_connector())
         move.add_done_callback(_note_late_failure)
         try:
             # Shielded: on a timeout the answer goes out, the motor finishes its move.
@@ -224,7 +229,8 @@ class RemoteControl:
         if confirmed:
             return {"status": "Unlocked"}
         return _unlock("UnlockFailed", "Unspecified",
-                       lock.fault or "the lock's feedback did not confirm the unlock")
+                       lock.fault or hw.lock_problem
+                       or "the lock's feedback did not confirm the unlock")
 
 
 # -- producers for the daemon's wiring ----------------------------------------------------

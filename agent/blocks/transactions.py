@@ -13,7 +13,15 @@ sampler holds a reading below what was reported at the reported value, the Ended
 always has its end register, and the problem goes to the CSMS as a FiscalMetering
 Problem event committed with the TransactionEvent that carries the held value.
 
-The charging rules that drive pilot and contactor are in charging.py.
+The charging rules that drive pilot, lock and contactor are in charging.py. Which
+session holds a socket's cable is decided here: an authorized EV plugged in holds it; an
+EV unplugged on its side releases it unless OCPPCommCtrlr.UnlockOnEVSideDisconnect is
+false, which keeps it locked until the token that started the session is presented
+again (TC_E_25) or the CSMS sends UnlockConnector.
+
+A fault is not an unplug: a stop point lost while the EVSE is faulted ends the
+transaction with triggerReason AbnormalCondition (stoppedReason Other), never as
+EVDeparted; the plug state itself is kept through a fault (agent/hardware.py).
 """
 
 from __future__ import annotations
@@ -95,6 +103,10 @@ class Transactions:
             for evse_id, tx in self.open.items() if "sampler" in tx.extra}
         self._auth: dict[int, Grant] = {}
         self._points: dict[int, set[str]] = {e: set() for e in station.evses}
+        # EVSE -> the token whose cable stays locked after the EV side was unplugged
+        # (UnlockOnEVSideDisconnect false); None: a session without one (UnlockConnector
+        # only).
+        self._cable_held: dict[int, dict[str, Any] | None] = {}
         self._changed = asyncio.Event()
         self.on_ended: list[Callable[[int], None]] = []
         # (evse_id, transaction id, RequestStartTransaction's chargingProfile or None)
@@ -200,9 +212,18 @@ class Transactions:
             await self.present(evse_id, id_token)
 
     async def present(self, evse_id: int, id_token: dict[str, Any]) -> None:
-        """A card was presented at this EVSE: authorize a start, or stop (C09, C16)."""
+        """A card was presented at this EVSE: authorize a start, or stop (C09, C16), or
+        release the cable its session left locked (TC_E_25)."""
         tx = self.open.get(evse_id)
         auth = self._auth.get(evse_id)
+        if tx is None and evse_id in self._cable_held:
+            held = self._cable_held[evse_id]
+            if held is not None and same_id_token(held, id_token):
+                log.info("EVSE %d: card %s releases its cable", evse_id, id_token["idToken"])
+                del self._cable_held[evse_id]
+                self._hardware.evses[evse_id].allow_lock_retry()
+                self._poke()
+                return
         if tx is not None and auth is not None and same_id_token(auth.id_token, id_token):
             # The same token stops its transaction without asking anyone.
             self._stop_by_token(evse_id, id_token)
@@ -218,6 +239,7 @@ class Transactions:
                 self._stop_by_token(evse_id, id_token)
             return
         self._auth[evse_id] = Grant(id_token, decision.info, since=self._clock.monotonic())
+        self._hardware.evses[evse_id].allow_lock_retry()   # a new card: try the lock again
         if tx is not None:
             tx.id_token = id_token
             self._event(tx, "Updated", "Authorized", id_token=id_token)
@@ -266,6 +288,8 @@ class Transactions:
         self._points[evse_id] = reached
         start = set(self._model.get_list("TxCtrlr", "TxStartPoint"))
         stop = set(self._model.get_list("TxCtrlr", "TxStopPoint"))
+        if "EVConnected" in before ^ reached:
+            self._cable_plug_changed(evse_id, plugged="EVConnected" in reached, tx=tx, auth=auth)
         # Only a point newly reached starts one: after an end the EV may still be
         # plugged in, which must not start the next transaction by itself.
         if tx is None and (reached - before) & start:
@@ -273,17 +297,40 @@ class Transactions:
         elif tx is not None:
             lost = (before - reached) & stop
             if lost:
-                trigger, reason = _why_stopped(lost)
+                trigger, reason = _why_stopped(lost, faulted=connector.faulted or bool(hw.faults))
                 if auth is None and "Authorized" in lost:
                     trigger, reason = "StopAuthorized", "Local"
                 self._auth.pop(evse_id, None)
                 self._end(evse_id, trigger, reason)
                 tx = None
+        lock = hw.devices.lock
+        if lock is not None and lock.locked is False:
+            self._cable_held.pop(evse_id, None)   # released (UnlockConnector): nothing held
         await charging.apply(hw, evse, auth is not None, self._limit(evse_id),
-                             limit_w=self._power_limit(evse_id), dc=self._dc[evse_id])
+                             limit_w=self._power_limit(evse_id), dc=self._dc[evse_id],
+                             hold_lock=evse_id in self._cable_held)
         if tx is not None:
             self._follow_charging_state(tx)
             self._sample_if_due(tx)
+
+    def _cable_plug_changed(self, evse_id: int, *, plugged: bool, tx: Transaction | None,
+                            auth: Grant | None) -> None:
+        """The EV was plugged in or unplugged on its side: the lock may move again, and a
+        locked cable stays locked for its session's token if the CSMS wants it so."""
+        hw = self._hardware.evses[evse_id]
+        hw.allow_lock_retry()
+        if plugged:
+            self._cable_held.pop(evse_id, None)   # a cable in an EV again: a new session
+            return
+        lock = hw.devices.lock
+        if lock is None or lock.locked is False or \
+                self._model.get_bool("OCPPCommCtrlr", "UnlockOnEVSideDisconnect"):
+            return
+        token = tx.id_token if tx is not None else (auth.id_token if auth else None)
+        self._cable_held[evse_id] = token
+        log.info("EVSE %d: EV unplugged; the cable stays locked (UnlockOnEVSideDisconnect "
+                 "is false) until %s", evse_id, "its card is presented again or UnlockConnector"
+                 if token else "UnlockConnector")
 
     def _start(self, evse_id: int, new_points: set[str], auth: Grant | None) -> Transaction:
         tx = Transaction(id=str(uuid.uuid4()), evse_id=evse_id)
@@ -459,6 +506,7 @@ class Transactions:
             info = {"status": "Accepted"}
         self._auth[evse_id] = Grant(id_token, info, request["remoteStartId"],
                                     self._clock.monotonic(), profile)
+        self._hardware.evses[evse_id].allow_lock_retry()
         self._poke()
         return {"status": "Accepted"}
 
@@ -498,12 +546,15 @@ class Transactions:
         return queued
 
 
-def _why_stopped(lost: set[str]) -> tuple[str, str]:
-    """triggerReason and stoppedReason for the stop point that was lost."""
+def _why_stopped(lost: set[str], faulted: bool = False) -> tuple[str, str]:
+    """triggerReason and stoppedReason for the stop point that was lost. A power path
+    opened by a fault is the station's doing (AbnormalCondition), not the EV's."""
     if "EVConnected" in lost:
         return "EVDeparted", "EVDisconnected"
     if "Authorized" in lost:
         return "Deauthorized", "DeAuthorized"
+    if faulted:
+        return "AbnormalCondition", "Other"
     if "PowerPathClosed" in lost:
         return "ChargingStateChanged", "StoppedByEV"
     return "ChargingStateChanged", "Other"

@@ -149,6 +149,13 @@ def _physical(b: _Builder, station: StationSpec) -> None:
                   _ro(evse.effective_connector_type, constant=True), values=CONNECTOR_TYPES)
             b.add(con, "SupplyPhases", T.INTEGER, _ro(evse.phases, constant=True))
             b.add(con, "Problem", T.BOOLEAN, _ro(False))
+            if evse.effective_connector_type.startswith("s"):
+                # A socket holds a detachable cable with a lock (appendix 3, 3.2.17):
+                # Problem is "Locking Failed", what G05 reports (NotifyEvent on it).
+                lock = Component("ConnectorPlugRetentionLock", evse=evse.id,
+                                 connector=connector_id)
+                b.add(lock, "Enabled", T.BOOLEAN, _ro(True, constant=True))
+                b.add(lock, "Problem", T.BOOLEAN, _ro(False))
 
 
 # --- OCPPCommCtrlr (B, Part 4 §8) ---------------------------------------------------

@@ -40,6 +40,11 @@ class MockPilot(ControlPilot):
     async def offer(self, current_a: float | None) -> None:
         self._ev.set_offer(current_a)
 
+    async def stop(self) -> None:
+        # A stopped pilot offers nothing (no PWM), as a real one left alone must not.
+        self._ev.note("stop")
+        self._ev.set_offer(None)
+
     def _observed(self) -> tuple[PilotState, float | None, str | None]:
         return self._ev.pilot, self._ev.offered_a, self._ev.fault
 
@@ -71,6 +76,7 @@ class MockContactor(Contactor):
         return ContactorState.CLOSED if self._ev.contactor_closed else ContactorState.OPEN
 
     async def stop(self) -> None:
+        self._ev.note("stop")
         await self.open()
 
     def _on_ev(self) -> None:
@@ -142,25 +148,33 @@ def _values(reading: MeterReading) -> tuple[object, ...]:
 
 
 class MockLock(ConnectorLock):
+    """A socket's lock with feedback. Jammed (`MockStation.lock_fail`), it does not move
+    and its feedback says so: lock()/unlock() return False, as a real lock that stalls.
+    That is not a device fault by itself (the GPIO lock's contract): the agent decides
+    what a lock that did not move means. Listeners hear when the lock moves and when a
+    jam starts or ends (a technician freeing it is something to retry on)."""
+
     def __init__(self, ev: SimulatedEv) -> None:
         super().__init__()
         self._ev = ev
+        self._shown = (ev.locked, ev.lock_jammed)
+        ev.watch(self._on_ev)
 
     async def lock(self) -> bool:
-        return self._move(True)
+        return self._ev.set_locked(True)
 
     async def unlock(self) -> bool:
-        return self._move(False)
+        return self._ev.set_locked(False)
 
     @property
     def locked(self) -> bool | None:
         return self._ev.locked
 
-    def _move(self, locked: bool) -> bool:
-        if self._ev.locked != locked:
-            self._ev.set_locked(locked)
+    def _on_ev(self) -> None:
+        shown = (self._ev.locked, self._ev.lock_jammed)
+        if shown != self._shown:
+            self._shown = shown
             self._changed()
-        return True  # the feedback always confirms: the mock actuator never jams
 
 
 class MockReader(IdTokenReader):
@@ -213,6 +227,7 @@ class MockPowerModule(PowerModule):
         return self._readback()
 
     async def stop(self) -> None:
+        self._ev.note("stop")
         await self.enable(False)
 
     def _readback(self) -> PowerReadback:

@@ -1,5 +1,9 @@
 """A whole mock station: one SimulatedEv and one set of mock devices per EVSE, and the
 commands a person (through `station-agent sim`) or a test gives the simulated world.
+
+An AC EVSE has a socket with a lock (a detachable cable, sType2); a DC EVSE a fixed cable
+and a power module. With STATION_AGENT_TRANSITION_LOG set, every transition of every
+EVSE goes to that file (recorder.py).
 """
 
 from __future__ import annotations
@@ -7,10 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Protocol
 
-from hal.api import Clock, EvseDevices, ExternalLimitSignal, PresentedToken
+from hal.api import Clock, EvseDevices, ExternalLimitSignal, PresentedToken, TransitionObserver
 from hal.drivers.mock.devices import (MockContactor, MockExternalLimit, MockLock, MockMeter,
                                       MockPilot, MockPowerModule, MockReader)
 from hal.drivers.mock.ev import FAULT_TEXT, MockEvseSpec, SimulatedEv
+from hal.drivers.mock.recorder import TransitionLog, from_env
 from hal.drivers.mock.register import RegisterFile
 
 
@@ -49,8 +54,8 @@ class _Evse:
         self.reader = MockReader()
         self.devices = EvseDevices(
             meter=MockMeter(self.ev, clock, meter_poll_s), contactor=MockContactor(self.ev),
-            pilot=MockPilot(self.ev), lock=MockLock(self.ev), reader=self.reader,
-            power=MockPowerModule(self.ev) if spec.dc else None)
+            pilot=MockPilot(self.ev), lock=MockLock(self.ev) if spec.has_lock else None,
+            reader=self.reader, power=MockPowerModule(self.ev) if spec.dc else None)
 
 
 class MockStation:
@@ -79,6 +84,14 @@ class MockStation:
         # One for the whole station, as an energy manager or a grid operator's box caps the
         # connection point, not an EVSE. Nothing to start or stop: it only holds a value.
         self.external_limit = MockExternalLimit()
+        self.recorder: TransitionLog | None = from_env()
+        if self.recorder is not None:
+            self.observe(self.recorder)
+
+    def observe(self, observer: TransitionObserver) -> None:
+        """`observer(transition)` for every change of every EVSE from now on."""
+        for evse in self._evses.values():
+            evse.ev.observe(observer)
 
     @property
     def evse_ids(self) -> list[int]:
@@ -98,8 +111,17 @@ class MockStation:
                 await device.start()
 
     async def stop(self) -> None:
+        """Stop every device, energy off in the safe order first (no offer, module off,
+        then the contactor), as the EVSE supervisor does; a test's shortcut."""
         for evse in self._evses.values():
-            for device in evse.devices.all():
+            devices = evse.devices
+            if devices.pilot is not None:
+                await devices.pilot.offer(None)
+            if devices.power is not None:
+                await devices.power.enable(False)
+            if devices.contactor is not None:
+                await devices.contactor.open()
+            for device in devices.all():
                 await device.stop()
 
     # -- the simulated world's commands ---------------------------------------------------
@@ -127,6 +149,24 @@ class MockStation:
 
     def clear(self, evse_id: int) -> None:
         self._get(evse_id).ev.set_fault(None)
+
+    def lock_fail(self, evse_id: int) -> None:
+        """The socket's lock jams: it stays where it is and reports that it did not move.
+        ValueError on an EVSE with a fixed cable (no lock)."""
+        self._lock_of(evse_id).set_lock_jammed(True)
+
+    def lock_ok(self, evse_id: int) -> None:
+        """The jam is gone (someone freed the lock): it moves again when told."""
+        self._lock_of(evse_id).set_lock_jammed(False)
+
+    def set_module_ramp_down(self, evse_id: int, seconds: float) -> None:
+        """How long the DC power module keeps delivering after it is switched off
+        (math.inf: never, a module that ignores its off command). ValueError on an AC
+        EVSE or for a negative time."""
+        ev = self._get(evse_id).ev
+        if not ev.spec.dc:
+            raise ValueError(f"EVSE {evse_id} is an AC EVSE: it has no power module")
+        ev.set_module_ramp_down(seconds)
 
     def replace_meter(self, evse_id: int, register_wh: float = 0.0) -> None:
         """A technician swaps (or resets) the EVSE's meter: its register shows
@@ -163,8 +203,15 @@ class MockStation:
             "suspended": ev.suspended,
             "ev_max_a": ev.ev_max_a,
             "fault": ev.fault,
-            "locked": ev.locked,
+            "locked": ev.locked if ev.spec.has_lock else None,
+            "lock_jammed": ev.lock_jammed,
         }
+
+    def _lock_of(self, evse_id: int) -> SimulatedEv:
+        ev = self._get(evse_id).ev
+        if not ev.spec.has_lock:
+            raise ValueError(f"EVSE {evse_id} has a fixed cable: there is no lock")
+        return ev
 
     def _get(self, evse_id: int) -> _Evse:
         # bool is an int in Python; EVSE True is a caller's mistake, not EVSE 1.
