@@ -9,7 +9,7 @@ VENV := .venv
 VENV_BOOKWORM := .venv-bookworm
 BOOKWORM_PINS := 'websockets==10.4' 'pyserial==3.5' 'python-can==4.1.0' 'cryptography==38.0.4' 'sdnotify==0.3.1'
 
-.PHONY: demo csms test test-latest test-bookworm clean
+.PHONY: demo csms test test-latest test-bookworm clean conformance
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ test-latest: $(VENV)/.installed
 
 test-bookworm: $(VENV_BOOKWORM)/.installed
 	$(VENV_BOOKWORM)/bin/python -m pytest -q
+
+# The Part 6 Core cases (they also run in `make test`), and docs/conformance.md from them.
+conformance: $(VENV)/.installed
+	CONFORMANCE_RESULTS=.conformance-results.json $(VENV)/bin/python -m pytest -q tests/conformance || true
+	$(VENV)/bin/python tools/conformance_report.py .conformance-results.json docs/conformance.md
 
 clean:
 	rm -rf $(VENV) $(VENV_BOOKWORM) *.egg-info

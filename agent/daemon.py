@@ -477,7 +477,8 @@ def _float(text: str | None) -> float | None:
 
 
 async def run_daemon(config: Config, stop: asyncio.Event, clock: Clock | None = None,
-                     on_frame: Callable[[str, str], None] | None = None) -> Outcome:
+                     on_frame: Callable[[str, str], None] | None = None, *,
+                     on_hardware: Callable[[Hardware], None] | None = None) -> Outcome:
     """Run until `stop` is set; Reset requests rebuild the runtime in between. Returns
     "reexec" when the process must start anew (a firmware install), else "stop".
 
@@ -488,6 +489,8 @@ async def run_daemon(config: Config, stop: asyncio.Event, clock: Clock | None = 
     store = Store.in_dir(config.storage.dir)
     log_file = attach_log_file(log_dir(config))
     hardware = build_hardware(config, clock)
+    if on_hardware is not None:
+        on_hardware(hardware)   # tests drive the mock's EV and reader in-process
     runtime: Runtime | None = None
     control = None
     notifier = ServiceNotifier()
