@@ -21,13 +21,20 @@ from agent.blocks.auth_cache import AuthCache
 from agent.blocks.authorization import Authorization
 from agent.blocks.availability import Availability
 from agent.blocks.certificates import Certificates
+from agent.blocks.customer_information import (AuthCacheRecords, CustomerInformation,
+                                               LogFileRecords, TransactionRecords,
+                                               forget_cached, queued_transaction_events)
+from agent.blocks.data_transfer import DataTransfer
+from agent.blocks.deauthorization import InvalidIdEnergy
 from agent.blocks.diagnostics import Diagnostics
 from agent.blocks.firmware import FirmwareUpdate
 from agent.blocks.metering import AlignedMeterValues
 from agent.blocks.model_repairs import report_repairs
 from agent.blocks.network_profiles import NetworkProfiles, connection_data
-from agent.blocks.provisioning import (CLEAN_STOP, LAST_START, PENDING_BOOT_REASON, Identity,
-                                       Provisioning, decide_boot_reason, system_boot_time)
+from agent.blocks.provisioning import (CLEAN_STOP, LAST_START, PENDING_BOOT_REASON,
+                                       BeforeAccepted, Identity, Provisioning,
+                                       decide_boot_reason, system_boot_time)
+from agent.blocks.reset import ResetWork
 from agent.blocks.remote_control import RemoteControl, meter_values
 from agent.blocks.metering.values import Extras
 from agent.blocks.security_log import SecurityLog
@@ -39,7 +46,7 @@ from agent.clock import Clock, SystemClock, format_datetime
 from agent.config import SHIPPED_PASSWORD, Config, ConfigError
 from agent.control import ControlServer, EvseStatus, build_status, socket_path
 from agent.hardware import Hardware, HardwareBridge, build_hardware, connector_type
-from agent.logfile import attach_log_file
+from agent.logfile import attach_log_file, log_files
 from agent.model.definitions import standard_definitions
 from agent.model.device_model import DeviceModel
 from agent.model.types import (FEATURE_AUTH_CACHE, FEATURE_SMART_CHARGING, Component,
@@ -66,6 +73,9 @@ NETWORK_PROFILE = "network.profile.1"
 SEEDED = "daemon.seeded"
 PROVISIONAL = "provisional"   # SEEDED's value while seeded from the placeholder password
 INVALID_EVENT_GAP_S = 3600.0
+# Between tries of a Reset whose new runtime failed to build (OCPPCommCtrlr.ResetRetries):
+# long enough for a transient storage or hardware fault to pass.
+RESET_RETRY_WAIT_S = 5
 
 
 class ModelCommSettings:
@@ -173,7 +183,8 @@ class Runtime:
             identity=Identity(config.station.vendor, config.station.model,
                               config.station.serial_number, self.firmware_version),
             boot_reason=boot_reason, restart=self.request_restart,
-            reset_evse=self.reset_evse, is_idle=lambda evse_id: True)
+            reset_evse=self.reset_evse, evse_ids=[e.id for e in config.evses],
+            is_idle=lambda evse_id: not self.transactions.busy(evse_id))
         self.variables = Variables(link=self.link, router=self.router, model=self.model,
                                    clock=clock)
         self.outbox = Outbox(store, self.link, clock, self.model)
@@ -190,28 +201,51 @@ class Runtime:
             security_event=self.security_event,
             on_new_station_certificate=self._new_station_certificate,
             security_profile=lambda: self.model.get_int("SecurityCtrlr", "SecurityProfile"),
-            trusted_roots=self.trust.csms_roots_pem)
+            trusted_roots=self.trust.csms_roots_pem,
+            configured_csms_root=StationTrust(config.csms, None).has_csms_root)
         self.network = NetworkProfiles(store=store, model=self.model, router=self.router,
                                        trust=self.trust, security_event=self.security_event)
+        self.network.guard_priority(self.router)   # after Variables registered SetVariables
         self._failure_reported: str | None = None
         self._invalid_reported_at: float | None = None
         self._invalid_suppressed = 0
         self.router.on_invalid = self._invalid_message
         self.link.on_failure.append(self._connect_failed)
         self.link.on_open.append(self._connected)
-        # A01: a new BasicAuthPassword is used from the next connection on, made at once.
-        self.variables.after_set[("SecurityCtrlr", "BasicAuthPassword")] = self.link.disconnect
+        # A01: a new BasicAuthPassword is logged (never its value) and used from the next
+        # connection on, made at once.
+        self.variables.after_set[("SecurityCtrlr", "BasicAuthPassword")] = self._new_password
         self.auth_cache = AuthCache(self.router, self.model, clock, store)
         self.authorization = Authorization(self.link, self.router, self.model, clock, store,
                                            self.auth_cache)
         self.transactions = Transactions(
             link=self.link, router=self.router, model=self.model, clock=clock, store=store,
             outbox=self.outbox, station=self.station, hardware=hardware,
-            authorization=self.authorization, reading=lambda e: self._latest_reading(e)(),
-            limit=lambda e: self.smart_charging.current_a(e),
-            power_limit=lambda e: self.smart_charging.power_w(e), extras=self._offered,
+            authorization=BeforeAccepted(self.authorization, self.provisioning,
+                                         lambda e: self.transactions.busy(e)),
+            reading=lambda e: self._latest_reading(e)(),
+            limit=lambda e: self.invalid_id.limit_a(e, self.smart_charging.current_a(e)),
+            power_limit=lambda e: self.invalid_id.limit_w(e, self.smart_charging.power_w(e)),
+            extras=self._offered,
             check_tx_profile=lambda e, p: self.smart_charging.check_remote_start_profile(e, p))
         self.transactions.recover()
+        # B02: no remote start before Accepted; B12: Reset ends or waits for transactions.
+        self.provisioning.refuse_until_accepted(self.router, "RequestStartTransaction")
+        self.provisioning.reset.attach(ResetWork(
+            end_all=self.transactions.end_all,
+            running=lambda e: [tx.id for evse, tx in self.transactions.open.items()
+                               if e is None or evse == e],
+            switch_off=lambda e: hardware.evses[e].switch_off(),
+            pending=self.outbox.pending, connected=lambda: self.link.connected))
+        self.transactions.on_ended.append(self.provisioning.reset.transaction_ended)
+        self.outbox.on_answer("TransactionEvent", self.provisioning.reset.message_answered)
+        # MaxEnergyOnInvalidId (E05): a transaction whose token the CSMS refused, kept
+        # open because StopTxOnInvalidId is false, draws that much more energy at most.
+        self.invalid_id = InvalidIdEnergy(
+            self.model, evse_of=self._transaction_evse,
+            reading=lambda e: self._latest_reading(e)(), reapply=self.transactions.reapply)
+        self.outbox.on_answer("TransactionEvent", self.invalid_id.event_answered)
+        self.transactions.on_ended.append(self.invalid_id.transaction_ended)
         # Smart charging after Transactions' recovery: TxProfiles of transactions that
         # ended with the power go with them.
         self.smart_charging = SmartCharging(
@@ -226,6 +260,8 @@ class Runtime:
             self.link, self.model, clock,
             {e: self._latest_reading(e) for e in self.station.evses},
             lambda evse_id: self.transactions.busy(evse_id), extras=self._offered)
+        # J01: an EVSE in a transaction gets its clock-aligned values in TransactionEvents.
+        self.aligned.subscribe(self.transactions.clock_aligned)
         # Availability after Transactions: it asks them which EVSE is busy as it starts.
         self.availability = Availability(
             link=self.link, router=self.router, station=self.station, model=self.model,
@@ -265,6 +301,15 @@ class Runtime:
             security_log_text=self.security_log.export_text, ssl_context=self._transfer_tls)
         self.diagnostics.recover()
         trigger("LogStatusNotification", self.diagnostics.trigger_status)
+        # N09/N10: what the station holds about a customer, reported and cleared.
+        self.customer_information = CustomerInformation(self.router, self.link, clock, [
+            AuthCacheRecords(self.auth_cache,
+                             forget_cached(store, self.auth_cache, self.model)),
+            TransactionRecords(lambda: list(self.transactions.open.values()),
+                               queued_transaction_events(store)),
+            LogFileRecords(lambda: log_files(log_dir(config)))],
+            send_timeout=self.comm.message_timeout)
+        self.data_transfer = DataTransfer(self.router)   # P01, and vendors' extensions
 
     def _endpoint(self) -> Endpoint:
         profile = self.network.current()
@@ -292,6 +337,11 @@ class Runtime:
         if error.event is not None and error.event != self._failure_reported:
             self._failure_reported = error.event
             self.security_event(error.event, str(error))
+
+    async def _new_password(self) -> None:
+        self.security_event("ReconfigurationOfSecurityParameters",
+                            "SecurityCtrlr.BasicAuthPassword changed by the CSMS")
+        await self.link.disconnect()
 
     def _new_station_certificate(self) -> None:
         # A01/A02: the new certificate is used from the next connection; on profile 3
@@ -342,16 +392,17 @@ class Runtime:
 
     async def reset_evse(self, evse_id: int) -> None:
         # An EVSE reset takes it out of service and back: the CSMS sees Unavailable, then
-        # its status again. (Ending its transaction and re-initialising its hardware join
-        # here once those exist.)
+        # its status again (its transaction has ended and its energy is off: reset.py).
         self.station.set_operative(evse_id, False)
         await self.availability.reported(timeout=self.comm.message_timeout())
-        self.station.set_operative(evse_id, True)
+        # Back as the CSMS's settings want it: an EVSE it made Inoperative stays so.
+        self.station.set_operative(evse_id, self.availability.wanted(evse_id, 1))
 
     async def run(self, stop: asyncio.Event) -> Outcome:
         self._outcome = asyncio.get_running_loop().create_future()
         tasks = [asyncio.ensure_future(t) for t in (
             self.link.run(), self.provisioning.run_heartbeat(), self.availability.run(),
+            self.provisioning.reset.run(),
             self.outbox.run(), self.transactions.run(), self.aligned.run(),
             self.certificates.run(), self.firmware.run(), self.diagnostics.run(),
             self.smart_charging.run())]
@@ -425,6 +476,10 @@ class Runtime:
         evse = self.station.evses[evse_id]
         return Extras(offered_current_a=amps,
                       offered_power_w=amps * evse.phases * evse.nominal_voltage_v)
+
+    def _transaction_evse(self, transaction_id: str) -> int | None:
+        return next((evse_id for evse_id, tx in self.transactions.open.items()
+                     if tx.id == transaction_id), None)
 
     def _latest_reading(self, evse_id: int) -> Callable[[], Any]:
         meter = self.hardware.evses[evse_id].devices.meter
@@ -505,8 +560,18 @@ async def run_daemon(config: Config, stop: asyncio.Event, clock: Clock | None = 
                                     lambda: runtime.external_limit_ignored() if runtime
                                     else None)
             await control.start()
+        retries = 0   # OCPPCommCtrlr.ResetRetries left for the Reset under way
         while True:
-            runtime = Runtime(config, store, clock, hardware, on_frame)
+            try:
+                runtime = Runtime(config, store, clock, hardware, on_frame)
+            except Exception:
+                if retries <= 0:
+                    raise   # out of tries (or the first start): systemd restarts us
+                retries -= 1
+                log.exception("Reset failed: trying again in %d s (%d more tries after "
+                              "that)", RESET_RETRY_WAIT_S, retries)
+                await clock.sleep(RESET_RETRY_WAIT_S)
+                continue
             runtime.security_event(*reason)
             runtime.watch_service_state(notifier.changed)
             if pinger is None:
@@ -520,6 +585,7 @@ async def run_daemon(config: Config, stop: asyncio.Event, clock: Clock | None = 
             if outcome != "restart":
                 return outcome
             reason = ("ResetOrReboot", "Reset requested by the CSMS")
+            retries = runtime.model.get_int("OCPPCommCtrlr", "ResetRetries")
             log.info("restarting the station's work after Reset")
     finally:
         notifier.stopping()

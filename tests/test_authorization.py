@@ -113,6 +113,18 @@ def test_auth_disabled_accepts_everything_without_asking(rig):
     assert rig.decide().accepted and not rig.decide().offline
 
 
+def test_auth_disabled_gives_the_token_of_a_session_without_one(rig):
+    """AuthCtrlr.Enabled false: a session may start with no idToken presented; its
+    TransactionEvents carry idToken "" of type NoAuthorization (appendix 3, errata 6.1.1)."""
+    assert rig.auth.without_token() is None
+    rig.auth_set("Enabled", False)
+    token = rig.auth.without_token()
+    assert token == {"idToken": "", "type": "NoAuthorization"}
+    validate("Authorize", "request", {"idToken": token})   # a valid IdTokenType
+    rig.auth_set("Enabled", True)
+    assert rig.auth.without_token() is None
+
+
 def test_no_authorization_and_central_tokens_are_accepted_without_asking(rig):
     rig.link.answer = answers({"status": "Invalid"})
     assert rig.decide(tok("", "NoAuthorization")).accepted

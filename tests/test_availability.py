@@ -20,7 +20,7 @@ from agent.clock import ManualClock
 from agent.hardware import Hardware, HardwareBridge
 from agent.model.definitions import standard_definitions
 from agent.model.device_model import DeviceModel
-from agent.model.types import EvseSpec, StationSpec
+from agent.model.types import Component, EvseSpec, StationSpec, Variable
 from agent.ocpp.outbox import Outbox
 from agent.ocpp.session import Reply, Router
 from agent.ocpp.validation import validate
@@ -48,6 +48,7 @@ class Link:
 
     def __init__(self) -> None:
         self.on_open: list[Any] = []
+        self.on_close: list[Any] = []
         self.accepted = asyncio.Event()
         self.connected = False
         self.sent: list[tuple[str, dict]] = []
@@ -329,6 +330,39 @@ def test_a_change_whose_answer_was_lost_applies_on_the_next_connection(store: St
         for hook in rig.link.on_open:
             await hook(object())
         assert rig.statuses()[(1, 1)] == "Unavailable"
+    run(main())
+
+
+@pytest.mark.parametrize(("offline_s", "threshold", "reported"), [
+    (300, 300, {(1, 1)}),                       # not longer than the threshold: changes
+    (301, 300, {(1, 1), (2, 1), (2, 2)}),       # longer: every connector (B04.FR.01)
+    (301, 600, {(1, 1)}),                       # the threshold is read at each reconnect
+])
+def test_offline_threshold_decides_what_is_reported_on_reconnect(
+        store: Store, offline_s: int, threshold: int, reported: set) -> None:
+    async def main() -> None:
+        rig = Rig(store)
+        rig.link.accepted.set()
+        task = asyncio.ensure_future(rig.availability.run())
+        assert await rig.availability.reported(timeout=5)
+        assert len(rig.link.sent) == 3
+        for hook in rig.link.on_close:
+            hook()                              # the connection is lost
+        await rig.clock.advance(offline_s)
+        assert rig.model.set(Component("OCPPCommCtrlr"), Variable("OfflineThreshold"),
+                             str(threshold)).status == "Accepted"
+        rig.link.sent.clear()
+        # A change while offline (this stand-in link would deliver it at the next turn of
+        # the loop, so the connection comes back before that).
+        rig.station.update(1, 1, plugged=True)
+        for hook in rig.link.on_open:
+            await hook(object())
+        assert await rig.availability.reported(timeout=5)
+        task.cancel()
+        sent = {(p["evseId"], p["connectorId"]): p["connectorStatus"]
+                for a, p in rig.link.sent if a == "StatusNotification"}
+        assert set(sent) == reported and len(rig.link.sent) == len(reported)
+        assert sent[(1, 1)] == "Occupied"
     run(main())
 
 

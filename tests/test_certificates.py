@@ -252,6 +252,23 @@ def test_delete_the_last_csms_root(tmp_path: Path, profile: int, status: str) ->
     run(main())
 
 
+def test_the_last_installed_root_may_go_while_the_config_trusts_one(tmp_path: Path) -> None:
+    # TC_M_20 on a profile-2 station whose root an installer put in csms.ca_file: deleting
+    # the one installed over OCPP leaves the station able to verify its CSMS.
+    async def main() -> None:
+        env = Env(tmp_path, profile=2, configured_csms_root=lambda: True)
+        try:
+            await env.ask("InstallCertificate", {"certificateType": "CSMSRootCertificate",
+                                                 "certificate": pem(env.root)})
+            answer = await env.ask("DeleteCertificate", {
+                "certificateHashData": hash_data(env.root, env.root)})
+            assert answer["status"] == "Accepted"
+            assert env.certstore.count() == 0
+        finally:
+            env.close()
+    run(main())
+
+
 def test_delete_unknown_is_not_found(env: Env) -> None:
     async def main() -> None:
         other, _ = dev_pki.make_root("Unknown", **valid())

@@ -250,7 +250,7 @@ def test_a_fault_is_not_an_unplug(tmp_path, safety_monitor):
                 await agent.sim("clear", 1)
                 ended = await link.expect_call("TransactionEvent",
                                                where=lambda p: p["eventType"] == "Ended")
-                assert ended["triggerReason"] == "EVDeparted"
+                assert ended["triggerReason"] == "EVCommunicationLost"
             assert csms.schema_errors == []
         causes = [t.cause for t in read(safety_monitor)
                   if t.cause in ("fault", "offer", "contactor")]

@@ -185,22 +185,32 @@ def test_device_fault_holds_the_session_and_switches_off_first(tmp_path, safety_
 
 @pytest.mark.parametrize("kind", ["OnIdle", "Immediate"])
 def test_reset(tmp_path, safety_monitor, ramp, kind):
-    """Reset restarts the agent's work in-process (OnIdle does not wait today: the EVSEs
-    count as idle); the new runtime ends the transaction and switches the module off
-    first, though it never switched it on itself."""
+    """Reset during a DC session. Immediate ends the transaction first (ResetCommand,
+    ImmediateReset: B12) and switches the module off in the order before the restart;
+    OnIdle is Scheduled and waits for the session's end, which switches off in the order."""
     async def main():
         async with csms_and_clock() as (csms, clock):
             async with Agent(tmp_path, csms, clock, dc=True) as agent:
                 link = await connected(csms)
                 tx_id = await dc_session(agent, link)
-                assert (await link.call("Reset", {"type": kind}))["status"] == "Accepted"
-                again = await connected(csms, after=link)
+                answer = await link.call("Reset", {"type": kind})
+                if kind == "OnIdle":
+                    assert answer["status"] == "Scheduled"
+                    await quiet()
+                    assert (await agent.evse(1))["power_w"] == EV_A * 1000   # still charging
+                    await link.call("RequestStopTransaction", {"transactionId": tx_id})
+                else:
+                    assert answer["status"] == "Accepted"
                 await quiet()
                 await ramping_down(agent)
                 assert_safe_dc_stop(safety_monitor, ramp_s=RAMP_S)
-                ended = await again.expect_call("TransactionEvent",
-                                                where=lambda p: p["eventType"] == "Ended")
+                ended = await link.expect_call("TransactionEvent",
+                                               where=lambda p: p["eventType"] == "Ended")
                 assert ended["transactionInfo"]["transactionId"] == tx_id
+                if kind == "Immediate":
+                    assert ended["triggerReason"] == "ResetCommand"
+                    assert ended["transactionInfo"]["stoppedReason"] == "ImmediateReset"
+                await connected(csms, after=link)
             assert csms.schema_errors == []
     run(main())
 

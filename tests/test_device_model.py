@@ -257,8 +257,8 @@ def test_accepted_write_is_read_back(model: DeviceModel):
     (COMM, Variable("HeartbeatInterval"), "abc", "Actual", "Rejected", "InvalidValue"),
     (COMM, Variable("HeartbeatInterval"), "1.5", "Actual", "Rejected", "InvalidValue"),
     (COMM, Variable("HeartbeatInterval"), "", "Actual", "Rejected", "InvalidValue"),
-    (COMM, Variable("QueueAllMessages"), "yes", "Actual", "Rejected", "InvalidValue"),
-    (COMM, Variable("QueueAllMessages"), "1", "Actual", "Rejected", "InvalidValue"),
+    (Component("TxCtrlr"), Variable("StopTxOnInvalidId"), "yes", "Actual", "Rejected", "InvalidValue"),
+    (Component("TxCtrlr"), Variable("StopTxOnInvalidId"), "1", "Actual", "Rejected", "InvalidValue"),
     (COMM, Variable("WebSocketPingInterval"), "-1", "Actual", "Rejected", "ValueOutOfRange"),
     (COMM, Variable("MessageAttempts", "TransactionEvent"), "0", "Actual", "Rejected",
      "ValueOutOfRange"),
@@ -298,7 +298,7 @@ def test_limits_accept_their_bounds(model: DeviceModel):
 
 
 @pytest.mark.parametrize("component,variable,written,stored", [
-    ("OCPPCommCtrlr", "QueueAllMessages", "TRUE", "true"),
+    ("TxCtrlr", "StopTxOnInvalidId", "FALSE", "false"),
     ("OCPPCommCtrlr", "HeartbeatInterval", "+0042", "42"),
     ("TxCtrlr", "TxStopPoint", " evconnected , AUTHORIZED", "EVConnected,Authorized"),
 ])

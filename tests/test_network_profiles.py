@@ -138,15 +138,61 @@ def test_bad_profiles_are_rejected_with_a_reason_and_nothing_is_stored(rig, slot
     assert rig.store.get_meta(f"network.profile.{slot}") == before
 
 
-def test_tls_profiles_need_their_certificates(tmp_path):
+def test_tls_profiles_are_stored_at_once_and_refused_in_the_priority_until_usable(tmp_path):
+    # A05.FR.02/03 (TC_A_20/21): SetNetworkProfile is Accepted; the refusal comes when the
+    # slot is put into NetworkConfigurationPriority without the certificates it needs.
     rig = Rig(tmp_path, trust=Trust(root=False, station_cert=False))
-    assert reason(rig.set_profile(2, "wss://new.example/ocpp", 2)) == "NoCertificate"
-    rig.trust.root = True
-    assert reason(rig.set_profile(2, "wss://new.example/ocpp", 3)) == "NoCertificate"
     assert rig.set_profile(2, "wss://new.example/ocpp", 2)["status"] == "Accepted"
-    rig.trust.station_cert = True
+    assert rig.profiles.priority_refusal("2,1")[0] == "NoCertificate"
+    rig.trust.root = True
+    assert rig.profiles.priority_refusal("2,1") is None
     assert rig.set_profile(2, "wss://new.example/ocpp", 3)["status"] == "Accepted"
+    assert rig.profiles.priority_refusal("2,1")[0] == "NoCertificate"
+    rig.trust.station_cert = True
+    assert rig.profiles.priority_refusal("1,2") is None
     assert [t for t, _ in rig.events] == ["ReconfigurationOfSecurityParameters"] * 2
+
+
+def test_a_slot_already_in_the_priority_needs_its_certificates_when_it_is_set(tmp_path):
+    rig = Rig(tmp_path, trust=Trust(root=False))
+    rig.priority("1,2")
+    answer = rig.set_profile(2, "wss://new.example/ocpp", 2)
+    assert (answer["status"], reason(answer)) == ("Rejected", "NoCertificate")
+    assert rig.store.get_meta("network.profile.2") is None
+    rig.trust.root = True
+    assert rig.set_profile(2, "wss://new.example/ocpp", 2)["status"] == "Accepted"
+
+
+def test_set_variables_of_the_priority_is_refused_item_by_item(tmp_path):
+    rig = Rig(tmp_path, trust=Trust(root=False))
+    calls = []
+
+    async def variables(request):
+        calls.append(request)
+        return {"setVariableResult": [
+            {"attributeType": "Actual", "attributeStatus": "Accepted",
+             "component": item["component"], "variable": item["variable"]}
+            for item in request["setVariableData"]]}
+
+    rig.router.register("SetVariables", variables)
+    rig.profiles.guard_priority(rig.router)
+    rig.set_profile(2, "wss://new.example/ocpp", 2)
+    other = {"component": {"name": "OCPPCommCtrlr"},
+             "variable": {"name": "HeartbeatInterval"}, "attributeValue": "60"}
+    priority = {"component": {"name": "OCPPCommCtrlr"},
+                "variable": {"name": "NetworkConfigurationPriority"}, "attributeValue": "2,1"}
+    request = {"setVariableData": [other, priority, other]}
+    validate("SetVariables", "request", request)
+    answer = asyncio.run(rig.router.routes["SetVariables"].handler(request))
+    validate("SetVariables", "response", answer)
+    statuses = [r["attributeStatus"] for r in answer["setVariableResult"]]
+    assert statuses == ["Accepted", "Rejected", "Accepted"]
+    assert answer["setVariableResult"][1]["attributeStatusInfo"]["reasonCode"] == "NoCertificate"
+    assert calls == [{"setVariableData": [other, other]}], "only the others reach Variables"
+    rig.trust.root = True
+    answer = asyncio.run(rig.router.routes["SetVariables"].handler(
+        {"setVariableData": [priority]}))
+    assert answer["setVariableResult"][0]["attributeStatus"] == "Accepted"
 
 
 def test_upgrade_raises_the_floor_and_a_downgrade_is_refused_for_good(rig):
@@ -156,6 +202,9 @@ def test_upgrade_raises_the_floor_and_a_downgrade_is_refused_for_good(rig):
     rig.profiles.connected()
     assert rig.model.get_int("SecurityCtrlr", "SecurityProfile") == 2
     assert ("ReconfigurationOfSecurityParameters" in [t for t, _ in rig.events])
+    # TC_A_19 step 13: the profile-1 slot has left the priority list.
+    assert rig.model.get_str("OCPPCommCtrlr", "NetworkConfigurationPriority") == "2"
+    assert rig.profiles.priority_refusal("2,1")[0] == "InvalidProfile"
     rig.reboot()
     assert rig.model.get_int("SecurityCtrlr", "SecurityProfile") == 2, "persisted"
     assert [p.slot for p in rig.profiles.candidates()] == [2], "profile 1 is never used again"

@@ -150,3 +150,17 @@ def test_an_invalid_message_is_refused_at_the_door(tmp_path):
     with pytest.raises(ValueError, match="invalid StatusNotification"):
         outbox.enqueue("StatusNotification", {"evseId": 1})
     assert outbox.pending() == 0
+
+
+def test_pending_events_counts_transaction_events_only(tmp_path):
+    # GetTransactionStatus (E14) asks about TransactionEvents; a queued StatusNotification
+    # or security event is not one.
+    outbox = Outbox(Store(tmp_path / "db"), Link(), ManualClock(), Model())
+    outbox.enqueue("StatusNotification", status(1))
+    assert outbox.pending() == 1 and outbox.pending_events() == 0
+    event = {"eventType": "Updated", "timestamp": "2026-01-01T00:00:00.000Z",
+             "triggerReason": "MeterValuePeriodic", "seqNo": 1,
+             "transactionInfo": {"transactionId": "tx-1"}}
+    outbox.enqueue("TransactionEvent", event, transaction_id="tx-1")
+    assert outbox.pending_events() == 1 and outbox.pending_events("tx-1") == 1
+    assert outbox.pending_events("tx-2") == 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jsonschema
 import ocpp
@@ -397,9 +397,11 @@ def test_a_hanging_lock_is_answered_and_left_to_finish() -> None:
 
 # --- the daemon's wiring -------------------------------------------------------------------
 
-def frame_order(link: Any, answered: str, triggered: str) -> tuple[int, int]:
+def frame_order(link: Any, answered: str, triggered: str,
+                where: Callable[[dict], bool] = lambda payload: True) -> tuple[int, int]:
     """Indexes of the station's answer to the last `answered` CALL and of its first
-    `triggered` CALL after that CALL went out."""
+    `triggered` CALL (matching `where`: other messages of that action may flow meanwhile)
+    after that CALL went out."""
     frames = [(f.direction, json.loads(f.text)) for f in link.frames]
     out = max(i for i, (d, m) in enumerate(frames)
               if d == "out" and m[0] == 2 and m[2] == answered)
@@ -407,7 +409,8 @@ def frame_order(link: Any, answered: str, triggered: str) -> tuple[int, int]:
     answer = next(i for i, (d, m) in enumerate(frames)
                   if d == "in" and m[0] == 3 and m[1] == call_id)
     sent = next(i for i, (d, m) in enumerate(frames)
-                if i > out and d == "in" and m[0] == 2 and m[2] == triggered)
+                if i > out and d == "in" and m[0] == 2 and m[2] == triggered
+                and where(m[3]))
     return answer, sent
 
 
@@ -554,7 +557,8 @@ def test_trigger_and_unlock_on_the_agent_process(tmp_path):
                 assert event["transactionInfo"]["transactionId"] == tx_id
                 assert {v["context"] for m in event["meterValue"] for v in m["sampledValue"]} == {
                     "Trigger"}
-                answered, sent = frame_order(link, "TriggerMessage", "TransactionEvent")
+                answered, sent = frame_order(link, "TriggerMessage", "TransactionEvent",
+                                             lambda p: p["triggerReason"] == "Trigger")
                 assert answered < sent                                      # F06.FR.04
 
                 # UnlockConnector during the authorized transaction, and unknown ones.

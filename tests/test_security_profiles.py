@@ -134,6 +134,8 @@ def test_upgrade_from_profile_1_to_2_to_3_and_no_way_back(tmp_path):
                 assert link.handshake.tls_version and link.handshake.authorization
                 assert await get(link, "SecurityCtrlr", "SecurityProfile") == "2"
                 assert await get(link, "OCPPCommCtrlr", "ActiveNetworkProfile") == "2"
+                # A05 (TC_A_19): the profile-1 slot has left the priority list.
+                assert await get(link, "OCPPCommCtrlr", "NetworkConfigurationPriority") == "2"
                 answer = await link.call("SetNetworkProfile", network_profile(1, mutual.url, 3))
                 assert answer == {"status": "Accepted"}
                 await set_(link, "OCPPCommCtrlr", "NetworkConfigurationPriority", "1,2")
@@ -204,8 +206,11 @@ def test_a_root_installed_over_ocpp_opens_the_way_to_profile_2(tmp_path):
                 link = await registered(plain)
                 started = await link.expect_call("SecurityEventNotification", timeout=10)
                 assert started["type"] == "StartupOfTheDevice"
+                # A05.FR.02: the profile is stored; using it waits for a CSMS root.
                 answer = await link.call("SetNetworkProfile", network_profile(2, tls.url, 2))
-                assert answer["statusInfo"]["reasonCode"] == "NoCertificate"
+                assert answer == {"status": "Accepted"}
+                assert await set_(link, "OCPPCommCtrlr", "NetworkConfigurationPriority",
+                                  "2,1") == "Rejected"
                 answer = await link.call("InstallCertificate", {
                     "certificateType": "CSMSRootCertificate", "certificate": "garbage"})
                 assert answer["status"] == "Rejected"

@@ -47,7 +47,7 @@ def test_card_then_plug_then_unplug(tmp_path):
                                                where=lambda p: p["eventType"] == "Ended")
                 assert ended["transactionInfo"]["transactionId"] == tx_id
                 assert ended["transactionInfo"]["stoppedReason"] == "EVDisconnected"
-                assert ended["triggerReason"] == "EVDeparted"
+                assert ended["triggerReason"] == "EVCommunicationLost"
                 begin = started["meterValue"][0]["sampledValue"]
                 end = ended["meterValue"][-1]["sampledValue"]
                 assert any(v["context"] == "Transaction.Begin" and

@@ -31,7 +31,7 @@ def verdict(results: list[dict] | None) -> tuple[str, str]:
     """One case's verdict from the outcomes of its tests."""
     if not results:
         return "no test", ""
-    failed = [r for r in results if r["outcome"] == "failed"]
+    failed = [r for r in results if r["outcome"] in ("failed", "xfail")]
     if failed:
         return "FAIL", "; ".join(f"{r['test']}: {r['reason']}" for r in failed)
     skipped = [r for r in results if r["outcome"] == "skipped"]

@@ -145,6 +145,16 @@ class Authorization:
         """AuthCtrlr.AuthorizeRemoteStart: authorize a RequestStartTransaction's idToken first."""
         return self._flag("AuthorizeRemoteStart")
 
+    def without_token(self) -> dict[str, str] | None:
+        """The idToken of a session started with no idToken presented, when AuthCtrlr.Enabled
+        is false: "no authorization is done before starting a transaction ... If no idToken
+        was provided, then idToken in TransactionEventRequest will be left empty and type is
+        set to NoAuthorization" (appendix 3; errata 6.1.1: idToken ""). None while
+        authorization is enabled: then a session needs a token."""
+        if self._flag("Enabled", True):
+            return None
+        return {"idToken": "", "type": "NoAuthorization"}
+
     # -- the decision -----------------------------------------------------------------------
 
     async def authorize(self, id_token: Payload, *, evse_id: int | None = None) -> Decision:

@@ -3,7 +3,10 @@
 StatusNotification (G01): after registration every connector's status is reported once
 (B01); afterwards each change is reported. While offline only the latest status matters,
 so changes are not queued: on the next registered connection whatever differs from what
-the CSMS last heard is sent.
+the CSMS last heard is sent (B04.FR.02), and every connector's status when the station
+was offline for longer than OCPPCommCtrlr.OfflineThreshold (B04.FR.01: the CSMS may have
+lost track of it meanwhile). The offline period runs from the loss of the connection to
+the next one, on the station's monotonic clock.
 
 ChangeAvailability (G03 EVSE/connector, G04 station): the CSMS sets the station, an EVSE
 or a connector Operative or Inoperative. The three settings are independent and nest: a
@@ -76,6 +79,7 @@ class Availability:
         self._delivered: dict[tuple[int, int], ConnectorStatus] = {}
         self._dirty = asyncio.Event()
         self._caught_up = asyncio.Event()
+        self._offline_since: float | None = None
         store.ensure_schema(SCHEMA)
         self._inoperative: set[Level] = {
             (e, c) for e, c in store.query("SELECT evse_id, connector_id FROM availability")}
@@ -84,6 +88,7 @@ class Availability:
         router.register("ChangeAvailability", self._on_change_availability)
         station.subscribe(self._on_status)
         link.on_open.append(self._on_open)
+        link.on_close.append(self._on_close)
         # G03.FR.08 / G04.FR.09: what was set survives restarts, scheduled changes too
         # (they apply now unless a transaction still runs).
         self._apply(station.evses, enable=True)
@@ -210,7 +215,27 @@ class Availability:
 
     # -- StatusNotification ---------------------------------------------------------------
 
+    def _on_close(self) -> None:
+        self._offline_since = self._clock.monotonic()
+
+    def _offline_too_long(self) -> bool:
+        """The connection that just opened ends an offline period longer than
+        OfflineThreshold (B04.FR.01)."""
+        if self._offline_since is None:
+            return False
+        offline = self._clock.monotonic() - self._offline_since
+        self._offline_since = None
+        try:
+            threshold = self._model.get_int("OCPPCommCtrlr", "OfflineThreshold")
+        except KeyError:
+            return False
+        return offline > threshold
+
     async def _on_open(self, session: object) -> None:
+        if self._offline_too_long():
+            # Report every connector, not only what changed: forget what was delivered.
+            log.info("offline for longer than OfflineThreshold: reporting every connector")
+            self._delivered.clear()
         # A ChangeAvailability whose answer was lost with the connection was stored but
         # not applied (it applies once answered): apply what is set now.
         self._apply(self._station.evses, enable=True)

@@ -15,8 +15,9 @@ Rules, with the requirement ids of OCPP 2.0.1 edition 2 and the 2023-12 errata:
   (M04.FR.07 errata: the one we report), identifierStrings compared case-insensitively;
   no match: NotFound (M04.FR.04). The station's certificate: Failed (M04.FR.06; test
   case TC_M_23 accepts Failed or NotFound). The last CSMSRootCertificate while on
-  security profile 2 or 3: Failed, since the station could not verify the CSMS after
-  its next reconnect; the CSMS installs the successor first.
+  security profile 2 or 3, with no root in the config's csms.ca_file either: Failed,
+  since the station could not verify the CSMS after its next reconnect; the CSMS
+  installs the successor first.
 - SignCertificate / CertificateSigned (A02 by TriggerMessage SignChargingStationCertificate,
   A03 on the station's initiative: renewal before expiry). A signing round makes a new
   key pair, sends its CSR, and waits CertSigningWaitMinimum seconds for a
@@ -75,10 +76,13 @@ class Certificates:
                  on_new_station_certificate: Callable[[], None],
                  security_profile: Callable[[], int],
                  trusted_roots: Callable[[], str] = lambda: "",
+                 configured_csms_root: Callable[[], bool] = lambda: False,
                  station_certificate_expiry: Callable[[], datetime | None] | None = None,
                  key_type: str = "ec", renew_days: float = RENEW_DAYS) -> None:
         """`trusted_roots()`: PEM of CSMS roots trusted besides the installed ones (the
         config's csms.ca_file), for checking a CertificateSigned chain.
+        `configured_csms_root()`: a CSMS root is trusted outside the store (the config's
+        csms.ca_file), so the last installed one may go.
         `station_certificate_expiry()`: when the certificate in use expires, for renewal;
         by default the store's (the daemon may include the config's cert_file)."""
         self._link = link
@@ -90,6 +94,7 @@ class Certificates:
         self._on_new_certificate = on_new_station_certificate
         self._security_profile = security_profile
         self._trusted_roots = trusted_roots
+        self._configured_csms_root = configured_csms_root
         self._expiry = station_certificate_expiry or certstore.station_certificate_expiry
         self._key_type = key_type
         self._renew = timedelta(days=renew_days)
@@ -124,8 +129,10 @@ class Certificates:
         return {"status": "Accepted", "certificateHashDataChain": chains}
 
     async def _on_delete_certificate(self, request: Payload) -> Payload:
-        outcome = self._store.delete(request["certificateHashData"],
-                                     keep_last_csms_root=self._security_profile() >= 2)
+        # TC_M_20 on a profile-2 station: the root the installer configured still verifies
+        # the CSMS, so the last one installed over OCPP is not the last one trusted.
+        keep_last = self._security_profile() >= 2 and not self._configured_csms_root()
+        outcome = self._store.delete(request["certificateHashData"], keep_last_csms_root=keep_last)
         log.info("DeleteCertificate: %s%s", outcome.status,
                  f" ({outcome.info})" if outcome.info else "")
         if outcome.changed:

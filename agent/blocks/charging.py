@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from datetime import datetime
 
 from hal.api import ContactorState, PowerModule
 from hal.evse import EvseHardware
@@ -57,34 +58,67 @@ def _closed(hw: EvseHardware) -> bool:
     return contactor is not None and contactor.state is ContactorState.CLOSED
 
 
-def _power_flows(hw: EvseHardware, unknown: bool) -> bool:
+def power_path_closed(hw: EvseHardware) -> bool:
+    """The contactor is closed."""
+    return _closed(hw)
+
+
+def _power_flows(hw: EvseHardware, unknown: bool, fresh_after: datetime | None = None) -> bool:
     meter = hw.devices.meter
     if meter is None or meter.latest is None or meter.latest.power_w is None:
         return unknown
+    if fresh_after is not None and meter.latest.timestamp <= fresh_after:
+        return unknown   # read before the contactor closed: says nothing of the EV now
     return meter.latest.power_w > 0
 
 
 def reached_points(hw: EvseHardware, evse: Evse, authorized: bool) -> set[str]:
-    """The TxStartPoint/TxStopPoint points this EVSE is at now."""
+    """The TxStartPoint/TxStopPoint points this EVSE is at now.
+
+    PowerPathClosed is E01's "all preconditions for charging are met": the EV plugged in
+    and authorized on a working EVSE. It is not the contactor itself: an EV that pauses
+    in state B (SuspendedEV) opens the contactor but keeps its session (TC_E_37, TC_E_38
+    expect the transaction to go on), while a fault or a deauthorization loses it.
+    EnergyTransfer is energy actually flowing."""
+    connector = evse.connectors[1]
     points = set()
-    if evse.connectors[1].plugged:
+    if connector.plugged:
         points.add("EVConnected")
     if authorized:
         points.add("Authorized")
-    if _closed(hw):
+    lock = hw.devices.lock
+    if _may_charge(hw, evse, authorized) and (lock is None or lock.locked is True):
         points.add("PowerPathClosed")
-        if _power_flows(hw, unknown=False):
-            points.add("EnergyTransfer")
+    if _closed(hw) and _power_flows(hw, unknown=False):
+        points.add("EnergyTransfer")
     return points
 
 
-def charging_state(hw: EvseHardware, evse: Evse, authorized: bool) -> str:
-    """ChargingStateEnumType of the EVSE."""
+def _may_charge(hw: EvseHardware, evse: Evse, authorized: bool) -> bool:
+    connector = evse.connectors[1]
+    return (authorized and connector.plugged and connector.operative
+            and not connector.faulted and not hw.faults)
+
+
+async def lock_for_session(hw: EvseHardware, evse: Evse, authorized: bool) -> None:
+    """Lock a socket's cable as soon as the session may charge, before the points are
+    read: a cable that will not lock means the power path cannot close (no
+    transaction starts on PowerPathClosed, and no energy: apply())."""
+    if _may_charge(hw, evse, authorized):
+        await hw.engage_lock()
+
+
+def charging_state(hw: EvseHardware, evse: Evse, authorized: bool,
+                   closed_since: datetime | None = None) -> str:
+    """ChargingStateEnumType of the EVSE. `closed_since`: when the contactor was last
+    seen closing; a meter reading from before then is no sign of a suspended EV (else
+    every start would report SuspendedEV until the next reading)."""
     if not evse.connectors[1].plugged:
         return "Idle"
     pilot = hw.devices.pilot
     if _closed(hw) and pilot is not None and pilot.state.wants_power:
-        return "Charging" if _power_flows(hw, unknown=True) else "SuspendedEV"
+        return "Charging" if _power_flows(hw, unknown=True, fresh_after=closed_since) \
+            else "SuspendedEV"
     if authorized:
         if hw.faults or evse.connectors[1].faulted:
             return "SuspendedEVSE"   # held by the station: a fault, not the EV's choice
@@ -111,8 +145,7 @@ async def apply(hw: EvseHardware, evse: Evse, authorized: bool,
     the rating); `dc` remembers what a power module was told; `hold_lock`: keep a locked
     cable locked although no session holds it (UnlockOnEVSideDisconnect false)."""
     connector = evse.connectors[1]
-    allowed = (authorized and connector.plugged and connector.operative
-               and not connector.faulted and not hw.faults)
+    allowed = _may_charge(hw, evse, authorized)
     if hw.devices.power is not None:
         await _apply_dc(hw, hw.devices.power, evse, allowed, limit_w, dc or DcCommand())
     else:

@@ -11,11 +11,19 @@ round. Two rules keep an operator from locking a station out or weakening it:
 - the last slot that worked stays a candidate even when the priority list leaves it
   out, so a bad new profile costs some attempts, not the station.
 
-SetNetworkProfile validates everything it can before storing: the slot, OCPP version
+SetNetworkProfile validates the profile itself before storing: the slot, OCPP version
 and transport, messageTimeout within the bounds of the MessageTimeout variable it
-becomes, the URL scheme for the security profile, a trusted CSMS root for profiles 2 and
-3, a station certificate for 3, a password for 1 and 2. The slot in use cannot be
-overwritten: it is the way back.
+becomes, the URL scheme for the security profile, no downgrade (B09.FR.04). The slot in
+use cannot be overwritten: it is the way back. What the station needs to *use* a profile
+(a trusted CSMS root for profiles 2 and 3, a station certificate for 3, a password for 1
+and 2) is checked when the slot is put into NetworkConfigurationPriority: A05.FR.02/03
+and TC_A_20/TC_A_21 want SetNetworkProfile Accepted and that SetVariables Rejected, so a
+CSMS can store the profile first and install the certificates before switching. A slot
+already in the priority list is checked at SetNetworkProfile, since storing puts it in use.
+
+Once the station has connected on a higher security profile, the slots of lower
+profiles leave NetworkConfigurationPriority (A05, TC_A_19 step 13): they could never be
+used again, and a CSMS reading the priority must see what the station will really do.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from urllib.parse import urlsplit
 
 from agent.model.device_model import DeviceModel
 from agent.model.types import Component, Variable
-from agent.ocpp.session import Payload, Router
+from agent.ocpp.session import Payload, Reply, Router
 from agent.store import Store
 
 log = logging.getLogger(__name__)
@@ -38,6 +46,7 @@ LAST_WORKING = "network.last_working"
 COMM = Component("OCPPCommCtrlr")
 SECURITY = Component("SecurityCtrlr")
 MESSAGE_TIMEOUT = Variable("MessageTimeout", "Default")
+PRIORITY = Variable("NetworkConfigurationPriority")
 
 
 @dataclass(frozen=True)
@@ -78,7 +87,15 @@ class NetworkProfiles:
         self._index = 0
         self._failures = 0
         self._candidates = self.candidates()
+        # The priority the next start will use (a SetVariables of it is RebootRequired).
+        self._next_priority = model.get_list("OCPPCommCtrlr", "NetworkConfigurationPriority")
+        model.subscribe(self._on_variable_set)
         router.register("SetNetworkProfile", self._on_set_network_profile)
+
+    def _on_variable_set(self, component: Component, variable: Variable, _attribute: str,
+                         value: str) -> None:
+        if component == COMM and variable == PRIORITY:
+            self._next_priority = [t.strip() for t in value.split(",")]
 
     # -- storage -------------------------------------------------------------------------
 
@@ -172,6 +189,24 @@ class NetworkProfiles:
                         f"(network profile slot {profile.slot})")
             log.warning("security profile raised to %d; lower profiles are no longer used",
                         profile.security_profile)
+        self._drop_lower_slots(profile)
+
+    def _drop_lower_slots(self, active: NetworkProfile) -> None:
+        """Take the slots below the station's security profile out of
+        NetworkConfigurationPriority (A05: no way back to a lower profile)."""
+        floor = self.security_profile()
+        priority = [t for t in self._model.get_list("OCPPCommCtrlr",
+                                                     "NetworkConfigurationPriority") if t]
+        kept = [t for t in priority if not t.isdigit() or (
+            (p := self.load(int(t))) is None or p.security_profile >= floor)]
+        if not kept:
+            kept = [str(active.slot)]
+        if kept != priority:
+            self._model.set_actual(COMM, PRIORITY, ",".join(kept))
+            self._next_priority = kept
+            log.warning("NetworkConfigurationPriority %s -> %s: slots below security "
+                        "profile %d are no longer used", ",".join(priority), ",".join(kept),
+                        floor)
 
     # -- SetNetworkProfile (B09) -------------------------------------------------------------
 
@@ -217,7 +252,71 @@ class NetworkProfiles:
         if profile < self.security_profile():
             return "Downgrade", (f"security profile {profile} is below the station's "
                                  f"{self.security_profile()}")  # A05
-        return _url_refusal(data["ocppCsmsUrl"], profile) or self._credentials_refusal(profile)
+        refusal = _url_refusal(data["ocppCsmsUrl"], profile)
+        in_use = set(self._model.get_list("OCPPCommCtrlr", "NetworkConfigurationPriority"))
+        if refusal is None and str(slot) in in_use | set(self._next_priority):
+            # The slot is in the priority already: storing the profile puts it into use,
+            # so what the priority check would refuse is refused here (A05.FR.02/03).
+            refusal = self._credentials_refusal(profile)
+        return refusal
+
+    # -- NetworkConfigurationPriority (A05.FR.02/03) -------------------------------------------
+
+    def priority_refusal(self, value: str) -> tuple[str, str] | None:
+        """Why the station could not use every slot of a NetworkConfigurationPriority
+        value, or None. Empty slots are let through (they are skipped when connecting);
+        a value that is no list of slots is left to the device model to refuse."""
+        texts = [t.strip() for t in value.split(",")]
+        if not all(t.isdigit() for t in texts):
+            return None
+        for slot in dict.fromkeys(int(t) for t in texts):
+            profile = self.load(slot)
+            if profile is None:
+                continue
+            if profile.security_profile < self.security_profile():
+                return "InvalidProfile", (
+                    f"slot {slot} uses security profile {profile.security_profile}, below "
+                    f"the station's {self.security_profile()}")
+            reason = self._credentials_refusal(profile.security_profile)
+            if reason is not None:
+                return reason[0], f"slot {slot}: {reason[1]}"
+        return None
+
+    def guard_priority(self, router: Router) -> None:
+        """Refuse, within SetVariables, a NetworkConfigurationPriority the station could
+        not connect with (A05.FR.02/03). SetVariables belongs to the Variables block,
+        which knows nothing of certificates; its handler is wrapped so that only the
+        refused items are answered here and every other item goes to it unchanged."""
+        route = router.routes["SetVariables"]
+        inner = route.handler
+
+        async def handler(request: Payload) -> Payload | Reply:
+            items = request["setVariableData"]
+            refused = {i: reason for i, item in enumerate(items) if _is_priority(item)
+                       and (reason := self.priority_refusal(item["attributeValue"]))}
+            if not refused or len(items) > self._items_per_message():
+                return await inner(request)   # all of it, or its CALLERROR for too many
+            for i, (code, text) in refused.items():
+                log.warning("NetworkConfigurationPriority %s rejected: %s",
+                            items[i]["attributeValue"], text)
+            rest = [item for i, item in enumerate(items) if i not in refused]
+            answer = (await inner({**request, "setVariableData": rest}) if rest
+                      else {"setVariableResult": []})
+            payload = answer.payload if isinstance(answer, Reply) else answer
+            results = iter(payload["setVariableResult"])
+            merged = [_rejected(items[i], *refused[i]) if i in refused else next(results)
+                      for i in range(len(items))]
+            payload = {**payload, "setVariableResult": merged}
+            return Reply(payload, answer.then) if isinstance(answer, Reply) else payload
+
+        route.handler = handler
+
+    def _items_per_message(self) -> int:
+        try:
+            return self._model.get_int("DeviceDataCtrlr", "ItemsPerMessage",
+                                       instance="SetVariables")
+        except KeyError:
+            return 2 ** 31 - 1
 
     def _credentials_refusal(self, profile: int) -> tuple[str, str] | None:
         if profile >= 2 and not self._trust.has_csms_root():
@@ -227,6 +326,18 @@ class NetworkProfiles:
         if profile in (1, 2) and not self._model.get_str("SecurityCtrlr", "BasicAuthPassword"):
             return "NoPassword", "no BasicAuthPassword set for profiles 1 and 2"
         return None
+
+
+def _is_priority(item: Payload) -> bool:
+    return (item["component"]["name"] == COMM.name and "evse" not in item["component"]
+            and item["variable"]["name"] == PRIORITY.name and "instance" not in item["variable"]
+            and item.get("attributeType", "Actual") == "Actual")
+
+
+def _rejected(item: Payload, code: str, text: str) -> Payload:
+    return {"attributeType": item.get("attributeType", "Actual"), "attributeStatus": "Rejected",
+            "component": item["component"], "variable": item["variable"],
+            "attributeStatusInfo": {"reasonCode": code, "additionalInfo": text[:512]}}
 
 
 def _url_refusal(url: str, profile: int) -> tuple[str, str] | None:

@@ -6,29 +6,40 @@ Accepted, only what the CSMS asked for may be sent (the Messenger holds the rest
 while Rejected every CSMS call is answered with SecurityError (errata B03.FR.08).
 Heartbeat (G02) is sent only when no other CALL went out for HeartbeatInterval: any
 answered CALL proves the link as well, and cellular data is precious.
-Reset (B11-B12) restarts the agent's work in-process; the next boot says RemoteReset.
+Reset (B11-B12) is reset.py's; this block builds it. Until the CSMS has accepted the
+station, RequestStartTransaction is Rejected (B02, TC_B_02) and, unless
+TxCtrlr.TxBeforeAcceptedEnabled, no new session is authorized (`BeforeAccepted`);
+a station the CSMS accepted at its last answer counts as accepted while it restarts
+offline.
+The station's time comes from ClockCtrlr.TimeSource: Heartbeat (the CSMS's currentTime)
+or NTP (the host's clock, while the kernel says it is synchronized), first usable wins.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Awaitable, Callable, Literal
+from typing import Any, Awaitable, Callable, Literal, Sequence
 
+from agent.blocks.authorization import Decision
+from agent.blocks.reset import PENDING_BOOT_REASON, Resets
 from agent.clock import EARLIEST, LATEST, Clock, parse_datetime
 from agent.model.types import Component, Variable
 from agent.ocpp.connection import ConnectionManager
-from agent.ocpp.session import CallFailed, Payload, Reply, Router
+from agent.ocpp.session import CallFailed, Payload, Router
 from agent.store import Store
 
 log = logging.getLogger(__name__)
 
 Registration = Literal["Unknown", "Pending", "Rejected", "Accepted"]
 
+# Store key: "1" while the CSMS's last word on this station's registration was Accepted
+# (kept across restarts; a Pending or Rejected answer clears it).
+ACCEPTED_BEFORE = "provisioning.accepted_before"
 # Store keys that carry the boot reason across a restart.
-PENDING_BOOT_REASON = "provisioning.pending_boot_reason"
 LAST_START = "provisioning.last_start"
 CLEAN_STOP = "provisioning.clean_stop"
 
@@ -98,7 +109,8 @@ class Provisioning:
     def __init__(self, *, link: ConnectionManager, router: Router, model: Any, clock: Clock,
                  store: Store, identity: Identity, boot_reason: str,
                  restart: Callable[[], None], reset_evse: Callable[[int], Awaitable[None]],
-                 is_idle: Callable[[int | None], bool]) -> None:
+                 is_idle: Callable[[int | None], bool], evse_ids: Sequence[int],
+                 host_time_synced: Callable[[], bool] | None = None) -> None:
         self._link = link
         self._model = model
         self._clock = clock
@@ -108,14 +120,15 @@ class Provisioning:
         self._store = store
         self._identity = identity
         self.boot_reason = boot_reason
-        self._restart = restart
-        self._reset_evse = reset_evse
-        self._is_idle = is_idle
+        self._host_time_synced = host_time_synced or ntp_synchronized
         self.registration: Registration = "Unknown"
         self._interval_changed = asyncio.Event()
         self.on_accepted: list[Callable[[], None]] = []
         router.gate = self._gate
-        router.register("Reset", self._on_reset)
+        self.reset = Resets(router=router, store=store, clock=clock,
+                            evse_ids=lambda: list(evse_ids), restart=restart,
+                            reset_evse=reset_evse, is_idle=is_idle,
+                            message_timeout=link.message_timeout)
         link.on_open.append(self._on_connection)
         model.subscribe(self._on_variable)
 
@@ -144,7 +157,7 @@ class Provisioning:
             if status == "Accepted":
                 self._accepted(interval)
                 return
-            self.registration = status
+            self._not_accepted(status)
             await self._clock.sleep(interval if interval > 0 else DEFAULT_RETRY_S)
             if self.registration == "Accepted":
                 return  # a triggered BootNotification was Accepted meanwhile
@@ -168,11 +181,27 @@ class Provisioning:
             self._model.set_actual(Component("OCPPCommCtrlr"), Variable("HeartbeatInterval"),
                                    str(interval))
         settle_boot_reason(self._store, self.boot_reason)
+        if self._store.get_meta(ACCEPTED_BEFORE) != "1":
+            self._store.set_meta(ACCEPTED_BEFORE, "1")
         self._link.accepted.set()
         for callback in self.on_accepted:
             callback()
 
+    def _time_from_csms(self) -> bool:
+        """ClockCtrlr.TimeSource, in its order of preference: the first source usable
+        now decides. NTP is usable while the kernel says the host clock is synchronized
+        (then the CSMS's time is not taken: the host's is better); Heartbeat always is."""
+        for source in self._model.get_list("ClockCtrlr", "TimeSource"):
+            if source == "Heartbeat":
+                return True
+            if source == "NTP" and self._host_time_synced():
+                return False
+        return True   # no listed source usable: the CSMS's time beats none
+
     def _take_time(self, text: str) -> None:
+        if not self._time_from_csms():
+            log.debug("TimeSource: the host's synchronized clock, not the CSMS's %s", text[:40])
+            return
         try:
             utc = parse_datetime(text)
         except ValueError:
@@ -188,6 +217,36 @@ class Provisioning:
         if threshold > 0 and abs(shift) > threshold:
             for callback in self.on_time_set:
                 callback(shift)
+
+    # -- before Accepted (B02, B03) --------------------------------------------------
+
+    def refuse_until_accepted(self, router: Router, action: str) -> None:
+        """Answer `action` (RequestStartTransaction) Rejected until the CSMS has accepted
+        the station (TC_B_02 step 12): its handler, registered by its own block, is
+        consulted only once registered."""
+        route = router.routes[action]
+
+        async def guarded(request: Payload) -> Any:
+            if self.registration != "Accepted":
+                return {"status": "Rejected", "statusInfo": {"reasonCode": "NotAccepted"}}
+            return await route.handler(request)
+        router.routes[action] = dataclasses.replace(route, handler=guarded)
+
+    def _not_accepted(self, status: Registration) -> None:
+        self.registration = status
+        self._store.set_meta(ACCEPTED_BEFORE, "0")
+
+    def tx_allowed(self) -> bool:
+        """Whether a new session may start now: the CSMS has accepted the station (in
+        this run, or, while it has not answered yet, at its last answer: a station that
+        restarts during an outage is still the one the CSMS accepted), or
+        TxBeforeAcceptedEnabled. A station never accepted, or answered Pending or
+        Rejected, is not."""
+        if self.registration == "Accepted" or (
+                self.registration == "Unknown"
+                and self._store.get_meta(ACCEPTED_BEFORE) == "1"):
+            return True
+        return self._model.get_bool("TxCtrlr", "TxBeforeAcceptedEnabled")
 
     # -- heartbeat ------------------------------------------------------------------
 
@@ -224,39 +283,6 @@ class Provisioning:
             sleeper.cancel()
             changed.cancel()
 
-    # -- reset ----------------------------------------------------------------------
-
-    async def _on_reset(self, request: Payload) -> Payload | Reply:
-        kind, evse_id = request["type"], request.get("evseId")
-        if evse_id is not None and evse_id != 0:
-            if not self._model_has_evse(evse_id):
-                return {"status": "Rejected",
-                        "statusInfo": {"reasonCode": "UnknownEvse"}}
-            if kind == "OnIdle" and not self._is_idle(evse_id):
-                return {"status": "Scheduled"}
-            return Reply({"status": "Accepted"}, lambda: self._do_evse_reset(evse_id))
-        if kind == "OnIdle" and not self._is_idle(None):
-            return {"status": "Scheduled"}
-        # Persist first: a power cut between here and the restart still boots RemoteReset.
-        self._store.set_meta(PENDING_BOOT_REASON, "RemoteReset")
-        return Reply({"status": "Accepted"}, self._do_restart)
-
-    def _model_has_evse(self, evse_id: int) -> bool:
-        try:
-            self._model.get_bool("EVSE", "Available", evse=evse_id)
-        except KeyError:
-            return False
-        return True
-
-    async def _do_restart(self) -> None:
-        log.warning("Reset requested by the CSMS: restarting")
-        self._restart()
-
-    async def _do_evse_reset(self, evse_id: int) -> None:
-        log.warning("Reset of EVSE %d requested by the CSMS", evse_id)
-        await self._reset_evse(evse_id)
-
-
     # -- TriggerMessage (F06), for the remote control block ---------------------------------
 
     async def trigger_boot(self) -> None:
@@ -275,10 +301,59 @@ class Provisioning:
             if self.registration != "Accepted":
                 self._accepted(interval)
         else:
-            self.registration = status
+            self._not_accepted(status)
 
     async def trigger_heartbeat(self) -> None:
         """Send a Heartbeat now, at the CSMS's request (F06), registered or not; the
         answer sets the clock as any Heartbeat's does."""
         answer = await self._link.call("Heartbeat", {}, before_accepted=True, wait=False)
         self._take_time(answer["currentTime"])
+
+
+class BeforeAccepted:
+    """The authorization the transactions block asks, gated by registration: until the
+    CSMS has accepted the station (Provisioning.tx_allowed), a token is
+    NotAtThisTime for a new session unless TxCtrlr.TxBeforeAcceptedEnabled (appendix 3:
+    "allow charging before having received a BootNotificationResponse with
+    RegistrationStatus: Accepted"). Without authorization no energy is offered. A token
+    presented at an EVSE whose transaction runs (to stop it) is asked as usual."""
+
+    def __init__(self, inner: Any, provisioning: Provisioning,
+                 busy: Callable[[int], bool]) -> None:
+        self._inner = inner
+        self._provisioning = provisioning
+        self._busy = busy
+
+    async def authorize(self, id_token: Payload, *, evse_id: int | None = None) -> Decision:
+        if self._provisioning.tx_allowed() or (evse_id is not None and self._busy(evse_id)):
+            return await self._inner.authorize(id_token, evse_id=evse_id)
+        log.info("token %s refused: not accepted by the CSMS yet (TxBeforeAcceptedEnabled "
+                 "is false)", id_token.get("idToken"))
+        return Decision({"status": "NotAtThisTime"}, offline=True)
+
+    def without_token(self) -> dict[str, str] | None:
+        """A session with no token at all (AuthCtrlr.Enabled false) is a new session too."""
+        return self._inner.without_token() if self._provisioning.tx_allowed() else None
+
+    def __getattr__(self, name: str) -> Any:
+        # Everything else (groups, master pass, the cache) is the authorization's own.
+        return getattr(self._inner, name)
+
+
+# adjtimex(2) answers TIME_ERROR (5) while the kernel's clock is not synchronized (no
+# NTP daemon disciplining it). struct timex is 208 bytes on 64-bit Linux; 512 is ample.
+_TIME_ERROR = 5
+_TIMEX_BYTES = 512
+
+
+def ntp_synchronized() -> bool:
+    """Whether the host clock is synchronized by an NTP client (Linux adjtimex, read
+    only, no privilege needed); False where that cannot be asked."""
+    import ctypes          # here: only a station that lists NTP ever loads it
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)   # the process's own symbols: libc
+        buffer = ctypes.create_string_buffer(_TIMEX_BYTES)   # modes = 0: only read
+        state = libc.adjtimex(buffer)
+    except (OSError, AttributeError):
+        return False
+    return 0 <= state < _TIME_ERROR

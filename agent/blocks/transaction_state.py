@@ -32,6 +32,10 @@ class Transaction:
     charging_state: str = "EVConnected"   # ChargingStateEnumType last reported
     id_token: dict[str, Any] | None = None
     remote_start_id: int | None = None
+    # Set when the driver (StopAuthorized) or the CSMS (RemoteStop) ended the session
+    # but no TxStopPoint was lost yet: the Ended event that follows, when one is (the EV
+    # unplugged, the power path opened), carries this stoppedReason (E07 / TC_E_14).
+    stopped_reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. the meter sampler's state
 
     @property

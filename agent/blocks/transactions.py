@@ -1,11 +1,17 @@
 """Transactions (block E) and the charging control that goes with them.
 
-Each EVSE's inputs (plug, authorization, contactor, energy flow) are the TxStartPoint /
+Each EVSE's inputs (plug, authorization, power path, energy flow) are the TxStartPoint /
 TxStopPoint "points". A transaction starts when a configured start point is reached and
 ends when a configured stop point that had been reached is lost (E01-E07 with the
-errata). Every event is committed together with the transaction's new state and handed
-to the durable outbox in the same store transaction, so seqNo never has a gap and
-nothing is lost on `kill -9` (see transaction_state.py). A transaction found open at
+errata); an EV unplugged on its side always ends it (StopTxOnEVSideDisconnect, read-only
+true: triggerReason EVCommunicationLost), and an authorization that never saw a cable
+lapses after TxCtrlr.EVConnectionTimeOut, ending a transaction it started
+(EVConnectTimeout, Timeout). A stop by card or RequestStopTransaction whose stop point is
+not lost at once (TxStopPoint EVConnected, EnergyTransfer) is an Updated event; the Ended
+one follows when the point is lost, with that stoppedReason (E07). Every event is
+committed together with the transaction's new state and handed to the durable outbox in
+the same store transaction, so seqNo never has a gap and nothing is lost on `kill -9`
+(see transaction_state.py). A transaction found open at
 start-up ended with the power: stoppedReason PowerLoss.
 
 No energy register of a transaction goes backwards (docs/energy-register.md): the meter
@@ -20,8 +26,9 @@ false, which keeps it locked until the token that started the session is present
 again (TC_E_25) or the CSMS sends UnlockConnector.
 
 A fault is not an unplug: a stop point lost while the EVSE is faulted ends the
-transaction with triggerReason AbnormalCondition (stoppedReason Other), never as
-EVDeparted; the plug state itself is kept through a fault (agent/hardware.py).
+transaction with triggerReason AbnormalCondition (stoppedReason Other), and a session
+held by a fault says so (Updated, AbnormalCondition, SuspendedEVSE); the plug state itself
+is kept through a fault (agent/hardware.py).
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ class Grant:
     remote_start_id: int | None = None
     since: float = 0.0
     charging_profile: dict[str, Any] | None = None   # RequestStartTransaction's TxProfile
+    cabled: bool = False   # an EV was plugged in since: EVConnectionTimeOut is over
 
 
 class Transactions:
@@ -107,6 +115,8 @@ class Transactions:
         # (UnlockOnEVSideDisconnect false); None: a session without one (UnlockConnector
         # only).
         self._cable_held: dict[int, dict[str, Any] | None] = {}
+        # EVSE -> when its contactor was seen closing (for the charging state).
+        self._closed_since: dict[int, datetime] = {}
         self._changed = asyncio.Event()
         self.on_ended: list[Callable[[int], None]] = []
         # (evse_id, transaction id, RequestStartTransaction's chargingProfile or None)
@@ -125,6 +135,19 @@ class Transactions:
         if evse_id is None:
             return bool(self.open)
         return evse_id in self.open
+
+    def end_all(self, evse_id: int | None, trigger: str, reason: str) -> list[str]:
+        """End at once the transaction on `evse_id` (on every EVSE when None), as Reset
+        Immediate does (B12.FR.02/08: ResetCommand, ImmediateReset). Its authorization
+        goes with it, so the next evaluation switches the energy off; returns the ids of
+        the transactions ended."""
+        ended = []
+        for evse in [e for e in list(self.open) if evse_id is None or e == evse_id]:
+            ended.append(self.open[evse].id)
+            self._auth.pop(evse, None)
+            self._end(evse, trigger, reason)
+        self._poke()
+        return ended
 
     def transaction_id(self, evse_id: int) -> str | None:
         tx = self.open.get(evse_id)
@@ -196,11 +219,11 @@ class Transactions:
             if due is not None:
                 deadlines.append((due - wall).total_seconds())
         timeout = self._model.get_int("TxCtrlr", "EVConnectionTimeOut")
-        # Only an authorization still waiting for its cable has a deadline: counting the
-        # others (plugged in, charging) made the loop spin once their time had passed.
+        # Only an authorization still waiting for its cable (with or without a transaction
+        # started on it) has a deadline: counting the others (plugged in, charging) made
+        # the loop spin once their time had passed.
         for evse_id, auth in self._auth.items():
-            if evse_id not in self.open and \
-                    not self._station.evses[evse_id].connectors[1].plugged:
+            if not auth.cabled and not self._station.evses[evse_id].connectors[1].plugged:
                 deadlines.append(auth.since + timeout - now)
         return max(0.0, min(deadlines)) if deadlines else None
 
@@ -228,14 +251,26 @@ class Transactions:
             # The same token stops its transaction without asking anyone.
             self._stop_by_token(evse_id, id_token)
             return
+        if tx is not None and tx.stopped_reason is not None:
+            log.info("EVSE %d: transaction %s is stopped, waiting for its stop point; card "
+                     "%s ignored", evse_id, tx.id, id_token["idToken"])
+            return
         decision = await self._authorization.authorize(id_token, evse_id=evse_id)
         if not decision.accepted:
             log.info("EVSE %d: card %s refused (%s)", evse_id, id_token["idToken"],
                      decision.status)
             return
+        if self._authorization.is_master_pass(decision.info):
+            # C16 (station without a UI, C16.FR.02): a master pass stops every running
+            # transaction, StopAuthorized / MasterPass; it never starts one (C16.FR.03).
+            running = [e for e, t in self.open.items() if t.stopped_reason is None]
+            log.info("master pass %s at EVSE %d: stopping the transactions on EVSE(s) %s",
+                     id_token["idToken"], evse_id, running or "none")
+            for evse in running:
+                self._deauthorize(evse, "StopAuthorized", "MasterPass", id_token)
+            return
         if tx is not None and auth is not None:
-            if (self._authorization.same_group(decision.info, auth.info)
-                    or self._authorization.is_master_pass(decision.info)):
+            if self._authorization.same_group(decision.info, auth.info):
                 self._stop_by_token(evse_id, id_token)
             return
         self._auth[evse_id] = Grant(id_token, decision.info, since=self._clock.monotonic())
@@ -246,28 +281,51 @@ class Transactions:
         self._poke()
 
     def _stop_by_token(self, evse_id: int, id_token: dict[str, Any]) -> None:
+        self._deauthorize(evse_id, "StopAuthorized", "Local", id_token)
+
+    def _deauthorize(self, evse_id: int, trigger: str, reason: str,
+                     id_token: dict[str, Any] | None = None,
+                     ends_on: frozenset[str] = frozenset({"Authorized"})) -> None:
+        """The driver or the CSMS ended the session. With one of `ends_on` a TxStopPoint
+        the transaction ends now; otherwise (E07, E06: TxStopPoint EVConnected,
+        PowerPathClosed, EnergyTransfer) an Updated event says so and the transaction
+        ends, with this stoppedReason, when its stop point is lost (the energy stops, the
+        EV is unplugged)."""
         self._auth.pop(evse_id, None)
-        self._end(evse_id, "StopAuthorized", "Local", id_token)
+        tx = self.open.get(evse_id)
+        if tx is not None:
+            stop = set(self._model.get_list("TxCtrlr", "TxStopPoint"))
+            if stop & ends_on:
+                self._end(evse_id, trigger, reason, id_token)
+            else:
+                tx.stopped_reason = reason
+                self._event(tx, "Updated", trigger, id_token=id_token)
         self._poke()
 
     def _on_event_answer(self, request: Payload, response: Payload) -> None:
-        """A TransactionEvent answer carrying idTokenInfo: cache it; an invalid token
-        ends its transaction (StopTxOnInvalidId, E05 / C15)."""
+        """A TransactionEvent answer carrying idTokenInfo: cache it. A token the CSMS
+        does not accept, with StopTxOnInvalidId true, deauthorizes its transaction: the
+        energy stops and it ends (Deauthorized, DeAuthorized) when TxStopPoint has a
+        point that goes with the authorization (E05, E06.FR.04, TC_E_16, TC_C_16/18).
+        With StopTxOnInvalidId false it goes on under MaxEnergyOnInvalidId
+        (deauthorization.py, TC_C_15/17)."""
         info = response.get("idTokenInfo")
         token = request.get("idToken")
         if info is None or token is None:
             return
         self._authorization.cache_update(token, info)
-        if info.get("status") == "Accepted":
+        if info.get("status") == "Accepted" or \
+                not self._model.get_bool("TxCtrlr", "StopTxOnInvalidId"):
             return
         tx_id = request["transactionInfo"]["transactionId"]
         for evse_id, tx in list(self.open.items()):
-            if tx.id == tx_id and self._model.get_bool("TxCtrlr", "StopTxOnInvalidId"):
-                log.warning("EVSE %d: the CSMS says token %s is %s: stopping", evse_id,
-                            token.get("idToken"), info.get("status"))
-                self._auth.pop(evse_id, None)
-                self._end(evse_id, "Deauthorized", "DeAuthorized")
-                self._poke()
+            if tx.id == tx_id and evse_id in self._auth:
+                log.warning("EVSE %d: the CSMS says token %s is %s: deauthorizing transaction "
+                            "%s", evse_id, token.get("idToken"), info.get("status"), tx.id)
+                # The stop points it takes away at once: the authorization, and with it
+                # the power path and the energy flow.
+                self._deauthorize(evse_id, "Deauthorized", "DeAuthorized", ends_on=frozenset(
+                    {"Authorized", "PowerPathClosed", "EnergyTransfer"}))
 
     # -- the core -------------------------------------------------------------------------
 
@@ -276,13 +334,21 @@ class Transactions:
         auth = self._auth.get(evse_id)
         tx = self.open.get(evse_id)
         connector = self._station.evses[evse_id].connectors[1]
-        # EVConnectionTimeOut: authorized but never plugged in.
-        if auth is not None and not connector.plugged and tx is None and (
+        # EVConnectionTimeOut: authorized but never plugged in. The authorization lapses
+        # and a transaction it started (TxStartPoint Authorized) ends: EVConnectTimeout,
+        # Timeout (E03.FR.05, TC_E_39 and TC_F_04 with the errata).
+        if auth is not None and connector.plugged:
+            auth.cabled = True   # an EV unplugged later ends the session; no time-out
+        if auth is not None and not auth.cabled and not connector.plugged and (
                 now - auth.since >= self._model.get_int("TxCtrlr", "EVConnectionTimeOut")):
             log.info("EVSE %d: no cable within EVConnectionTimeOut; authorization dropped", evse_id)
             self._auth.pop(evse_id)
             auth = None
+            if tx is not None:
+                self._end(evse_id, "EVConnectTimeout", "Timeout")
+                tx = None
         hw, evse = self._hardware.evses[evse_id], self._station.evses[evse_id]
+        await charging.lock_for_session(hw, evse, auth is not None)
         reached = charging.reached_points(hw, evse, auth is not None)
         before = self._points[evse_id]
         self._points[evse_id] = reached
@@ -290,15 +356,28 @@ class Transactions:
         stop = set(self._model.get_list("TxCtrlr", "TxStopPoint"))
         if "EVConnected" in before ^ reached:
             self._cable_plug_changed(evse_id, plugged="EVConnected" in reached, tx=tx, auth=auth)
+            if "EVConnected" not in reached and tx is None and auth is not None:
+                # The EV left before any transaction began (TxStartPoint EnergyTransfer):
+                # its authorization goes with it, not to the next EV plugged in.
+                self._auth.pop(evse_id, None)
+                auth = None
+                reached.discard("Authorized")
         # Only a point newly reached starts one: after an end the EV may still be
         # plugged in, which must not start the next transaction by itself.
         if tx is None and (reached - before) & start:
-            tx = self._start(evse_id, reached - before, auth)
+            tx = self._start(evse_id, (reached - before) & start, auth)
         elif tx is not None:
+            # StopTxOnEVSideDisconnect is true (read-only): an EV unplugged on its side
+            # ends the transaction whatever the stop points (E09, TC_E_17).
+            unplugged = "EVConnected" in before - reached
             lost = (before - reached) & stop
-            if lost:
-                trigger, reason = _why_stopped(lost, faulted=connector.faulted or bool(hw.faults))
-                if auth is None and "Authorized" in lost:
+            if unplugged or lost:
+                trigger, reason = _why_stopped(lost | ({"EVConnected"} if unplugged else set()),
+                                               faulted=connector.faulted or bool(hw.faults))
+                if tx.stopped_reason is not None:
+                    # Stopped by the driver or the CSMS before: that is why it ended.
+                    reason = tx.stopped_reason
+                elif auth is None and "Authorized" in lost:
                     trigger, reason = "StopAuthorized", "Local"
                 self._auth.pop(evse_id, None)
                 self._end(evse_id, trigger, reason)
@@ -309,6 +388,10 @@ class Transactions:
         await charging.apply(hw, evse, auth is not None, self._limit(evse_id),
                              limit_w=self._power_limit(evse_id), dc=self._dc[evse_id],
                              hold_lock=evse_id in self._cable_held)
+        if charging.power_path_closed(hw):
+            self._closed_since.setdefault(evse_id, self._clock.now())
+        else:
+            self._closed_since.pop(evse_id, None)
         if tx is not None:
             self._follow_charging_state(tx)
             self._sample_if_due(tx)
@@ -337,15 +420,22 @@ class Transactions:
         if auth is not None:
             tx.id_token = auth.id_token
             tx.remote_start_id = auth.remote_start_id
-        if auth is not None and auth.remote_start_id is not None and "Authorized" in new_points:
+        # Named after the start point reached (E01): the plug-in that starts it is
+        # CablePluggedIn (EnergyTransferStarted, part 1); otherwise the first event after
+        # a RequestStartTransaction says RemoteStart (F01/F02, TC_E_13, the Authorized
+        # reusable state B). The Started event has the remoteStartId either way.
+        if "EVConnected" in new_points:
+            trigger = "CablePluggedIn"
+        elif auth is not None and auth.remote_start_id is not None:
             trigger = "RemoteStart"
         elif "Authorized" in new_points:
             trigger = "Authorized"
-        elif "EVConnected" in new_points:
-            trigger = "CablePluggedIn"
         else:
             trigger = "ChargingStateChanged"
-        tx.charging_state = self._charging_state(evse_id)
+        # At the plug-in itself the EVSE has not reacted yet: EVConnected (part 1 of the
+        # EnergyTransferStarted reusable state); what follows comes as ChargingStateChanged.
+        tx.charging_state = ("EVConnected" if trigger == "CablePluggedIn"
+                             else self._charging_state(evse_id))
         self.open[evse_id] = tx
         sampler = TxMeterSampler(self._model, started_at=self._clock.now(),
                                  phases=self._station.evses[evse_id].phases)
@@ -367,7 +457,11 @@ class Transactions:
         tx = self.open.pop(evse_id, None)
         if tx is None:
             return
-        tx.charging_state = self._charging_state(evse_id, ending=True)
+        # What the EVSE is left in: the energy is switched off with the end (the EV may
+        # still draw for the moment the supervisor takes), so EVConnected, or Idle once
+        # unplugged (the E06 cases and the StopAuthorized reusable state expect these).
+        plugged = self._station.evses[evse_id].connectors[1].plugged
+        tx.charging_state = "EVConnected" if plugged else "Idle"
         sampler = self._samplers.pop(evse_id, None)
         values = sampler.end(self._reading(evse_id), self._clock.now(),
                                       self._extras(evse_id)) if sampler else []
@@ -377,16 +471,21 @@ class Transactions:
         for callback in self.on_ended:
             callback(evse_id)
 
-    def _charging_state(self, evse_id: int, ending: bool = False) -> str:
-        authorized = evse_id in self._auth and not ending
+    def _charging_state(self, evse_id: int) -> str:
+        authorized = evse_id in self._auth
         return charging.charging_state(self._hardware.evses[evse_id],
-                                       self._station.evses[evse_id], authorized)
+                                       self._station.evses[evse_id], authorized,
+                                       self._closed_since.get(evse_id))
 
     def _follow_charging_state(self, tx: Transaction) -> None:
         state = self._charging_state(tx.evse_id)
         if state != tx.charging_state:
             tx.charging_state = state
-            self._event(tx, "Updated", "ChargingStateChanged")
+            hw = self._hardware.evses[tx.evse_id]
+            faulted = bool(hw.faults) or self._station.evses[tx.evse_id].connectors[1].faulted
+            # Held by a fault: the station's abnormal condition, not a choice of anyone's.
+            self._event(tx, "Updated", "AbnormalCondition" if faulted and
+                        state == "SuspendedEVSE" else "ChargingStateChanged")
 
     def _sample_if_due(self, tx: Transaction) -> None:
         sampler = self._samplers.get(tx.evse_id)
@@ -422,7 +521,8 @@ class Transactions:
         info_part: Payload = {"transactionId": tx.id, "chargingState": tx.charging_state}
         if stopped_reason:
             info_part["stoppedReason"] = stopped_reason
-        if tx.remote_start_id is not None and event_type == "Started":
+        if tx.remote_start_id is not None and (event_type == "Started"
+                                               or trigger == "RemoteStart"):
             info_part["remoteStartId"] = tx.remote_start_id
         payload: Payload = {"eventType": event_type,
                             "timestamp": format_datetime(self._clock.now()),
@@ -484,7 +584,12 @@ class Transactions:
         if evse_id is None:
             free = [e for e in self._station.evses if e not in self.open and e not in self._auth]
             evse_id = free[0] if free else None
-        if evse_id not in self._station.evses or evse_id in self.open or evse_id in self._auth:
+        if evse_id not in self._station.evses or evse_id in self._auth:
+            return {"status": "Rejected"}
+        # A transaction the plug-in started (TxStartPoint EVConnected) and nobody has
+        # authorized yet: this start authorizes it (F01, TC_F_01); a stopped one is over.
+        tx = self.open.get(evse_id)
+        if tx is not None and tx.stopped_reason is not None:
             return {"status": "Rejected"}
         connector = self._station.evses[evse_id].connectors[1]
         if not connector.operative or connector.faulted:
@@ -508,24 +613,50 @@ class Transactions:
                                     self._clock.monotonic(), profile)
         self._hardware.evses[evse_id].allow_lock_retry()
         self._poke()
+        if tx is not None:
+            tx.id_token = id_token
+            tx.remote_start_id = request["remoteStartId"]
+            self._event(tx, "Updated", "RemoteStart", id_token=id_token)
+            return {"status": "Accepted", "transactionId": tx.id}
         return {"status": "Accepted"}
 
     async def _on_request_stop(self, request: Payload) -> Payload:
         for evse_id, tx in self.open.items():
             if tx.id == request["transactionId"]:
-                self._auth.pop(evse_id, None)
-                self._end(evse_id, "RemoteStop", "Remote")
-                self._poke()
+                if tx.stopped_reason is not None:
+                    return {"status": "Accepted"}   # stopped already, waiting for the unplug
+                # Ended at once unless only the EV's unplugging can end it (E06/F03,
+                # TC_E_21, TC_E_35; TxStopPoint EVConnected: TC_E_14 via StopAuthorized B).
+                self._deauthorize(evse_id, "RemoteStop", "Remote", ends_on=frozenset(
+                    {"Authorized", "PowerPathClosed", "EnergyTransfer"}))
                 return {"status": "Accepted"}
         return {"status": "Rejected"}
 
     async def _on_get_status(self, request: Payload) -> Payload:
+        """GetTransactionStatus (E14): whether that transaction still runs (an unknown id:
+        no), and whether TransactionEvents of it (of any transaction without an id) wait
+        to be delivered, the one in flight included; other queued messages do not count."""
         tx_id = request.get("transactionId")
         if tx_id is None:
-            return {"messagesInQueue": self._outbox.pending() > 0}
+            return {"messagesInQueue": self._outbox.pending_events() > 0}
         ongoing = any(tx.id == tx_id for tx in self.open.values())
         return {"ongoingIndicator": ongoing,
-                "messagesInQueue": self._outbox.pending(tx_id) > 0}
+                "messagesInQueue": self._outbox.pending_events(tx_id) > 0}
+
+    # -- clock-aligned values (J01), from AlignedMeterValues -------------------------------
+
+    def clock_aligned(self, evse_id: int, value: dict[str, Any]) -> None:
+        """An AlignedDataCtrlr value (Sample.Clock, stamped with the aligned instant) of an
+        EVSE in a transaction: it goes in a TransactionEvent Updated, triggerReason
+        MeterValueClock (J01.FR.14 note, TC_J_02), through the transaction's register
+        floor like every value of it."""
+        tx = self.open.get(evse_id)
+        sampler = self._samplers.get(evse_id)
+        if tx is None or sampler is None:
+            return
+        held = sampler.hold(value)
+        if held is not None:
+            self._event(tx, "Updated", "MeterValueClock", meter_values=[held], droppable=True)
 
     # -- TriggerMessage (F06), for the remote control block -------------------------------
 
@@ -548,14 +679,16 @@ class Transactions:
 
 def _why_stopped(lost: set[str], faulted: bool = False) -> tuple[str, str]:
     """triggerReason and stoppedReason for the stop point that was lost. A power path
-    opened by a fault is the station's doing (AbnormalCondition), not the EV's."""
+    opened by a fault is the station's doing (AbnormalCondition), not the EV's. An EV
+    unplugged is EVCommunicationLost (E06, TC_E_14/E_17/E_20/E_37 with the errata);
+    EVDeparted is a parking-bay sensor's, which this station has not."""
     if "EVConnected" in lost:
-        return "EVDeparted", "EVDisconnected"
+        return "EVCommunicationLost", "EVDisconnected"
     if "Authorized" in lost:
         return "Deauthorized", "DeAuthorized"
     if faulted:
         return "AbnormalCondition", "Other"
-    if "PowerPathClosed" in lost:
-        return "ChargingStateChanged", "StoppedByEV"
+    if "EnergyTransfer" in lost and "PowerPathClosed" not in lost:
+        return "ChargingStateChanged", "StoppedByEV"   # the EV stopped drawing (TC_E_22)
     return "ChargingStateChanged", "Other"
 

@@ -31,7 +31,7 @@ CONNECTOR_TYPES = (
     "Undetermined", "Unknown", "cGBT", "cChaoJi", "OppCharge",
 )
 # TxStartPoint/TxStopPoint events the agent can observe through its HAL: plug state,
-# authorization, contactor, energy flow. No bay sensor (ParkingBayOccupancy) and no
+# authorization, the power path (plugged in, authorized, locked, no fault), energy flow. No bay sensor (ParkingBayOccupancy) and no
 # signed meter data (DataSigned), so those are not offered.
 TX_POINTS = ("EVConnected", "Authorized", "PowerPathClosed", "EnergyTransfer")
 # Network connection profile slots (B09.FR.06: at least two, so the CSMS can migrate the
@@ -195,7 +195,10 @@ def _comm(b: _Builder, station: StationSpec) -> None:
     # every connector's status would only cost data; after a longer outage the CSMS has
     # likely marked the station offline and needs the full picture again.
     b.add(c, "OfflineThreshold", T.INTEGER, _rw(600), unit="s", min_limit=0, max_limit=WEEK_S)
-    b.add(c, "QueueAllMessages", T.BOOLEAN, _rw(False))
+    # No QueueAllMessages (optional, Part 5 C-21): what is queued is fixed (outbox.py:
+    # transaction events and what must reach the CSMS), not a setting.
+    # A Reset whose restart fails (the new runtime cannot be built) is tried again this
+    # often (daemon.py); then the process exits and systemd starts it anew.
     b.add(c, "ResetRetries", T.INTEGER, _rw(2), min_limit=0, max_limit=10)
     # Reconnect back-off: 10 s + up to 10 s random, doubled 5 times (at most ~5.5 min):
     # quick after a blip, yet a fleet reconnecting after a CSMS outage spreads out.
@@ -240,6 +243,7 @@ def _security(b: _Builder, station: StationSpec) -> None:
         # Read-only: the identity is part of the URL and the Basic auth user name, which
         # the agent takes from its config file.
         b.add(c, "Identity", T.STRING, _ro(station.identity, constant=True), max_limit=48)
+    # False: more than one CSMSRootCertificate may be installed at a time (no AS-2).
     b.add(c, "AdditionalRootCertificateCheck", T.BOOLEAN, _ro(False, constant=True))
     # Wait a minute before a new CSR, three tries: the CSMS's CA may sign by hand.
     b.add(c, "CertSigningWaitMinimum", T.INTEGER, _rw(60), unit="s", min_limit=1,
@@ -278,6 +282,8 @@ def _clock(b: _Builder) -> None:
     b.add(c, "DateTime", T.DATE_TIME, _ro(""))
     # The agent takes the CSMS's time from BootNotification/Heartbeat; it can instead
     # trust the host's clock, which on Linux is NTP-synchronized by the OS.
+    # In order of preference, the first usable one wins (provisioning.py): NTP is the
+    # host's clock while the kernel reports it synchronized.
     b.add(c, "TimeSource", T.SEQUENCE_LIST, _rw("Heartbeat"), values=("Heartbeat", "NTP"))
     # Corrections above a minute are reported as SettingSystemTime: beyond normal drift.
     b.add(c, "TimeAdjustmentReportingThreshold", T.INTEGER, _rw(60), unit="s", min_limit=0,
@@ -301,7 +307,6 @@ def _auth(b: _Builder, station: StationSpec) -> None:
     # idToken groupId is at most 36 characters; "" = no master pass group.
     b.add(c, "MasterPassGroupId", T.STRING, _rw(""), max_limit=36)
     b.add(c, "DisableRemoteAuthorization", T.BOOLEAN, _rw(False))
-    b.add(c, "AdditionalInfoItemsPerMessage", T.INTEGER, _ro(10, constant=True))
 
 
 # --- TxCtrlr (E) -----------------------------------------------------------------------
@@ -314,11 +319,15 @@ def _tx(b: _Builder) -> None:
     # Unplugging ends the session (no "suspend and re-plug"), as TxStopPoint says.
     b.add(c, "StopTxOnEVSideDisconnect", T.BOOLEAN, _ro(True, constant=True))
     b.add(c, "StopTxOnInvalidId", T.BOOLEAN, _rw(True))
-    # 0 Wh: a deauthorized idToken gets no more energy.
+    # With StopTxOnInvalidId false: the energy a transaction may still draw once the CSMS
+    # refused its idToken, counted from that answer (deauthorization.py). 0 Wh: none.
     # At most 1 MWh: more than any EV battery, so "no cap" is expressible, yet a number
     # the metering arithmetic holds exactly.
     b.add(c, "MaxEnergyOnInvalidId", T.INTEGER, _rw(0), unit="Wh", min_limit=0,
           max_limit=1_000_000)
+    # While the CSMS has not accepted the station (never did, or answered Pending or
+    # Rejected) sessions start only if this is true (provisioning.py BeforeAccepted). A
+    # station it accepted before charges as usual while it restarts during an outage.
     b.add(c, "TxBeforeAcceptedEnabled", T.BOOLEAN, _rw(False))
     # A transaction starts when energy can flow (cable in and authorized) and ends when
     # either goes away: the OCPP 1.6 behaviour most CSMSs bill by, and no transaction
@@ -337,6 +346,8 @@ def _metering(b: _Builder, station: StationSpec) -> None:
     measurands = tuple(station.measurands)
     energy = "Energy.Active.Import.Register"
     first = energy if energy in measurands else (measurands[0] if measurands else "")
+    # maxLimit of a list is its longest text (appendix 1): all measurands, comma-separated.
+    every = len(",".join(measurands)) or None
 
     c = Component("SampledDataCtrlr")
     b.add(c, "Enabled", T.BOOLEAN, _rw(True))
@@ -344,12 +355,15 @@ def _metering(b: _Builder, station: StationSpec) -> None:
     # Energy at start and end is what billing needs; power during the session lets the
     # CSMS show progress and check smart charging. Every extra measurand is sent every
     # interval, so the defaults stay minimal.
-    b.add(c, "TxStartedMeasurands", T.MEMBER_LIST, _rw(first), values=measurands)
+    b.add(c, "TxStartedMeasurands", T.MEMBER_LIST, _rw(first), values=measurands,
+          max_limit=every)
     updated = ",".join(m for m in (energy, "Power.Active.Import") if m in measurands) or first
-    b.add(c, "TxUpdatedMeasurands", T.MEMBER_LIST, _rw(updated), values=measurands)
+    b.add(c, "TxUpdatedMeasurands", T.MEMBER_LIST, _rw(updated), values=measurands,
+          max_limit=every)
     # One sample a minute during charging (the "typical use" of the monthly data budget).
     b.add(c, "TxUpdatedInterval", T.INTEGER, _rw(60), unit="s", min_limit=0, max_limit=DAY_S)
-    b.add(c, "TxEndedMeasurands", T.MEMBER_LIST, _rw(first), values=measurands)
+    b.add(c, "TxEndedMeasurands", T.MEMBER_LIST, _rw(first), values=measurands,
+          max_limit=every)
     # 0: the Ended message carries start and end readings only, not a sample every
     # interval of the session (the clock-aligned ones below serve tariff periods).
     b.add(c, "TxEndedInterval", T.INTEGER, _rw(0), unit="s", min_limit=0, max_limit=DAY_S)
@@ -357,12 +371,14 @@ def _metering(b: _Builder, station: StationSpec) -> None:
     c = Component("AlignedDataCtrlr")
     b.add(c, "Enabled", T.BOOLEAN, _rw(True))
     b.add(c, "Available", T.BOOLEAN, _ro(True, constant=True))
-    b.add(c, "Measurands", T.MEMBER_LIST, _rw(first), values=measurands)
+    b.add(c, "Measurands", T.MEMBER_LIST, _rw(first), values=measurands,
+          max_limit=every)
     # Quarter-hourly register readings: the usual grid settlement and tariff period.
     b.add(c, "Interval", T.INTEGER, _rw(900), unit="s", min_limit=0, max_limit=DAY_S)
     b.add(c, "SendDuringIdle", T.BOOLEAN, _rw(False))
     # Quarter-hour energy in the Ended message: enough for time-of-use billing, sent once.
-    b.add(c, "TxEndedMeasurands", T.MEMBER_LIST, _rw(first), values=measurands)
+    b.add(c, "TxEndedMeasurands", T.MEMBER_LIST, _rw(first), values=measurands,
+          max_limit=every)
     b.add(c, "TxEndedInterval", T.INTEGER, _rw(900), unit="s", min_limit=0, max_limit=DAY_S)
 
 
@@ -430,6 +446,5 @@ def _optional(b: _Builder, station: StationSpec) -> None:
               min_limit=0, max_limit=100)
         b.add(c, "ExternalControlSignalsEnabled", T.BOOLEAN, _rw(False))
         b.add(c, "NotifyChargingLimitWithSchedules", T.BOOLEAN, _rw(False))
-        b.add(c, "Phases3to1", T.BOOLEAN, _ro(False, constant=True))
     else:
         _absent(b, c)

@@ -116,6 +116,15 @@ class Outbox:
         return self._store.query("SELECT COUNT(*) FROM outbox WHERE transaction_id = ?",
                                  (transaction_id,))[0][0]
 
+    def pending_events(self, transaction_id: str | None = None) -> int:
+        """TransactionEvents not yet answered, of one transaction or of all
+        (GetTransactionStatus messagesInQueue, E14)."""
+        if transaction_id is None:
+            return self._store.query("SELECT COUNT(*) FROM outbox WHERE action = ?",
+                                     ("TransactionEvent",))[0][0]
+        return self._store.query("SELECT COUNT(*) FROM outbox WHERE action = ? AND "
+                                 "transaction_id = ?", ("TransactionEvent", transaction_id))[0][0]
+
     def head(self) -> Queued | None:
         rows = self._store.query("SELECT id, action, payload, transaction_id, attempts "
                                  "FROM outbox ORDER BY id LIMIT 1")

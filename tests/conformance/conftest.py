@@ -31,7 +31,9 @@ class _Recorder:
         if report.when == "call" or report.outcome != "passed":
             outcome = report.outcome
             reason = ""
-            if report.skipped and isinstance(report.longrepr, tuple):
+            if report.skipped and hasattr(report, "wasxfail"):
+                outcome, reason = "xfail", report.wasxfail   # a known deviation, not N/A
+            elif report.skipped and isinstance(report.longrepr, tuple):
                 reason = str(report.longrepr[2]).removeprefix("Skipped: ")
             elif report.failed:
                 reason = f"{report.when}: {report.longreprtext.strip().splitlines()[-1]}" \

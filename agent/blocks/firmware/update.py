@@ -21,7 +21,9 @@ InstallVerificationFailed. Rules, with the requirement ids of L01:
 - Install at installDateTime (InstallScheduled until then) and only when no transaction
   runs (L01.FR.06): while waiting, EVSEs that are free go Unavailable (L01.FR.07) unless
   ChargingStation.AllowNewSessionsPendingFirmwareUpdate is true; all are Unavailable while
-  the installer runs.
+  the installer runs. A StatusNotification Unavailable is sent directly, statuses go
+  through the queue: the EVSEs are taken out only once the CSMS has the status that
+  explains it (SignatureVerified or InstallScheduled), the order Part 6 checks.
 - A second UpdateFirmware while one is in progress cancels it cleanly (the download
   stops, its files go) and is answered AcceptedCanceled (L01.FR.24); once the image is
   with the installer the update cannot be cancelled: Rejected, FwUpdateInProgress.
@@ -119,6 +121,8 @@ class FirmwareUpdate:
         self._task: asyncio.Task[None] | None = None
         self._tx_ended = asyncio.Event()
         self._rebooting_delivered = asyncio.Event()
+        # Statuses reported in this run, set once the CSMS has answered them.
+        self._delivered: dict[str, asyncio.Event] = {}
         self.job = load(store.get_meta(META_KEY))
         router.register("UpdateFirmware", self._on_update_firmware)
         outbox.on_answer(STATUS, self._answered)
@@ -289,15 +293,31 @@ class FirmwareUpdate:
             if job.stage != stages.INSTALL_SCHEDULED:
                 job = self._report(job, stages.INSTALL_SCHEDULED)
             if not self._allow_new_sessions():
+                await self._reported(job.stage)
                 for evse_id in self._evse_ids:
                     if evse_id not in busy:
                         self._evses.hold(evse_id)
             log.info("firmware update %d waits for transactions on EVSE %s", job.request_id,
                      ", ".join(map(str, busy)))
             await self._tx_ended.wait()
+        await self._reported(job.stage)
         for evse_id in self._evse_ids:
             self._evses.hold(evse_id)
         return job
+
+    async def _reported(self, stage: str) -> None:
+        """Until the CSMS has answered the status of `stage`, if this run reported it
+        (at most MessageTimeout): the connectors that go Unavailable next are told
+        directly, not through the queue, and must not overtake the status that explains
+        them (Part 6 as the 2023-12 errata orders TC_L_01..15: SignatureVerified or
+        InstallScheduled, then Unavailable)."""
+        event = self._delivered.get(stage)
+        if event is None:
+            return
+        try:
+            await wait_for(self._clock, event.wait(), self._message_timeout())
+        except TimeoutError:
+            pass
 
     async def _install(self, job: FirmwareJob) -> None:
         assert self._installer is not None
@@ -353,6 +373,7 @@ class FirmwareUpdate:
 
     def _report(self, job: FirmwareJob, stage: str) -> FirmwareJob:
         job = job.at(stage)
+        self._delivered[stage] = asyncio.Event()
         with self._store.transaction():
             self._save(job)
             self._outbox.enqueue(STATUS, {"status": stage, "requestId": job.request_id})
@@ -376,6 +397,10 @@ class FirmwareUpdate:
     def _answered(self, request: Payload, response: Payload) -> None:
         if request.get("status") == stages.INSTALL_REBOOTING:
             self._rebooting_delivered.set()
+        if self.job is not None and request.get("requestId") == self.job.request_id:
+            event = self._delivered.get(str(request.get("status")))
+            if event is not None:
+                event.set()
 
     def _job_dir(self, job: FirmwareJob) -> Path:
         return self._work_dir / str(job.request_id)

@@ -264,6 +264,14 @@ class TxMeterSampler:
             return None
         return self._build(reading, s.updated_measurands, context, extras)
 
+    def hold(self, value: MeterValue | None) -> MeterValue | None:
+        """A value built elsewhere for this transaction (the clock-aligned one of
+        AlignedMeterValues), passed through the register floor like the values built
+        here; it does not move the schedule."""
+        value, held = self.floor.hold(value)
+        self._held.extend(held)
+        return value
+
     def take_held(self) -> list[HeldRegister]:
         """The register values held since the last call (for the problem report)."""
         held, self._held = self._held, []

@@ -1,0 +1,810 @@
+"""Part 6, C Authorization: the Charging Station cases of Core (Part 5, 4.2), with TC_E_52
+and TC_E_06, which test the same card reader.
+
+The station under test has an ISO14443 card reader (C-30), an authorization cache (C-49,
+AuthCacheCtrlr with LifeTime, DisablePostAuthorize), DisableRemoteAuthorization (C-58) and
+OfflineTxForUnknownIdEnabled (C-02); no local authorization list (issue 18). The errata's
+5.1.3 / 6.1.12 (a station with NoAuthorization only) do not apply: it reads cards.
+
+AQ-2 ("a cable lock which prevents the EV driver to connect the EV and EVSE before
+authorization"): no. The AC socket has a lock, but it holds a cable that is already in;
+it locks only once the EV is plugged in and authorized, just before current is offered
+(agent/blocks/charging.py), so a driver can always plug in first (EVConnectedPreSession).
+Hence TC_C_02/06/07 apply and TC_C_05 (a lock that keeps the cable out) does not.
+
+The lab's OCTT is configured with the station's TxStartPoint. These cases run with
+TxStartPoint "EVConnected,Authorized" (TxCtrlr.TxStartPoint is ReadWrite): the start
+points whose TransactionEvents ("triggerReason Authorized ... eventType Started or
+Updated") the C cases validate; with the default PowerPathClosed those steps are skipped
+by Part 6 and the validations would check nothing. TxStopPoint keeps its default
+(EVConnected,Authorized).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pytest
+
+from agent.clock import format_datetime
+from agent.demo.csms import Csms
+from tests.conformance.rig import (CONNECTOR, EVSE, INVALID_TOKEN, STATION, VALID_TOKEN, Rig, run,
+                                    station)
+from tests.harness import PASSWORD, AgentProcess, write_config
+from tests.test_sim_agent import sim_async, wait_for_socket
+
+#: Part 6's other configured tokens.
+VALID_TOKEN2 = {"idToken": "04A1B2C4", "type": "ISO14443"}
+BLOCKED_TOKEN = {"idToken": "0BB10C4D", "type": "ISO14443"}
+EXPIRED_TOKEN = {"idToken": "0E1F2A3B", "type": "ISO14443"}
+GROUP = {"idToken": "GROUP-0001", "type": "Central"}
+TX_START_POINT = "EVConnected,Authorized"
+#: <Configured message timeout>: how long the OCTT waits for what must not come.
+MESSAGE_TIMEOUT = 30
+#: <Configured Transaction Duration>.
+TRANSACTION_DURATION = 60
+
+
+# ---- the OCTT's side
+
+
+class Tokens:
+    """What the OCTT answers about each idToken, in AuthorizeResponse and in the
+    TransactionEventResponse of an event that carries one; unknown tokens are Unknown."""
+
+    def __init__(self, rig: Rig, infos: dict[str, dict]) -> None:
+        self.infos = {k.lower(): v for k, v in infos.items()}
+        rig.answer("Authorize", lambda p: {"idTokenInfo": self.info(p["idToken"])})
+        rig.answer("TransactionEvent", lambda p: (
+            {"idTokenInfo": self.info(p["idToken"])} if "idToken" in p else {}))
+
+    def info(self, token: dict) -> dict:
+        return dict(self.infos.get(token["idToken"].lower(), {"status": "Unknown"}))
+
+    def set(self, token: dict, info: dict) -> None:
+        self.infos[token["idToken"].lower()] = info
+
+
+def accepted(group: dict | None = None) -> dict:
+    return {"status": "Accepted"} | ({"groupIdToken": group} if group else {})
+
+
+class Since:
+    """What the station sent from now on (the OCTT's view of one step)."""
+
+    def __init__(self, rig: Rig) -> None:
+        self.rig = rig
+        self.marks = {a: len(rig.sent_on_all_links(a))
+                      for a in ("Authorize", "TransactionEvent", "StatusNotification")}
+        assert rig.link is not None
+
+    def __call__(self, action: str) -> list[dict]:
+        return self.rig.sent_on_all_links(action)[self.marks[action]:]
+
+    async def expect(self, action: str,
+                     where: Callable[[dict], bool] = lambda p: True) -> dict:
+        """The first `action` sent from now on that matches `where` (waiting for it)."""
+        old = {id(p) for p in self.rig.sent_on_all_links(action)[:self.marks[action]]}
+        return await self.rig.expect(action, where=lambda p: id(p) not in old and where(p))
+
+
+async def prepare(rig: Rig, settings: dict[tuple[str, str], str] | None = None) -> None:
+    """The lab's configuration for these cases plus the case's Configuration State."""
+    await rig.configure({("TxCtrlr", "TxStartPoint"): TX_START_POINT, **(settings or {})})
+
+
+async def wait_message_timeout(rig: Rig) -> None:
+    """The OCTT waits <Configured message timeout> for a message that must not come."""
+    await rig.advance(MESSAGE_TIMEOUT, step=5)
+
+
+async def until_charging(rig: Rig, since: Since) -> dict:
+    """EnergyTransferStarted's last step: the EV draws current; returns that event."""
+    await rig.advance(1)
+    event = await since.expect("TransactionEvent", lambda p: (
+        p["transactionInfo"].get("chargingState") == "Charging"))
+    snap = rig.snapshot()
+    assert snap["contactor_closed"] and snap["power_w"] > 0, snap
+    return event
+
+
+def assert_no_energy(rig: Rig) -> None:
+    snap = rig.snapshot()
+    assert not snap["contactor_closed"] and snap["power_w"] == 0, snap
+
+
+def authorized_event(event: dict, token: dict, *, started: bool) -> None:
+    """Part 6's "triggerReason Authorized, idToken ..., eventType Updated if the transaction
+    was already started, else Started"."""
+    assert event["triggerReason"] == "Authorized"
+    assert event["idToken"]["idToken"] == token["idToken"]
+    assert event["idToken"]["type"] == token["type"]
+    assert event["eventType"] == ("Updated" if started else "Started")
+
+
+async def cache_token(rig: Rig, tokens: Tokens, token: dict) -> None:
+    """Memory State IdTokenCached: a session with this token, answered as `tokens` says,
+    so that the station has cached the answer; back to idle afterwards."""
+    assert rig.snapshot()["plugged"] is False
+    since = Since(rig)
+    await rig.ev_connected_pre_session()
+    await rig.present(token)
+    if tokens.info(token)["status"] == "Accepted":          # Main A
+        await until_charging(rig, since)
+        await rig.present(token)                            # StopAuthorized
+        await since.expect("TransactionEvent", lambda p: p["eventType"] == "Ended")
+    await rig.unplug()                                      # EVDisconnected / Main B
+    await since.expect("StatusNotification", lambda p: p["connectorStatus"] == "Available")
+    assert not rig.mock.snapshot(EVSE)["plugged"]
+
+
+async def energy_transfer_started(rig: Rig, token: dict = VALID_TOKEN) -> dict:
+    """EnergyTransferStarted from idle: Authorized (local, no cable yet), then part 1 (the
+    cable) and part 2 (charging), with their tool validations; returns the Started event."""
+    since = Since(rig)
+    await rig.present(token)
+    request = await since.expect("Authorize")
+    assert request["idToken"] == token
+    started = await since.expect("TransactionEvent", lambda p: p["eventType"] == "Started")
+    authorized_event(started, token, started=False)
+    await rig.plug()
+    status = await since.expect("StatusNotification")
+    assert status["connectorStatus"] == "Occupied"
+    plugged = await since.expect("TransactionEvent", lambda p: p["seqNo"] == 1)
+    assert plugged["triggerReason"] == "CablePluggedIn"
+    assert plugged["transactionInfo"]["chargingState"] == "EVConnected"
+    await until_charging(rig, since)
+    return started
+
+
+#: The one deviation left in these cases; the change is in the integrator's report.
+CABLE_AFTER_START = pytest.mark.xfail(strict=True, reason=(
+    "agent deviation in agent/blocks/transactions.py (not this block's file): a cable "
+    "plugged in during a transaction that started at Authorized sends ChargingStateChanged "
+    "Charging, not Updated CablePluggedIn/EVConnected (EnergyTransferStarted part 1 step 3)"))
+
+
+# ---- Local start transaction: a refused card (C01)
+
+
+async def _refused_at_plugged_station(tmp_path, token: dict, status: str) -> None:
+    async with station(tmp_path) as rig:
+        await prepare(rig, {("AuthCtrlr", "Enabled"): "true",
+                            ("AuthCtrlr", "DisableRemoteAuthorization"): "false"})
+        Tokens(rig, {token["idToken"]: {"status": status}})
+        await rig.ev_connected_pre_session()
+        assert rig.snapshot()["locked"] is False           # AQ-2: plugged in, not locked
+        since = Since(rig)
+        await rig.present(token)
+        request = await since.expect("Authorize")
+        assert request["idToken"]["idToken"] == token["idToken"]
+        assert request["idToken"]["type"] == token["type"]
+        await wait_message_timeout(rig)
+        # No TransactionEvent after the AuthorizeRequest, and the EV gets nothing.
+        assert since("TransactionEvent") == []
+        assert_no_energy(rig)
+        assert rig.snapshot()["locked"] is False
+
+
+def test_TC_C_02(tmp_path):
+    """Local start transaction - Authorization Invalid/Unknown."""
+    run(_refused_at_plugged_station(tmp_path, INVALID_TOKEN, "Invalid"))
+
+
+def test_TC_C_05(tmp_path):
+    """Local start transaction - Authorization invalid - Cable lock."""
+    pytest.skip("not applicable: no cable lock that keeps the EV from being connected before "
+                "authorization (AQ-2 no): the socket lock engages on a cable already plugged "
+                "in, once authorized; TC_C_02/06/07 run instead")
+
+
+def test_TC_C_06(tmp_path):
+    """Local start transaction - Authorization Blocked."""
+    run(_refused_at_plugged_station(tmp_path, BLOCKED_TOKEN, "Blocked"))
+
+
+def test_TC_C_07(tmp_path):
+    """Local start transaction - Authorization Expired."""
+    run(_refused_at_plugged_station(tmp_path, EXPIRED_TOKEN, "Expired"))
+
+
+def test_TC_C_56(tmp_path):
+    """Local start transaction - Authorization Unknown."""
+    run(_refused_at_plugged_station(tmp_path, INVALID_TOKEN, "Unknown"))
+
+
+# ---- Local stop (E07)
+
+
+@CABLE_AFTER_START
+def test_TC_C_04(tmp_path):
+    """Local Stop Transaction - Different idToken."""
+    async def case():
+        async with station(tmp_path) as rig:
+            await prepare(rig, {("AuthCtrlr", "Enabled"): "true",
+                                ("AuthCtrlr", "DisableRemoteAuthorization"): "false"})
+            Tokens(rig, {VALID_TOKEN["idToken"]: accepted(),
+                         VALID_TOKEN2["idToken"]: accepted()})
+            started = await energy_transfer_started(rig)
+            since = Since(rig)
+            await rig.present(VALID_TOKEN2)
+            request = await since.expect("Authorize", lambda p: (
+                p["idToken"]["idToken"] == VALID_TOKEN2["idToken"]))
+            assert request["idToken"]["type"] == VALID_TOKEN2["type"]
+            await wait_message_timeout(rig)
+            # Not stopped: no TransactionEvent at all, and the energy keeps flowing.
+            assert since("TransactionEvent") == []
+            assert rig.snapshot()["contactor_closed"] and rig.snapshot()["power_w"] > 0
+            tx_id = started["transactionInfo"]["transactionId"]
+            status = await rig.call("GetTransactionStatus", {"transactionId": tx_id})
+            assert status["ongoingIndicator"] is True
+    run(case())
+
+
+@CABLE_AFTER_START
+def test_TC_E_06(tmp_path):
+    """Local Stop Transaction - Accepted."""
+    async def case():
+        async with station(tmp_path) as rig:
+            await prepare(rig, {("AuthCtrlr", "Enabled"): "true",
+                                ("AuthCtrlr", "DisableRemoteAuthorization"): "false"})
+            Tokens(rig, {VALID_TOKEN["idToken"]: accepted()})
+            started = await energy_transfer_started(rig)
+            tx_id = started["transactionInfo"]["transactionId"]
+            await rig.advance(TRANSACTION_DURATION, step=10)
+            # StopAuthorized (local): the same token, no AuthorizeRequest needed; with
+            # TxStopPoint Authorized the transaction ends with that event (E07 as corrected
+            # by the errata: energy stopped first, then Ended with StopAuthorized, Local).
+            since = Since(rig)
+            await rig.present(VALID_TOKEN)
+            ended = await since.expect("TransactionEvent", lambda p: (
+                p["transactionInfo"]["transactionId"] == tx_id and p["eventType"] == "Ended"))
+            assert ended["triggerReason"] == "StopAuthorized"
+            assert ended["transactionInfo"].get("stoppedReason", "Local") == "Local"
+            assert ended["idToken"]["idToken"] == VALID_TOKEN["idToken"]
+            assert ended["transactionInfo"]["chargingState"] == "EVConnected"
+            assert since("Authorize") == []
+            assert_no_energy(rig)
+            # EVConnectedPostSession: the cable is released (not a fixed cable).
+            assert rig.snapshot()["locked"] is False
+            # EVDisconnected.
+            await rig.unplug()
+            status = await rig.expect("StatusNotification", where=lambda p: (
+                p["connectorStatus"] == "Available"))
+            assert (status["evseId"], status["connectorId"]) == (EVSE, CONNECTOR)
+            assert [e for e in rig.transaction_events(tx_id) if e is not ended
+                    and e["seqNo"] > ended["seqNo"]] == []
+    run(case())
+
+
+# ---- Authorization through the authorization cache (C12)
+
+
+def _cache_settings(extra: dict[tuple[str, str], str] | None = None
+                    ) -> dict[tuple[str, str], str]:
+    """The C12 cases' Configuration State: the cache on and consulted while online."""
+    return {("AuthCacheCtrlr", "Enabled"): "true", ("AuthCtrlr", "LocalPreAuthorize"): "true",
+            **(extra or {})}
+
+
+def test_TC_C_08(tmp_path):
+    """Authorization through authorization cache - Accepted."""
+    async def case():
+        async with station(tmp_path) as rig:
+            await prepare(rig, _cache_settings())
+            tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted()})
+            await cache_token(rig, tokens, VALID_TOKEN)
+            await rig.ev_connected_pre_session()
+            since = Since(rig)
+            await rig.present(VALID_TOKEN)                 # Authorized, from the cache
+            event = await since.expect("TransactionEvent", lambda p: (
+                p["triggerReason"] == "Authorized"))
+            authorized_event(event, VALID_TOKEN, started=True)
+            assert since("Authorize") == []                # the cache answered
+            await until_charging(rig, since)               # energy transfer is started
+    run(case())
+
+
+async def _cached_not_accepted(tmp_path, token: dict, status: str) -> None:
+    """TC_C_09/10/11: a cached token with another status is asked about again."""
+    async with station(tmp_path) as rig:
+        await prepare(rig, _cache_settings({("AuthCacheCtrlr", "DisablePostAuthorize"): "false"}))
+        tokens = Tokens(rig, {token["idToken"]: {"status": status}})
+        await cache_token(rig, tokens, token)
+        await rig.ev_connected_pre_session()
+        since = Since(rig)
+        await rig.present(token)
+        request = await since.expect("Authorize", lambda p: (
+            p["idToken"]["idToken"] == token["idToken"]))
+        assert request["idToken"]["type"] == token["type"]
+        await wait_message_timeout(rig)
+        assert [e for e in since("TransactionEvent") if "idToken" in e] == []
+        assert_no_energy(rig)
+
+
+def test_TC_C_09(tmp_path):
+    """Authorization through authorization cache - Invalid & Not Accepted."""
+    run(_cached_not_accepted(tmp_path, INVALID_TOKEN, "Invalid"))
+
+
+def test_TC_C_10(tmp_path):
+    """Authorization through authorization cache - Blocked."""
+    run(_cached_not_accepted(tmp_path, BLOCKED_TOKEN, "Blocked"))
+
+
+def test_TC_C_11(tmp_path):
+    """Authorization through authorization cache - Expired."""
+    run(_cached_not_accepted(tmp_path, EXPIRED_TOKEN, "Expired"))
+
+
+def test_TC_C_12(tmp_path):
+    """Authorization through authorization cache - Invalid & Accepted."""
+    async def case():
+        async with station(tmp_path) as rig:
+            await prepare(rig, _cache_settings({
+                ("AuthCacheCtrlr", "DisablePostAuthorize"): "false"}))
+            tokens = Tokens(rig, {VALID_TOKEN["idToken"]: {"status": "Invalid"}})
+            await cache_token(rig, tokens, VALID_TOKEN)
+            await rig.ev_connected_pre_session()
+            tokens.set(VALID_TOKEN, accepted())            # the CSMS's status is now valid
+            since = Since(rig)
+            await rig.present(VALID_TOKEN)
+            request = await since.expect("Authorize")
+            assert request["idToken"] == VALID_TOKEN
+            event = await since.expect("TransactionEvent", lambda p: (
+                p["triggerReason"] == "Authorized"))
+            authorized_event(event, VALID_TOKEN, started=True)
+            await until_charging(rig, since)
+    run(case())
+
+
+@CABLE_AFTER_START
+def test_TC_C_13(tmp_path):
+    """Authorization through authorization cache - Accepted but cable not connected yet."""
+    async def case():
+        async with station(tmp_path) as rig:
+            await prepare(rig, _cache_settings())
+            tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted()})
+            await cache_token(rig, tokens, VALID_TOKEN)
+            since = Since(rig)
+            await rig.present(VALID_TOKEN)
+            event = await since.expect("TransactionEvent", lambda p: (
+                p["triggerReason"] == "Authorized"))
+            authorized_event(event, VALID_TOKEN, started=False)
+            assert since("Authorize") == []
+            assert_no_energy(rig)                          # no cable, no energy
+            tx_id = event["transactionInfo"]["transactionId"]
+            await rig.ev_connected_pre_session()
+            plugged = await since.expect("TransactionEvent", lambda p: (
+                p["transactionInfo"]["transactionId"] == tx_id and p["seqNo"] == 1))
+            assert plugged["eventType"] == "Updated"
+            assert plugged["triggerReason"] == "CablePluggedIn"
+            assert plugged["transactionInfo"]["chargingState"] == "EVConnected"
+            await until_charging(rig, since)
+    run(case())
+
+
+def test_TC_C_57(tmp_path):
+    """Authorization through authorization cache - AuthCacheDisablePostAuthorize."""
+    async def case():
+        async with station(tmp_path) as rig:
+            await prepare(rig, _cache_settings({
+                ("AuthCacheCtrlr", "DisablePostAuthorize"): "true"}))
+            tokens = Tokens(rig, {INVALID_TOKEN["idToken"]: {"status": "Invalid"}})
+            await cache_token(rig, tokens, INVALID_TOKEN)
+            await rig.ev_connected_pre_session()
+            since = Since(rig)
+            await rig.present(INVALID_TOKEN)
+            await wait_message_timeout(rig)
+            # No AuthorizeRequest, and refused: no authorization event, no energy.
+            assert since("Authorize") == []
+            assert [e for e in since("TransactionEvent") if "idToken" in e] == []
+            assert_no_energy(rig)
+    run(case())
+
+
+def test_TC_E_52(tmp_path):
+    """Local start transaction - Authorization first - DisableRemoteAuthorization."""
+    async def case():
+        async with station(tmp_path) as rig:
+            await prepare(rig, {("AuthCtrlr", "Enabled"): "true",
+                                ("AuthCtrlr", "DisableRemoteAuthorization"): "true"})
+            Tokens(rig, {VALID_TOKEN["idToken"]: accepted()})
+            # Memory state: the token is in no cache (fresh station) and no local list.
+            since = Since(rig)
+            await rig.present(VALID_TOKEN)
+            await rig.plug()
+            await wait_message_timeout(rig)
+            assert since("Authorize") == []
+            assert [e for e in since("TransactionEvent") if "idToken" in e] == []
+            assert_no_energy(rig)
+    run(case())
+
+
+# ---- Store authorization data in the cache (C10), clear it (C11)
+
+
+def test_TC_C_32(tmp_path):
+    """Store Authorization Data in the Authorization Cache - Persistent over reboot.
+
+    The real process, and the power cycle a power cut (kill -9): the cache must be in
+    non-volatile memory, not flushed at a clean stop."""
+    async def sim(config, *args: str) -> None:
+        assert (await sim_async(config, *args)).returncode == 0
+
+    async def case():
+        async with Csms(passwords={STATION: PASSWORD}) as csms:
+            config = write_config(tmp_path, csms.url)
+            agent = await AgentProcess(config).start()
+            try:
+                link = await csms.wait_station(STATION, timeout=10)
+                await link.expect_call("StatusNotification", timeout=10)
+                await wait_for_socket(config)
+                for component, variable, value in (
+                        ("TxCtrlr", "TxStartPoint", TX_START_POINT),
+                        ("AuthCacheCtrlr", "Enabled", "true"),
+                        ("AuthCtrlr", "LocalPreAuthorize", "true")):
+                    answer = await link.call("SetVariables", {"setVariableData": [{
+                        "component": {"name": component}, "variable": {"name": variable},
+                        "attributeValue": value}]})
+                    assert answer["setVariableResult"][0]["attributeStatus"] == "Accepted"
+                # Memory State IdTokenCached: a session with the valid token.
+                await sim(config, "plug", "1")
+                await sim(config, "swipe", VALID_TOKEN["idToken"])
+                await link.expect_call("Authorize", timeout=10)
+                await link.expect_call("TransactionEvent", timeout=10, where=lambda p: (
+                    p["transactionInfo"].get("chargingState") == "Charging"))
+                await sim(config, "swipe", VALID_TOKEN["idToken"])
+                await link.expect_call("TransactionEvent", timeout=10,
+                                       where=lambda p: p["eventType"] == "Ended")
+                await sim(config, "unplug", "1")
+                await link.expect_call("StatusNotification", timeout=10, where=lambda p: (
+                    p["connectorStatus"] == "Available"))
+                # Booted, by a power cycle.
+                agent.proc.kill()
+                await agent.proc.wait()
+                agent = await AgentProcess(config).start()
+                link = await csms.wait_station(STATION, timeout=10, after=link)
+                await link.expect_call("BootNotification", timeout=10)
+                status = await link.expect_call("StatusNotification", timeout=10)
+                assert status["connectorStatus"] == "Available"
+                await wait_for_socket(config)
+                # Step 2: the cached token starts the transaction; no AuthorizeRequest.
+                await sim(config, "swipe", VALID_TOKEN["idToken"])
+                event = await link.expect_call("TransactionEvent", timeout=10, where=lambda p: (
+                    p["triggerReason"] == "Authorized"))
+                authorized_event(event, VALID_TOKEN, started=False)
+                assert link.calls("Authorize") == []
+                # EVConnectedPreSession, EnergyTransferStarted.
+                await sim(config, "plug", "1")
+                await link.expect_call("StatusNotification", timeout=10, where=lambda p: (
+                    p["connectorStatus"] == "Occupied"))
+                await link.expect_call("TransactionEvent", timeout=10, where=lambda p: (
+                    p["transactionInfo"].get("chargingState") == "Charging"))
+            finally:
+                await agent.kill()
+            assert csms.schema_errors == []
+    run(case())
+
+
+def test_TC_C_33(tmp_path):
+    """Store Authorization Data in the Authorization Cache - Update on AuthorizeResponse."""
+    async def case():
+        async with station(tmp_path) as rig:
+            # LocalAuthListEnabled is not set: there is no local list (read-only false).
+            await prepare(rig, _cache_settings())
+            tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted()})
+            await rig.ev_connected_pre_session()
+            since = Since(rig)
+            await rig.present(VALID_TOKEN)
+            request = await since.expect("Authorize")
+            assert request["idToken"] == VALID_TOKEN
+            event = await since.expect("TransactionEvent", lambda p: (
+                p["triggerReason"] == "Authorized"))
+            authorized_event(event, VALID_TOKEN, started=True)
+            await until_charging(rig, since)
+            await rig.present(VALID_TOKEN)                 # EVConnectedPostSession
+            await since.expect("TransactionEvent", lambda p: p["eventType"] == "Ended")
+            await rig.unplug()                             # EVDisconnected
+            await rig.ev_connected_pre_session()
+            tokens.set(VALID_TOKEN, {"status": "Invalid"})
+            again = Since(rig)
+            await rig.present(VALID_TOKEN)
+            # Step 12: the cached Accepted of step 2 decides: no AuthorizeRequest.
+            event = await again.expect("TransactionEvent", lambda p: (
+                p["triggerReason"] == "Authorized"))
+            authorized_event(event, VALID_TOKEN, started=True)
+            assert again("Authorize") == []
+    run(case())
+
+
+def test_TC_C_34(tmp_path):
+    """Store Authorization Data in the Authorization Cache - Update on TransactionResponse."""
+    async def case():
+        async with station(tmp_path) as rig:
+            await prepare(rig, _cache_settings())
+            tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted()})
+            await cache_token(rig, tokens, VALID_TOKEN)
+            await rig.ev_connected_pre_session()
+            tokens.set(VALID_TOKEN, {"status": "Invalid"})
+            since = Since(rig)
+            await rig.present(VALID_TOKEN)
+            event = await since.expect("TransactionEvent", lambda p: (
+                p["triggerReason"] == "Authorized"))
+            authorized_event(event, VALID_TOKEN, started=True)
+            assert since("Authorize") == []
+            await rig.unplug()                             # EVDisconnected
+            await rig.ev_connected_pre_session()
+            again = Since(rig)
+            await rig.present(VALID_TOKEN)
+            # Step 7: the TransactionEventResponse's Invalid replaced the cached Accepted,
+            # so the station asks again.
+            request = await again.expect("Authorize")
+            assert request["idToken"] == VALID_TOKEN
+            await wait_message_timeout(rig)
+            assert [e for e in again("TransactionEvent") if "idToken" in e] == []
+            assert_no_energy(rig)
+    run(case())
+
+
+def test_TC_C_36(tmp_path):
+    """Store Authorization Data in the Authorization Cache - AuthCacheCtrlr.LocalPreAuthorize
+    = false."""
+    async def case():
+        async with station(tmp_path) as rig:
+            await prepare(rig, _cache_settings())
+            tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted()})
+            await cache_token(rig, tokens, VALID_TOKEN)
+            await rig.configure({("AuthCacheCtrlr", "Enabled"): "true",
+                                 ("AuthCtrlr", "LocalPreAuthorize"): "false"})
+            tokens.set(VALID_TOKEN, {"status": "Invalid"})
+            since = Since(rig)
+            await rig.present(VALID_TOKEN)
+            request = await since.expect("Authorize")
+            assert request["idToken"] == VALID_TOKEN
+            await wait_message_timeout(rig)
+            assert [e for e in since("TransactionEvent") if "idToken" in e] == []
+            await rig.plug()
+            assert_no_energy(rig)
+    run(case())
+
+
+def test_TC_C_37(tmp_path):
+    """Clear Authorization Data in Authorization Cache - Accepted."""
+    async def case():
+        async with station(tmp_path) as rig:
+            # LocalPreAuthorize true besides the case's AuthCacheEnabled: with it false an
+            # AuthorizeRequest would come whether or not the cache was cleared.
+            await prepare(rig, _cache_settings())
+            tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted()})
+            await cache_token(rig, tokens, VALID_TOKEN)
+            answer = await rig.call("ClearCache", {})
+            assert answer["status"] == "Accepted"
+            await rig.ev_connected_pre_session()
+            since = Since(rig)
+            await rig.present(VALID_TOKEN)
+            request = await since.expect("Authorize")
+            assert request["idToken"] == VALID_TOKEN
+            event = await since.expect("TransactionEvent", lambda p: (
+                p["triggerReason"] == "Authorized"))
+            authorized_event(event, VALID_TOKEN, started=True)
+            await until_charging(rig, since)
+    run(case())
+
+
+def test_TC_C_38(tmp_path):
+    """Clear Authorization Data in Authorization Cache - Rejected."""
+    async def case():
+        async with station(tmp_path) as rig:
+            await prepare(rig, _cache_settings())
+            tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted()})
+            await cache_token(rig, tokens, VALID_TOKEN)
+            await rig.configure({("AuthCacheCtrlr", "Enabled"): "false"})
+            answer = await rig.call("ClearCache", {})
+            assert answer["status"] == "Rejected"
+    run(case())
+
+
+def test_TC_C_46(tmp_path):
+    """Store Authorization Data in the Authorization Cache - AuthCacheLifeTime."""
+    async def case():
+        async with station(tmp_path) as rig:
+            await prepare(rig, _cache_settings({
+                ("AuthCacheCtrlr", "LifeTime"): str(TRANSACTION_DURATION)}))
+            tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted()})
+            await cache_token(rig, tokens, VALID_TOKEN)
+            await rig.ev_connected_pre_session()
+            await rig.advance(TRANSACTION_DURATION + 1, step=10)
+            since = Since(rig)
+            await rig.present(VALID_TOKEN)                 # Authorized (local)
+            # The entry outlived AuthCacheLifeTime: the CSMS is asked again.
+            request = await since.expect("Authorize")
+            assert request["idToken"] == VALID_TOKEN
+            event = await since.expect("TransactionEvent", lambda p: (
+                p["triggerReason"] == "Authorized"))
+            authorized_event(event, VALID_TOKEN, started=True)
+    run(case())
+
+
+# ---- Authorization by GroupId (C09)
+
+
+def test_TC_C_39(tmp_path):
+    """Authorization by GroupId - Success."""
+    async def case():
+        async with station(tmp_path) as rig:
+            await prepare(rig)
+            tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted(GROUP),
+                                  VALID_TOKEN2["idToken"]: accepted(GROUP)})
+            await rig.ev_connected_pre_session()
+            since = Since(rig)
+            await rig.present(VALID_TOKEN)
+            request = await since.expect("Authorize")
+            assert request["idToken"] == VALID_TOKEN
+            event = await since.expect("TransactionEvent", lambda p: (
+                p["triggerReason"] == "Authorized"))
+            authorized_event(event, VALID_TOKEN, started=True)
+            tx_id = event["transactionInfo"]["transactionId"]
+            await until_charging(rig, since)
+            await rig.present(VALID_TOKEN2)                # the other card of the group
+            request = await since.expect("Authorize", lambda p: (
+                p["idToken"]["idToken"] == VALID_TOKEN2["idToken"]))
+            assert request["idToken"] == VALID_TOKEN2
+            stop = await since.expect("TransactionEvent", lambda p: (
+                p["triggerReason"] == "StopAuthorized"))
+            assert stop["transactionInfo"]["transactionId"] == tx_id
+            assert stop["idToken"] == VALID_TOKEN2
+            assert_no_energy(rig)
+            await rig.unplug()                             # EVDisconnected
+            status = await since.expect("StatusNotification", lambda p: (
+                p["connectorStatus"] == "Available"))
+            assert (status["evseId"], status["connectorId"]) == (EVSE, CONNECTOR)
+            assert not [e for e in rig.transaction_events(tx_id)
+                        if e["eventType"] == "Ended" and e is not stop]
+    run(case())
+
+
+def test_TC_C_41(tmp_path):
+    """Authorization by GroupId - Success with Authorization Cache."""
+    async def case():
+        async with station(tmp_path) as rig:
+            await prepare(rig, _cache_settings())
+            tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted(GROUP),
+                                  VALID_TOKEN2["idToken"]: accepted(GROUP)})
+            await cache_token(rig, tokens, VALID_TOKEN)
+            await cache_token(rig, tokens, VALID_TOKEN2)
+            await rig.ev_connected_pre_session()
+            since = Since(rig)
+            await rig.present(VALID_TOKEN)
+            event = await since.expect("TransactionEvent", lambda p: (
+                p["triggerReason"] == "Authorized"))
+            authorized_event(event, VALID_TOKEN, started=True)
+            tx_id = event["transactionInfo"]["transactionId"]
+            await until_charging(rig, since)
+            await rig.present(VALID_TOKEN2)                # StopAuthorized, from the cache
+            stop = await since.expect("TransactionEvent", lambda p: (
+                p["triggerReason"] == "StopAuthorized"))
+            assert stop["transactionInfo"]["transactionId"] == tx_id
+            assert stop["idToken"] == VALID_TOKEN2
+            assert since("Authorize") == []
+            assert_no_energy(rig)
+            await rig.unplug()
+            await since.expect("StatusNotification", lambda p: p["connectorStatus"] == "Available")
+    run(case())
+
+
+async def _group_member_refused(tmp_path, *, cached: bool) -> None:
+    """TC_C_42/44: an invalid card of the same group does not stop the session."""
+    async with station(tmp_path) as rig:
+        await prepare(rig, _cache_settings({("AuthCacheCtrlr", "DisablePostAuthorize"): "false"})
+                      if cached else None)
+        tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted(GROUP),
+                              INVALID_TOKEN["idToken"]: {"status": "Invalid",
+                                                         "groupIdToken": GROUP}})
+        if cached:
+            await cache_token(rig, tokens, VALID_TOKEN)
+            await cache_token(rig, tokens, INVALID_TOKEN)
+        await rig.ev_connected_pre_session()
+        since = Since(rig)
+        await rig.present(VALID_TOKEN)
+        if not cached:
+            request = await since.expect("Authorize")
+            assert request["idToken"] == VALID_TOKEN
+        event = await since.expect("TransactionEvent", lambda p: (
+            p["triggerReason"] == "Authorized"))
+        authorized_event(event, VALID_TOKEN, started=True)
+        tx_id = event["transactionInfo"]["transactionId"]
+        await until_charging(rig, since)
+        if cached:
+            assert since("Authorize") == []
+        during = Since(rig)
+        await rig.present(INVALID_TOKEN)
+        request = await during.expect("Authorize")
+        assert request["idToken"] == INVALID_TOKEN
+        await wait_message_timeout(rig)
+        assert during("TransactionEvent") == []
+        assert rig.snapshot()["contactor_closed"] and rig.snapshot()["power_w"] > 0
+        status = await rig.call("GetTransactionStatus", {"transactionId": tx_id})
+        assert status["ongoingIndicator"] is True
+
+
+def test_TC_C_42(tmp_path):
+    """Authorization by GroupId - Not stopped by GroupId."""
+    run(_group_member_refused(tmp_path, cached=False))
+
+
+def test_TC_C_44(tmp_path):
+    """Authorization by GroupId - Invalid status with Authorization Cache."""
+    run(_group_member_refused(tmp_path, cached=True))
+
+
+# ---- Offline authorization (C15)
+
+
+async def go_offline(rig: Rig) -> None:
+    """StartOfflineTransaction step 1: the OCTT closes the connection and refuses the
+    station's reconnection attempts."""
+    rig.csms.passwords = {STATION: "not-the-" + PASSWORD}
+    assert rig.link is not None
+    await rig.link.close()
+    await rig.settle()
+
+
+async def come_back(rig: Rig) -> str:
+    """StartOfflineTransaction step 2: the OCTT accepts the next reconnection attempt.
+    Returns the station's time (as in its messages) of the last moment it was offline."""
+    rig.csms.passwords = {STATION: PASSWORD}
+    old = rig.link
+    for _ in range(60):
+        offline_until = format_datetime(rig.clock.now())
+        await rig.advance(10)
+        links = rig.csms.links.get(STATION, [])
+        if links and links[-1] is not old and not links[-1].closed.is_set():
+            rig.link = links[-1]
+            await rig.settle()
+            return offline_until
+    raise AssertionError("the station did not reconnect")
+
+
+def test_TC_C_26(tmp_path):
+    """Offline Authorization - Unknown Id."""
+    async def case():
+        async with station(tmp_path) as rig:
+            await prepare(rig, {("AuthCtrlr", "LocalPreAuthorize"): "true",
+                                ("AuthCtrlr", "OfflineTxForUnknownIdEnabled"): "true",
+                                ("AuthCtrlr", "LocalAuthorizeOffline"): "true",
+                                ("TxCtrlr", "MaxEnergyOnInvalidId"): "0",
+                                ("TxCtrlr", "StopTxOnInvalidId"): "false",
+                                ("OCPPCommCtrlr", "RetryBackOffWaitMinimum"): "10",
+                                ("OCPPCommCtrlr", "RetryBackOffRandomRange"): "0"})
+            # The token is unknown to the station (nothing cached); the OCTT finds it Invalid.
+            Tokens(rig, {VALID_TOKEN["idToken"]: {"status": "Invalid"}})
+            since = Since(rig)
+            await go_offline(rig)
+            await rig.present(VALID_TOKEN)
+            await rig.plug()
+            await rig.advance(1)
+            assert rig.snapshot()["power_w"] > 0       # Accepted offline: charging
+            offline_until = await come_back(rig)
+            # Step 1: the queue is emptied, every event of the offline period marked offline.
+            queued = [e for e in since("TransactionEvent") if e["timestamp"] <= offline_until]
+            assert queued, "no TransactionEvent delivered after the reconnection"
+            tx_id = queued[0]["transactionInfo"]["transactionId"]
+            assert queued[0]["eventType"] == "Started"
+            assert all(e.get("offline") is True for e in queued), queued
+            assert any(e.get("idToken") == VALID_TOKEN for e in queued)
+            assert since("Authorize") == []
+            # The OCTT's Invalid with StopTxOnInvalidId false and MaxEnergyOnInvalidId 0:
+            # the energy stops, the transaction goes on (C15.FR.06/08).
+            suspended = await since.expect("TransactionEvent", lambda p: (
+                p["transactionInfo"].get("chargingState") == "SuspendedEVSE"))
+            assert suspended["transactionInfo"]["transactionId"] == tx_id
+            assert suspended["eventType"] == "Updated"
+            assert_no_energy(rig)
+            # The driver presents the card again and unplugs: StopAuthorized.
+            await rig.present(VALID_TOKEN)
+            await rig.unplug()
+            stop = await since.expect("TransactionEvent", lambda p: (
+                p["triggerReason"] == "StopAuthorized"))
+            assert stop["transactionInfo"]["transactionId"] == tx_id
+    run(case())

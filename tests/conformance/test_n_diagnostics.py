@@ -1,0 +1,232 @@
+"""Part 6, N Diagnostics: the Charging Station cases of Core (Part 5), with the 2023-12
+errata (TC_N_26: four attempts; TC_N_35/36: no Monitoring prerequisite; TC_N_36: only for
+stations that can cancel an upload, which this one can).
+
+GetLog uploads go to a real HTTP server on 127.0.0.1 (tests/file_servers.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from tests.conformance.rig import VALID_TOKEN, Rig, run, station
+from tests.file_servers import FileServer
+from tests.harness import until_logged
+
+
+async def log_statuses(rig: Rig, request_id: int, last: str) -> list[str]:
+    """LogStatusNotification statuses for `request_id`, up to `last`."""
+    seen: list[str] = []
+    while not seen or seen[-1] != last:
+        payload = await rig.expect("LogStatusNotification", timeout=15)
+        assert payload.get("requestId") == request_id, payload
+        seen.append(payload["status"])
+    return seen
+
+
+def get_log(log_type: str, request_id: int, url: str, **extra) -> dict:
+    return {"logType": log_type, "requestId": request_id, "log": {"remoteLocation": url},
+            **extra}
+
+
+# -- N01 Retrieve Log Information -----------------------------------------------------------
+
+def test_TC_N_25(tmp_path):
+    """Retrieve Log Information - Diagnostics Log - Success."""
+    async def case():
+        with FileServer() as server:
+            async with station(tmp_path) as rig:
+                answer = await rig.call("GetLog", get_log("DiagnosticsLog", 25,
+                                                          server.url("/logs/")))
+                assert answer["status"] == "Accepted"
+                assert answer.get("filename")
+                assert await log_statuses(rig, 25, "Uploaded") == ["Uploading", "Uploaded"]
+                uploaded = server.files[f"/logs/{answer['filename']}"]
+                assert len(uploaded) > 0
+    run(case())
+
+
+def test_TC_N_26(tmp_path, caplog):
+    """Retrieve Log Information - Diagnostics Log - Upload failed: retries 3, so four
+    attempts retryInterval apart, then one failure status (errata 2023-12)."""
+    caplog.set_level(logging.INFO)
+    interval = 45
+
+    async def case():
+        with FileServer() as server:
+            server.behaviour.status["/denied/log.tar.gz"] = 500
+            async with station(tmp_path) as rig:
+                answer = await rig.call("GetLog", get_log(
+                    "DiagnosticsLog", 26, server.url("/denied/log.tar.gz"), retries=3,
+                    retryInterval=interval))
+                assert answer["status"] == "Accepted"
+                first = await rig.expect("LogStatusNotification")
+                assert first == {"status": "Uploading", "requestId": 26}
+                started = rig.clock.monotonic()
+                for attempt in range(1, 4):
+                    await until_logged(caplog, f"attempt {attempt} of 4 failed")
+                    await rig.settle()
+                    assert [p["status"] for p in rig.sent("LogStatusNotification")
+                            if p["status"] != "Uploading"] == [], "failed before the last try"
+                    await rig.advance(interval)
+                final = await log_statuses(rig, 26, "UploadFailure")
+                assert set(final[:-1]) <= {"Uploading"}
+                assert final[-1] in ("UploadFailure", "BadMessage", "PermissionDenied",
+                                     "NotSupportedOperation")
+                assert rig.clock.monotonic() - started == 3 * interval
+                assert len([r for r in server.requests if r.path == "/denied/log.tar.gz"]) == 4
+    run(case())
+
+
+def test_TC_N_35(tmp_path):
+    """Retrieve Log Information - Security Log - Success."""
+    async def case():
+        with FileServer() as server:
+            async with station(tmp_path) as rig:
+                answer = await rig.call("GetLog", get_log("SecurityLog", 35,
+                                                          server.url("/logs/")))
+                assert answer["status"] == "Accepted"
+                assert await log_statuses(rig, 35, "Uploaded") == ["Uploading", "Uploaded"]
+                assert server.files[f"/logs/{answer['filename']}"]
+    run(case())
+
+
+def test_TC_N_36(tmp_path):
+    """Retrieve Log Information - Second Request: a GetLog during an upload cancels it."""
+    async def case():
+        with FileServer() as server:
+            server.behaviour.stall_before_answer = True   # the first upload hangs
+            async with station(tmp_path) as rig:
+                answer = await rig.call("GetLog", get_log("DiagnosticsLog", 1,
+                                                          server.url("/first/")))
+                assert answer["status"] == "Accepted"
+                assert await rig.expect("LogStatusNotification") == {
+                    "status": "Uploading", "requestId": 1}
+                assert await asyncio.to_thread(server.stalled.wait, 5)
+                server.behaviour.stall_before_answer = False
+                answer = await rig.call("GetLog", get_log("DiagnosticsLog", 2,
+                                                          server.url("/second/")))
+                assert answer["status"] == "AcceptedCanceled"
+                cancelled = await rig.expect("LogStatusNotification")
+                assert cancelled == {"status": "AcceptedCanceled", "requestId": 1}
+                assert await log_statuses(rig, 2, "Uploaded") == ["Uploading", "Uploaded"]
+                assert f"/second/{answer['filename']}" in server.files
+                assert not any(path.startswith("/first/") for path in server.files)
+                server.release.set()
+    run(case())
+
+
+# -- N09 / N10 Customer information ---------------------------------------------------------
+
+async def customer_reports(rig: Rig, request_id: int) -> list[dict]:
+    """Every NotifyCustomerInformation part of `request_id`, until one without tbc."""
+    parts: list[dict] = []
+    while not parts or parts[-1].get("tbc", False):
+        payload = await rig.expect("NotifyCustomerInformation")
+        if payload["requestId"] == request_id:
+            parts.append(payload)
+    assert [p["seqNo"] for p in parts] == list(range(len(parts)))
+    return parts
+
+
+def text_of(parts: list[dict]) -> str:
+    return "".join(p["data"] for p in parts)
+
+
+async def customer_information(rig: Rig, request_id: int, *, report: bool, clear: bool,
+                               **reference) -> list[dict]:
+    answer = await rig.call("CustomerInformation", {
+        "requestId": request_id, "report": report, "clear": clear, **reference})
+    assert answer["status"] == "Accepted"
+    return await customer_reports(rig, request_id)
+
+
+async def token_cached(rig: Rig) -> None:
+    """Configuration State of TC_N_27/30 (LocalAuthListCtrlr is not implemented) and the
+    memory state IdTokenCached: Authorized (local), then ParkingBayUnoccupied (no EV came:
+    the authorization lapses after EVConnectionTimeOut)."""
+    await rig.configure({("AuthCtrlr", "LocalPreAuthorize"): "true",
+                         ("AuthCacheCtrlr", "Enabled"): "true"})
+    await rig.authorized_local()
+    authorize = await rig.expect("Authorize")
+    assert authorize["idToken"] == VALID_TOKEN
+    timeout = int(await rig.get_variable("TxCtrlr", "EVConnectionTimeOut"))
+    await rig.advance(timeout + 1)
+
+
+def test_TC_N_27(tmp_path):
+    """Get Customer Information - Accepted + data."""
+    async def case():
+        async with station(tmp_path) as rig:
+            await token_cached(rig)
+            parts = await customer_information(rig, 27, report=True, clear=False,
+                                               idToken=VALID_TOKEN)
+            assert all(p["data"] for p in parts)
+            assert "Authorization cache" in text_of(parts)
+            assert VALID_TOKEN["idToken"] in text_of(parts)
+    run(case())
+
+
+def test_TC_N_28(tmp_path):
+    """Get Customer Information - Accepted + no data: after the CSMS cleared what the
+    station held of the token, a report says that nothing is found."""
+    async def case():
+        async with station(tmp_path) as rig:
+            await token_cached(rig)   # something to clear, so the clear is seen to work
+            await customer_information(rig, 1, report=False, clear=True, idToken=VALID_TOKEN)
+            parts = await customer_information(rig, 28, report=True, clear=False,
+                                               idToken=VALID_TOKEN)
+            assert parts[-1].get("tbc", False) is not True
+            assert len(parts) == 1 and "No data found" in parts[0]["data"]
+    run(case())
+
+
+def test_TC_N_30(tmp_path):
+    """Clear Customer Information - Clear and report + data."""
+    async def case():
+        async with station(tmp_path) as rig:
+            await token_cached(rig)
+            assert int(await rig.get_variable("AuthCacheCtrlr", "Storage")) > 0
+            parts = await customer_information(rig, 30, report=True, clear=True,
+                                               idToken=VALID_TOKEN)
+            assert all(p["data"] for p in parts)
+            assert "Cleared: Authorization cache" in text_of(parts)
+            # Step 5: the report that follows finds nothing.
+            parts = await customer_information(rig, 31, report=True, clear=False,
+                                               idToken=VALID_TOKEN)
+            assert parts[-1].get("tbc", False) is not True
+            assert "No data found" in text_of(parts)
+            # The cache is empty, and says so.
+            assert await rig.get_variable("AuthCacheCtrlr", "Storage") == "0"
+    run(case())
+
+
+def test_TC_N_31(tmp_path):
+    """Clear Customer Information - Clear and report + no data."""
+    async def case():
+        async with station(tmp_path) as rig:
+            parts = await customer_information(rig, 31, report=True, clear=True,
+                                               idToken=VALID_TOKEN)
+            assert len(parts) == 1 and "No data found" in parts[0]["data"]
+    run(case())
+
+
+def test_TC_N_32(tmp_path):
+    """Clear Customer Information - Clear and no report: one message says the data is
+    cleared."""
+    async def case():
+        async with station(tmp_path) as rig:
+            parts = await customer_information(rig, 32, report=False, clear=True,
+                                               idToken=VALID_TOKEN)
+            assert len(parts) == 1 and "cleared" in parts[0]["data"]
+    run(case())
+
+
+def test_TC_N_62(tmp_path):
+    """Clear Customer Information - Clear and report - customerIdentifier."""
+    pytest.skip("not applicable: C-14 (retrieving / deleting CustomerInformation by "
+                "customerIdentifier) is not supported: the station stores no data keyed "
+                "by a customerIdentifier and has no means to enter one")
