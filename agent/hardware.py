@@ -10,8 +10,8 @@ the blocks' business and go the other way, through the EVSE supervisor (hal/evse
 
 A fault is not an unplug: while the pilot is in state E or F (the station's own fault
 signal, -12 V, which hides the EV's resistor) the connector keeps the plug state it had,
-so a session is held through a fault and ends as EVDeparted only once a working pilot
-shows the EV gone.
+so a session is held through a fault and ends as EVCommunicationLost only once a working
+pilot shows the EV gone.
 
 With STATION_AGENT_TRANSITION_LOG set (the test suite's safety monitor), every
 transition of the hardware goes to that file: the mock station's own, or on real drivers

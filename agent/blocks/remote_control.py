@@ -31,7 +31,7 @@ UnlockConnector (F05), for a detachable cable held by the EVSE's ConnectorLock:
 - an authorized transaction ongoing on that connector: OngoingAuthorizedTransaction, the
   lock is not touched (F05.FR.02). A transaction not (yet) authorized, e.g. started on
   EVConnected, does not hold the cable: its power path is open and the driver may
-  unplug, which ends it (EVDeparted);
+  unplug, which ends it (EVCommunicationLost);
 - no lock on that EVSE: the station has a fixed cable that cannot be unlocked:
   UnlockFailed with reasonCode FixedCable (Appendix 5 names FixedCable for exactly this;
   UnknownConnector would deny a connector that exists);

@@ -115,6 +115,9 @@ class Transactions:
         # (UnlockOnEVSideDisconnect false); None: a session without one (UnlockConnector
         # only).
         self._cable_held: dict[int, dict[str, Any] | None] = {}
+        # EVSEs whose plugged-in EV had its session without a token (AuthCtrlr.Enabled
+        # false); cleared when it leaves.
+        self._free_sessions: set[int] = set()
         # EVSE -> when its contactor was seen closing (for the charging state).
         self._closed_since: dict[int, datetime] = {}
         self._changed = asyncio.Event()
@@ -347,6 +350,19 @@ class Transactions:
             if tx is not None:
                 self._end(evse_id, "EVConnectTimeout", "Timeout")
                 tx = None
+        free = self._authorization.without_token()
+        if free is not None and auth is None and connector.plugged and \
+                (tx is None or tx.stopped_reason is None) and \
+                evse_id not in self._free_sessions:
+            # AuthCtrlr.Enabled false: a plugged-in EV is authorized as it is, with the
+            # token "" / NoAuthorization (appendix 3; errata 6.1.1).
+            auth = self._auth[evse_id] = Grant(free, {"status": "Accepted"}, since=now,
+                                               cabled=True)
+            # One session per plug-in: one stopped while the EV stays does not restart.
+            self._free_sessions.add(evse_id)
+            if tx is not None:
+                tx.id_token = free
+                self._event(tx, "Updated", "Authorized", id_token=free)
         hw, evse = self._hardware.evses[evse_id], self._station.evses[evse_id]
         await charging.lock_for_session(hw, evse, auth is not None)
         reached = charging.reached_points(hw, evse, auth is not None)
@@ -367,6 +383,11 @@ class Transactions:
         if tx is None and (reached - before) & start:
             tx = self._start(evse_id, (reached - before) & start, auth)
         elif tx is not None:
+            if "EVConnected" in reached - before:
+                # The cable came after the transaction started (TxStartPoint Authorized):
+                # E02/E03, Part 6 EnergyTransferStarted part 1 step 3.
+                tx.charging_state = "EVConnected"
+                self._event(tx, "Updated", "CablePluggedIn")
             # StopTxOnEVSideDisconnect is true (read-only): an EV unplugged on its side
             # ends the transaction whatever the stop points (E09, TC_E_17).
             unplugged = "EVConnected" in before - reached
@@ -402,6 +423,8 @@ class Transactions:
         locked cable stays locked for its session's token if the CSMS wants it so."""
         hw = self._hardware.evses[evse_id]
         hw.allow_lock_retry()
+        if not plugged:
+            self._free_sessions.discard(evse_id)
         if plugged:
             self._cable_held.pop(evse_id, None)   # a cable in an EV again: a new session
             return
@@ -530,8 +553,11 @@ class Transactions:
                             "transactionInfo": info_part}
         if not self._link.connected:
             payload["offline"] = True
-        if event_type == "Started":
+        if event_type == "Started" or trigger == "Trigger":
+            # A triggered event names its EVSE too: a trigger for all EVSEs gets one per
+            # transaction, and the CSMS must tell them apart (TC_F_14).
             payload["evse"] = {"id": tx.evse_id, "connectorId": tx.connector_id}
+        if event_type == "Started":
             phases = self._station.evses[tx.evse_id].phases
             payload["numberOfPhasesUsed"] = phases
         if id_token is not None:

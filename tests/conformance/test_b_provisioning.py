@@ -992,7 +992,7 @@ WHERE_IT_WORKS: dict[str, str] = {
     "ClockCtrlr.TimeAdjustmentReportingThreshold":
         "test_registration.py::test_time_adjustments_above_the_threshold_are_security_events",
     "AuthCtrlr.Enabled":
-        "test_authorization.py::test_auth_disabled_accepts_everything_without_asking",
+        "test_no_authorization.py::test_plug_in_charges_without_a_token_once_per_plug_in",
     "AuthCtrlr.AuthorizeRemoteStart":
         "test_transactions_agent.py::test_remote_start_with_authorize_remote_start",
     "AuthCtrlr.LocalAuthorizeOffline":

@@ -157,13 +157,6 @@ async def energy_transfer_started(rig: Rig, token: dict = VALID_TOKEN) -> dict:
     return started
 
 
-#: The one deviation left in these cases; the change is in the integrator's report.
-CABLE_AFTER_START = pytest.mark.xfail(strict=True, reason=(
-    "agent deviation in agent/blocks/transactions.py (not this block's file): a cable "
-    "plugged in during a transaction that started at Authorized sends ChargingStateChanged "
-    "Charging, not Updated CablePluggedIn/EVConnected (EnergyTransferStarted part 1 step 3)"))
-
-
 # ---- Local start transaction: a refused card (C01)
 
 
@@ -216,7 +209,6 @@ def test_TC_C_56(tmp_path):
 # ---- Local stop (E07)
 
 
-@CABLE_AFTER_START
 def test_TC_C_04(tmp_path):
     """Local Stop Transaction - Different idToken."""
     async def case():
@@ -241,7 +233,6 @@ def test_TC_C_04(tmp_path):
     run(case())
 
 
-@CABLE_AFTER_START
 def test_TC_E_06(tmp_path):
     """Local Stop Transaction - Accepted."""
     async def case():
@@ -358,7 +349,6 @@ def test_TC_C_12(tmp_path):
     run(case())
 
 
-@CABLE_AFTER_START
 def test_TC_C_13(tmp_path):
     """Authorization through authorization cache - Accepted but cable not connected yet."""
     async def case():

@@ -193,9 +193,6 @@ def test_TC_F_13(tmp_path):
     run(case())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "deviation: a TransactionEvent triggered for all EVSEs carries no evse (Part 6 TC_F_14: "
-    "evse.id must be the EVSE's); Transactions._event adds evse only to Started"))
 def test_TC_F_14(tmp_path):
     """Trigger message - TransactionEvent - All EVSE."""
     async def case():
