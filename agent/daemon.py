@@ -202,7 +202,7 @@ class Runtime:
             on_new_station_certificate=self._new_station_certificate,
             security_profile=lambda: self.model.get_int("SecurityCtrlr", "SecurityProfile"),
             trusted_roots=self.trust.csms_roots_pem,
-            configured_csms_root=StationTrust(config.csms, None).has_csms_root)
+            configured_roots=self.trust.configured_roots)
         self.network = NetworkProfiles(store=store, model=self.model, router=self.router,
                                        trust=self.trust, security_event=self.security_event)
         self.network.guard_priority(self.router)   # after Variables registered SetVariables

@@ -9,6 +9,10 @@ and response is checked against the official OCPP 2.0.1 schemas of the `ocpp` pa
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
+import textwrap
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -21,14 +25,16 @@ from ocpp.messages import MessageType, get_validator
 from agent.blocks.certificates import Certificates
 from agent.blocks.remote_control import RemoteControl
 from agent.clock import ManualClock
+from agent.config import CsmsConfig
 from agent.hardware import Hardware
 from agent.model.definitions import standard_definitions
 from agent.model.device_model import DeviceModel
 from agent.model.types import Component, EvseSpec, StationSpec, Variable
 from agent.ocpp.session import CallTimeout, Reply, Router
 from agent.pki.certstore import CertificateStore
-from agent.pki.checks import hash_data
+from agent.pki.checks import fingerprint, hash_data, parse_certificates
 from agent.station import Station
+from agent.trust import StationTrust
 from agent.store import Store
 from certs import dev_pki
 
@@ -252,18 +258,224 @@ def test_delete_the_last_csms_root(tmp_path: Path, profile: int, status: str) ->
     run(main())
 
 
-def test_the_last_installed_root_may_go_while_the_config_trusts_one(tmp_path: Path) -> None:
-    # TC_M_20 on a profile-2 station whose root an installer put in csms.ca_file: deleting
-    # the one installed over OCPP leaves the station able to verify its CSMS.
+# -- the roots of the config's csms.ca_file: listed, counted, withdrawn -------------------
+
+class ConfiguredEnv(Env):
+    """Env whose station also trusts the roots an installer put in csms.ca_file, wired
+    as the daemon wires it (StationTrust over the same store)."""
+
+    def __init__(self, tmp_path: Path, *configured: x509.Certificate, profile: int = 2) -> None:
+        self.ca_file = tmp_path / "csms-ca.pem"
+        if configured:
+            # As installers write them: a comment, and a root twice (it counts once).
+            self.ca_file.write_text("# CSMS roots\n" + "".join(
+                pem(c) for c in configured + configured[:1]))
+        self.tmp_path = tmp_path
+        super().__init__(tmp_path, profile=profile,
+                         configured_roots=lambda: self.trust.configured_roots())
+        self.trust = StationTrust(CsmsConfig("wss://csms.example/ocpp", profile, "x" * 16,
+                                             self.ca_file, None, None), self.certstore)
+
+    def restart(self) -> None:
+        """The station again from the same storage and config: the store reopened."""
+        self.close()
+        ConfiguredEnv.__init__(self, self.tmp_path, profile=self.profile)
+
+    def trusted(self) -> set[str]:
+        """Fingerprints of what the TLS connection to the CSMS trusts."""
+        roots = self.trust.csms_roots_pem()
+        return {fingerprint(c) for c in parse_certificates(roots)} if roots else set()
+
+    async def listed(self) -> list[dict[str, Any]]:
+        answer = await self.ask("GetInstalledCertificateIds",
+                                {"certificateType": ["CSMSRootCertificate"]})
+        return answer.get("certificateHashDataChain", [])
+
+    def entries(self) -> str:
+        return self.model.get_str("SecurityCtrlr", "CertificateEntries")
+
+
+def csms_entry(cert: x509.Certificate, issuer: x509.Certificate | None = None) -> dict[str, Any]:
+    return {"certificateType": "CSMSRootCertificate",
+            "certificateHashData": hash_data(cert, issuer or cert)}
+
+
+def test_config_roots_are_listed_and_counted_like_installed_ones(tmp_path: Path) -> None:
     async def main() -> None:
-        env = Env(tmp_path, profile=2, configured_csms_root=lambda: True)
+        env = ConfiguredEnv(tmp_path, *[dev_pki.make_root("Config Root", **valid())[0]])
+        configured = parse_certificates(env.ca_file.read_text())[0]
         try:
+            # A fresh station: its one root, from the config, with the hash data of M03.
+            assert await env.ask("GetInstalledCertificateIds", {}) == {
+                "status": "Accepted", "certificateHashDataChain": [csms_entry(configured)]}
+            assert env.entries() == "1"
+            # Installed over OCPP as well: still one root, listed once.
+            await env.ask("InstallCertificate", {"certificateType": "CSMSRootCertificate",
+                                                 "certificate": pem(configured)})
+            assert await env.listed() == [csms_entry(configured)]
+            assert env.entries() == "1"
             await env.ask("InstallCertificate", {"certificateType": "CSMSRootCertificate",
                                                  "certificate": pem(env.root)})
-            answer = await env.ask("DeleteCertificate", {
-                "certificateHashData": hash_data(env.root, env.root)})
+            assert sorted(map(str, await env.listed())) == sorted(
+                map(str, [csms_entry(configured), csms_entry(env.root)]))
+            assert env.entries() == "2"
+            # Not a CSMS root: none of them is another type.
+            assert await env.ask("GetInstalledCertificateIds", {
+                "certificateType": ["ManufacturerRootCertificate"]}) == {"status": "NotFound"}
+        finally:
+            env.close()
+    run(main())
+
+
+def test_a_sub_ca_in_ca_file_is_listed_with_its_issuers_key(tmp_path: Path) -> None:
+    async def main() -> None:
+        root, root_key = dev_pki.make_root("Config Root", **valid())
+        sub = dev_pki.issue(root, root_key, "Config Sub-CA", dev_pki.new_key().public_key(),
+                            ca=True, **valid())
+        env = ConfiguredEnv(tmp_path, root, sub)
+        try:
+            assert await env.listed() == [csms_entry(root), csms_entry(sub, root)]
+            answer = await env.ask("DeleteCertificate",
+                                   {"certificateHashData": hash_data(sub, root)})
             assert answer["status"] == "Accepted"
-            assert env.certstore.count() == 0
+            assert await env.listed() == [csms_entry(root)]
+        finally:
+            env.close()
+    run(main())
+
+
+def test_deleting_a_config_root_withdraws_it_for_good(tmp_path: Path) -> None:
+    async def main() -> None:
+        old, _ = dev_pki.make_root("Old CSMS Root", **valid())
+        new, _ = dev_pki.make_root("New CSMS Root", **valid())
+        env = ConfiguredEnv(tmp_path, old, new)
+        config_text = env.ca_file.read_bytes()
+        try:
+            env.events.clear()
+            answer = await env.ask("DeleteCertificate",
+                                   {"certificateHashData": hash_data(old, old, "SHA384")})
+            assert answer == {"status": "Accepted"}
+            assert kinds(env) == ["ReconfigurationOfSecurityParameters"]
+            assert await env.listed() == [csms_entry(new)]
+            assert env.entries() == "1"
+            assert env.trusted() == {fingerprint(new)}     # the next TLS handshake
+            assert env.ca_file.read_bytes() == config_text  # the installer's file untouched
+            record = tmp_path / "certs" / "withdrawn" / f"{fingerprint(old)}.pem"
+            assert record.stat().st_mode & 0o777 == 0o600
+            # Again: nothing left to delete.
+            answer = await env.ask("DeleteCertificate",
+                                   {"certificateHashData": hash_data(old, old)})
+            assert answer["status"] == "NotFound"
+            env.restart()
+            assert await env.listed() == [csms_entry(new)]
+            assert env.trusted() == {fingerprint(new)}
+            assert env.entries() == "1"
+        finally:
+            env.close()
+    run(main())
+
+
+def test_a_withdrawal_survives_kill_9(tmp_path: Path) -> None:
+    """The DeleteCertificate in a process killed right after its answer: the withdrawal
+    is on disk (written and fsynced before the answer), the next start trusts the root
+    no more."""
+    old, _ = dev_pki.make_root("Old CSMS Root", **valid())
+    new, _ = dev_pki.make_root("New CSMS Root", **valid())
+    ca_file = tmp_path / "csms-ca.pem"
+    ca_file.write_text(pem(old) + pem(new))
+    script = textwrap.dedent(f"""
+        import os, signal
+        from pathlib import Path
+        from agent.config import CsmsConfig
+        from agent.pki.checks import hash_data, parse_certificates
+        from agent.pki.lazy import LazyCertificateStore
+        from agent.trust import StationTrust
+        store = LazyCertificateStore(Path({str(tmp_path / "certs")!r}))
+        trust = StationTrust(CsmsConfig("wss://x/ocpp", 2, None, Path({str(ca_file)!r}),
+                                        None, None), store)
+        old = parse_certificates(Path({str(ca_file)!r}).read_text())[0]
+        outcome = store.delete(hash_data(old, old), keep_last_csms_root=True,
+                               configured=trust.configured_roots())
+        print(outcome.status, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=Path(__file__).parent.parent, timeout=60)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert done.stdout.split() == ["Accepted"]
+    store = CertificateStore(tmp_path / "certs")
+    trust = StationTrust(CsmsConfig("wss://x/ocpp", 2, None, ca_file, None, None), store)
+    assert [fingerprint(c) for c in parse_certificates(trust.csms_roots_pem())] == [
+        fingerprint(new)]
+    assert store.installed(configured=trust.configured_roots()) == [csms_entry(new)]
+
+
+@pytest.mark.parametrize("profile,status", [(1, "Accepted"), (2, "Failed"), (3, "Failed")])
+def test_the_last_root_trusted_is_kept_whatever_its_source(tmp_path: Path, profile: int,
+                                                          status: str) -> None:
+    async def main() -> None:
+        configured, _ = dev_pki.make_root("Config Root", **valid())
+        env = ConfiguredEnv(tmp_path, configured, profile=profile)
+        try:
+            answer = await env.ask("DeleteCertificate",
+                                   {"certificateHashData": hash_data(configured, configured)})
+            assert answer["status"] == status
+            assert env.trusted() == (set() if status == "Accepted" else {fingerprint(configured)})
+            if status == "Accepted":
+                # Profile 1: it went, and a profile-2 slot now lacks a root (TC_A_20).
+                assert await env.listed() == []
+                assert not env.trust.has_csms_root()
+                return
+            assert await env.listed() == [csms_entry(configured)]
+            # With a successor installed the config's root may go, and then the installed
+            # one is the last.
+            await env.ask("InstallCertificate", {"certificateType": "CSMSRootCertificate",
+                                                 "certificate": pem(env.root)})
+            answer = await env.ask("DeleteCertificate",
+                                   {"certificateHashData": hash_data(configured, configured)})
+            assert answer["status"] == "Accepted"
+            answer = await env.ask("DeleteCertificate",
+                                   {"certificateHashData": hash_data(env.root, env.root)})
+            assert answer["status"] == "Failed"
+            assert env.trusted() == {fingerprint(env.root)}
+        finally:
+            env.close()
+    run(main())
+
+
+def test_a_root_both_configured_and_installed_goes_from_both(tmp_path: Path) -> None:
+    async def main() -> None:
+        both, _ = dev_pki.make_root("Both", **valid())
+        other, _ = dev_pki.make_root("Other", **valid())
+        env = ConfiguredEnv(tmp_path, both, other)
+        try:
+            await env.ask("InstallCertificate", {"certificateType": "CSMSRootCertificate",
+                                                 "certificate": pem(both)})
+            answer = await env.ask("DeleteCertificate",
+                                   {"certificateHashData": hash_data(both, both)})
+            assert answer["status"] == "Accepted"
+            assert env.trusted() == {fingerprint(other)}
+            assert await env.listed() == [csms_entry(other)]
+            assert env.certstore.roots("CSMSRootCertificate") == []
+        finally:
+            env.close()
+    run(main())
+
+
+def test_a_new_root_in_ca_file_is_trusted_after_a_withdrawal(tmp_path: Path) -> None:
+    # The withdrawal is by hash: the installer's replacement is another certificate.
+    async def main() -> None:
+        old, _ = dev_pki.make_root("CSMS Root 2025", **valid())
+        spare, _ = dev_pki.make_root("Spare", **valid())
+        env = ConfiguredEnv(tmp_path, old, spare)
+        try:
+            answer = await env.ask("DeleteCertificate",
+                                   {"certificateHashData": hash_data(old, old)})
+            assert answer["status"] == "Accepted"
+            replacement, _ = dev_pki.make_root("CSMS Root 2025", **valid())   # same name
+            env.ca_file.write_text(pem(old) + pem(replacement))   # old one left in by mistake
+            assert env.trusted() == {fingerprint(replacement)}
+            assert await env.listed() == [csms_entry(replacement)]
         finally:
             env.close()
     run(main())

@@ -598,3 +598,59 @@ def test_keys_never_reach_the_log(tmp_path, pki, caplog) -> None:
         _install_first_pair(store, pki)
         store.new_key_and_csr(STATION, "O", key_type="rsa")
     assert "PRIVATE KEY" not in caplog.text
+
+
+# -- the config's ca_file roots (`configured`): listed, counted, withdrawn ----------------
+
+def test_pem_fingerprint_without_cryptography_is_the_certificates(pki) -> None:
+    from agent.pki.checks import fingerprint
+    from agent.pki.pem import der_fingerprint, pem_blocks
+    text = "bag attributes\n" + pem(pki["root"]) + "\n# comment\n" + pem(pki["other"])
+    assert [der_fingerprint(b) for b in pem_blocks(text)] == [
+        fingerprint(pki["root"]), fingerprint(pki["other"])]
+    broken = "-----BEGIN CERTIFICATE-----\nMIIB=x==\n-----END CERTIFICATE-----"
+    assert der_fingerprint(broken) is None
+
+
+def test_configured_roots_are_listed_once_and_counted(store, pki, caplog) -> None:
+    unreadable = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"
+    configured = [pem(pki["root"]), unreadable]
+    root_entry = {"certificateType": CSMS,
+                  "certificateHashData": hash_data(pki["root"], pki["root"])}
+    with caplog.at_level(logging.WARNING):
+        assert store.installed(configured=configured) == [root_entry]
+    assert "cannot be read" in caplog.text
+    assert store.installed(["ManufacturerRootCertificate"], configured=configured) == []
+    assert store.install(CSMS, pem(pki["root"]), NOW).ok       # the same root installed
+    assert store.install(CSMS, pem(pki["other"]), NOW).ok
+    listed = store.installed(configured=configured)
+    assert sorted(map(str, listed)) == sorted(map(str, [root_entry, {
+        "certificateType": CSMS,
+        "certificateHashData": hash_data(pki["other"], pki["other"])}]))
+    assert store.count([pem(pki["root"])]) == 2
+
+
+def test_a_station_leaf_under_a_configured_root_is_never_deleted(store, pki) -> None:
+    leaf = sign_pending(store.new_key_and_csr(STATION, "O"), pki["root"], pki["root_key"])
+    configured = [pem(pki["root"])]
+    assert store.accept_signed_chain(pem(leaf), NOW, station_id=STATION,
+                                     trusted_pem=configured[0]).ok
+    outcome = store.delete(hash_data(leaf, pki["root"]), configured=configured)
+    assert outcome.status == "Failed" and "station's own certificate" in outcome.info
+    assert store.withdrawn_roots() == frozenset()
+
+
+def test_a_withdrawal_is_a_0600_record_and_a_crash_leaves_no_temporary(tmp_path, pki) -> None:
+    from agent.pki.checks import fingerprint
+    store = CertificateStore(tmp_path / "certs")
+    outcome = store.delete(hash_data(pki["root"], pki["root"]),
+                           configured=[pem(pki["root"]), pem(pki["other"])])
+    assert outcome.ok and "from csms.ca_file" in outcome.info
+    record = tmp_path / "certs" / "withdrawn" / f"{fingerprint(pki['root'])}.pem"
+    assert mode(record) == 0o600 and mode(record.parent) == 0o700
+    assert parse_certificates(record.read_text())[0] == pki["root"]
+    stray = record.parent / f".{record.name}.tmp"
+    stray.write_text("half")
+    again = CertificateStore(tmp_path / "certs")
+    assert again.withdrawn_roots() == {fingerprint(pki["root"])}
+    assert not stray.exists()

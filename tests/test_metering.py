@@ -647,3 +647,27 @@ def test_sampler_skips_aligned_instants_served_too_late(model: DeviceModel) -> N
     sampler.sample(three_phase(late), late)
     assert [v["timestamp"] for v in sampler.ended_values()] == ["2026-03-01T12:00:00.000Z"]
     assert sampler.next_due() == at("2026-03-01 12:18:00")   # the next Updated
+
+
+def test_sampler_stamps_values_with_their_instants(model: DeviceModel) -> None:
+    """A meter polled on its own rhythm: Sample.Periodic values carry the scheduled
+    instant (intervals exactly TxUpdatedInterval, TC_J_09), Transaction.Begin the start
+    (J02.FR.10); a reading from before the interval, or a sample served late, keeps its
+    own time."""
+    start = at("2026-03-01 12:03:20.250")
+    write(model, "SampledDataCtrlr", "TxUpdatedInterval", "30")
+    write(model, "AlignedDataCtrlr", "TxEndedInterval", "0")
+    sampler = TxMeterSampler(model, started_at=start, phases=3)
+    begin = sampler.begin(reading_at(start, -600))           # idle meter, read long ago
+    assert begin is not None and begin["timestamp"] == "2026-03-01T12:03:20.250Z"
+    first = sampler.sample(reading_at(start, 29.4), start + timedelta(seconds=30.1))
+    second = sampler.sample(reading_at(start, 60.3), start + timedelta(seconds=60.3))
+    assert first is not None and second is not None
+    assert [first["timestamp"], second["timestamp"]] == ["2026-03-01T12:03:50.250Z",
+                                                         "2026-03-01T12:04:20.250Z"]
+    stale = sampler.sample(reading_at(start, 50), start + timedelta(seconds=90))
+    assert stale is not None and stale["timestamp"] == "2026-03-01T12:04:10.250Z"
+    write(model, "SampledDataCtrlr", "TxUpdatedInterval", "120")
+    slow = TxMeterSampler(model, started_at=start, phases=3)
+    late = slow.sample(reading_at(start, 200), start + timedelta(seconds=200))  # 80 s late
+    assert late is not None and late["timestamp"] == "2026-03-01T12:06:40.250Z"

@@ -8,16 +8,21 @@ Rules, with the requirement ids of OCPP 2.0.1 edition 2 and the 2023-12 errata:
   nothing stored. The same root again: Accepted, nothing changes. The store full or the
   disk failing: Failed (OutOfStorage / InternalError).
 - GetInstalledCertificateIds (M03): the roots of the requested types, hash data in
-  SHA256; none: NotFound. The station's own certificate is not listed: the enum has no
+  SHA256; none: NotFound. The CSMSRootCertificates are every root the station trusts
+  for its CSMS connection: those installed over OCPP and those of the config's
+  csms.ca_file (TC_M_07 on a fresh station wants Accepted, and a CSMS must be able to see
+  what the station trusts). The station's own certificate is not listed: the enum has no
   value for a CSMS-client certificate (V2GCertificateChain is ISO 15118's, which this
   station does not do); hence SecurityCtrlr.CertificateEntries counts the roots.
 - DeleteCertificate (M04): matched on the hash data in the algorithm the CSMS used
   (M04.FR.07 errata: the one we report), identifierStrings compared case-insensitively;
-  no match: NotFound (M04.FR.04). The station's certificate: Failed (M04.FR.06; test
-  case TC_M_23 accepts Failed or NotFound). The last CSMSRootCertificate while on
-  security profile 2 or 3, with no root in the config's csms.ca_file either: Failed,
-  since the station could not verify the CSMS after its next reconnect; the CSMS
-  installs the successor first.
+  no match: NotFound (M04.FR.04). A root of the config's ca_file is withdrawn (recorded
+  in the store, the config file untouched: agent/pki/withdrawn.py) and trusted no more.
+  The station's certificate: Failed (M04.FR.06; test case TC_M_23 accepts Failed or
+  NotFound). The last CSMSRootCertificate trusted, installed or configured, while on
+  security profile 2 or 3: Failed, since the station could not verify the CSMS after
+  its next reconnect; the CSMS installs the successor first (so Part 5's AQ-1, "can the
+  last CSMSRootCertificate be removed?", is answered: on profile 1 only).
 - SignCertificate / CertificateSigned (A02 by TriggerMessage SignChargingStationCertificate,
   A03 on the station's initiative: renewal before expiry). A signing round makes a new
   key pair, sends its CSR, and waits CertSigningWaitMinimum seconds for a
@@ -43,7 +48,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from agent.clock import Clock, wait_for
 from agent.model.device_model import DeviceModel
@@ -76,13 +81,14 @@ class Certificates:
                  on_new_station_certificate: Callable[[], None],
                  security_profile: Callable[[], int],
                  trusted_roots: Callable[[], str] = lambda: "",
-                 configured_csms_root: Callable[[], bool] = lambda: False,
+                 configured_roots: Callable[[], Sequence[str]] = tuple,
                  station_certificate_expiry: Callable[[], datetime | None] | None = None,
                  key_type: str = "ec", renew_days: float = RENEW_DAYS) -> None:
         """`trusted_roots()`: PEM of CSMS roots trusted besides the installed ones (the
         config's csms.ca_file), for checking a CertificateSigned chain.
-        `configured_csms_root()`: a CSMS root is trusted outside the store (the config's
-        csms.ca_file), so the last installed one may go.
+        `configured_roots()`: the CSMS roots trusted outside the store (the config's
+        csms.ca_file, PEM blocks, withdrawn ones left out: StationTrust.configured_roots),
+        listed, counted and deletable like the installed ones.
         `station_certificate_expiry()`: when the certificate in use expires, for renewal;
         by default the store's (the daemon may include the config's cert_file)."""
         self._link = link
@@ -94,7 +100,7 @@ class Certificates:
         self._on_new_certificate = on_new_station_certificate
         self._security_profile = security_profile
         self._trusted_roots = trusted_roots
-        self._configured_csms_root = configured_csms_root
+        self._configured_roots = configured_roots
         self._expiry = station_certificate_expiry or certstore.station_certificate_expiry
         self._key_type = key_type
         self._renew = timedelta(days=renew_days)
@@ -107,7 +113,7 @@ class Certificates:
         router.register("CertificateSigned", self._on_certificate_signed)
         try:
             model.provide(Component(CTRLR), Variable("CertificateEntries"),
-                          lambda: str(certstore.count()))
+                          lambda: str(certstore.count(configured_roots())))
         except KeyError:
             log.debug("no SecurityCtrlr.CertificateEntries in the device model")
 
@@ -123,16 +129,18 @@ class Certificates:
         return outcome.payload()
 
     async def _on_get_installed_certificate_ids(self, request: Payload) -> Payload:
-        chains = self._store.installed(request.get("certificateType"))
+        chains = self._store.installed(request.get("certificateType"),
+                                       configured=self._configured_roots())
         if not chains:
             return {"status": "NotFound"}
         return {"status": "Accepted", "certificateHashDataChain": chains}
 
     async def _on_delete_certificate(self, request: Payload) -> Payload:
-        # TC_M_20 on a profile-2 station: the root the installer configured still verifies
-        # the CSMS, so the last one installed over OCPP is not the last one trusted.
-        keep_last = self._security_profile() >= 2 and not self._configured_csms_root()
-        outcome = self._store.delete(request["certificateHashData"], keep_last_csms_root=keep_last)
+        # The store counts the installed and the configured roots together: the last one
+        # trusted is kept while the profile needs one, whichever its source.
+        outcome = self._store.delete(request["certificateHashData"],
+                                     keep_last_csms_root=self._security_profile() >= 2,
+                                     configured=self._configured_roots())
         log.info("DeleteCertificate: %s%s", outcome.status,
                  f" ({outcome.info})" if outcome.info else "")
         if outcome.changed:

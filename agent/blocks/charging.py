@@ -79,7 +79,10 @@ def reached_points(hw: EvseHardware, evse: Evse, authorized: bool) -> set[str]:
     and authorized on a working EVSE. It is not the contactor itself: an EV that pauses
     in state B (SuspendedEV) opens the contactor but keeps its session (TC_E_37, TC_E_38
     expect the transaction to go on), while a fault or a deauthorization loses it.
-    EnergyTransfer is energy actually flowing."""
+    EnergyTransfer is energy actually flowing, to an EV that asks for it: an EV that
+    suspends (pilot back to state B) has stopped the transfer at that moment, before the
+    meter's next reading shows it, so TxStopPoint EnergyTransfer ends the transaction in
+    one event (Ended, StoppedByEV, TC_E_22)."""
     connector = evse.connectors[1]
     points = set()
     if connector.plugged:
@@ -89,7 +92,9 @@ def reached_points(hw: EvseHardware, evse: Evse, authorized: bool) -> set[str]:
     lock = hw.devices.lock
     if _may_charge(hw, evse, authorized) and (lock is None or lock.locked is True):
         points.add("PowerPathClosed")
-    if _closed(hw) and _power_flows(hw, unknown=False):
+    pilot = hw.devices.pilot
+    if _closed(hw) and _power_flows(hw, unknown=False) and \
+            (pilot is None or pilot.state.wants_power):
         points.add("EnergyTransfer")
     return points
 

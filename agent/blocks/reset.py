@@ -103,6 +103,13 @@ class Resets:
             if self._work is not None:
                 self._awaited.setdefault(evse_id, set()).update(self._work.running(evse_id))
             return {"status": "Scheduled"}
+        # This reset does at once what an OnIdle one still waits for: that one is done
+        # with it (else the transactions this one ends would set it off as well, a
+        # second reset, and the boot would say ScheduledReset, not RemoteReset).
+        if evse_id is None:
+            self.scheduled.clear()
+        else:
+            self.scheduled.discard(evse_id)
         if evse_id is None:
             # Persist first: a power cut between here and the restart still boots RemoteReset.
             self._store.set_meta(PENDING_BOOT_REASON, "RemoteReset")

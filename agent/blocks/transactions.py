@@ -413,6 +413,19 @@ class Transactions:
             self._closed_since.setdefault(evse_id, self._clock.now())
         else:
             self._closed_since.pop(evse_id, None)
+        if tx is not None and tx.stopped_reason is not None:
+            # A stopped session whose switching-off has just lost its stop point
+            # (TxStopPoint EnergyTransfer: the contactor opened on StopAuthorized) ends
+            # now, in one Ended event (ChargingStateChanged, EVConnected), not after an
+            # Updated EVConnected: the StopAuthorized reusable state's step 3, the next
+            # event after StopAuthorized, must be the Ended one (TC_E_08).
+            after = charging.reached_points(hw, evse, auth is not None)
+            if (reached - after) & stop:
+                self._points[evse_id] = after
+                trigger, _ = _why_stopped((reached - after) & stop,
+                                          faulted=connector.faulted or bool(hw.faults))
+                self._end(evse_id, trigger, tx.stopped_reason)
+                tx = None
         if tx is not None:
             self._follow_charging_state(tx)
             self._sample_if_due(tx)
@@ -553,9 +566,11 @@ class Transactions:
                             "transactionInfo": info_part}
         if not self._link.connected:
             payload["offline"] = True
-        if event_type == "Started" or trigger == "Trigger":
+        if event_type == "Started" or trigger in ("Trigger", "CablePluggedIn"):
             # A triggered event names its EVSE too: a trigger for all EVSEs gets one per
-            # transaction, and the CSMS must tell them apart (TC_F_14).
+            # transaction, and the CSMS must tell them apart (TC_F_14). So does the first
+            # event after the EV was plugged in (Part 6's general tool validations: "MUST
+            # contain evse.id and evse.connectorId"; TxStartPoint Authorized, TC_E_05).
             payload["evse"] = {"id": tx.evse_id, "connectorId": tx.connector_id}
         if event_type == "Started":
             phases = self._station.evses[tx.evse_id].phases

@@ -13,6 +13,8 @@ files 0600 (see certs/README.md):
     station/current -> <generation>                  symlink: the pair in use
     station/<generation>/chain.pem                   leaf first, then sub-CAs
     station/<generation>/key.pem
+    withdrawn/<sha256>.pem                           roots of the config's csms.ca_file
+                                                     the CSMS deleted (withdrawn.py)
 
 Why generations and a symlink: the certificate and its key are two files, and no file
 system replaces two files at once. A new pair is written whole into a fresh generation
@@ -20,6 +22,13 @@ directory, then `current` is switched by one os.replace of a symlink, so a power
 any moment leaves `current` on the old pair or on the new one, never on a certificate
 with the other's key. Old generations and stray temporary files are removed afterwards
 and at the next start.
+
+The CSMS roots the installer put in the config's csms.ca_file are trusted too
+(agent/trust.py), so GetInstalledCertificateIds lists them beside the installed ones
+(hash data computed the same way), SecurityCtrlr.CertificateEntries counts them, and
+DeleteCertificate takes them away: by a withdrawal record here, since the config file is
+not the agent's to write. The callers pass them in (`configured`: PEM blocks of ca_file,
+withdrawn ones already left out); the store does not read the config.
 
 Private keys never leave this module except as a path, and are never logged.
 """
@@ -32,7 +41,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -45,6 +54,8 @@ from agent.pki.checks import (HASH_ALGORITHMS, CertificateError, chain_problem, 
                               describe, fingerprint, hash_data, is_ca, is_self_signed,
                               not_after, parse_certificates, pem_blocks, same_hash_data,
                               same_public_key, signed_by, to_pem, validity_problem)
+from agent.pki.pem import der_fingerprint
+from agent.pki.withdrawn import WITHDRAWN_DIR, WithdrawnRoots
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +103,17 @@ def _rejected(info: str, code: str = "InvalidCertificate") -> Outcome:
 @dataclass(frozen=True)
 class _Root:
     use: str
-    path: Path
+    path: Path | None             # None: from the config's ca_file, not a file of ours
     cert: x509.Certificate
+    pem: str = ""                 # a config root's PEM block, for its withdrawal record
+
+    @property
+    def configured(self) -> bool:
+        return self.path is None
+
+    def describe(self) -> str:
+        return f"{self.use} {describe(self.cert)}" + (
+            " (from csms.ca_file)" if self.configured else "")
 
 
 @dataclass(frozen=True)
@@ -108,6 +128,7 @@ class CertificateStore:
         self._dir = files.private_dir(Path(directory))
         self._station_dir = files.private_dir(self._dir / _STATION)
         self._max_entries = max_entries
+        self._withdrawn = WithdrawnRoots(self._dir / WITHDRAWN_DIR)
         self._roots: dict[tuple[str, str], _Root] = {}   # (use, fingerprint) -> root
         for use in ROOT_TYPES:
             self._load_roots(use)
@@ -157,6 +178,7 @@ class CertificateStore:
         for use in ROOT_TYPES:
             for path in (self._dir / use).glob(f".*{files.TMP_SUFFIX}"):
                 files.remove(path)
+        self._withdrawn.tidy()
 
     # -- roots: InstallCertificate, GetInstalledCertificateIds, DeleteCertificate --------
 
@@ -201,54 +223,70 @@ class CertificateStore:
         log.info("installed %s %s", use, describe(cert))
         return Outcome("Accepted", info=f"{describe(cert)} installed", changed=True)
 
-    def installed(self, types: Iterable[str] | None = None) -> list[dict[str, Any]]:
-        """CertificateHashDataChainType entries for GetInstalledCertificateIds (M03), SHA256.
+    def installed(self, types: Iterable[str] | None = None, *,
+                  configured: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """CertificateHashDataChainType entries for GetInstalledCertificateIds (M03), SHA256:
+        the installed roots of `types` (all when None) and, as CSMSRootCertificates, the
+        `configured` ones (the config's ca_file) that are not installed as well.
 
         The station's own certificate is not among them: GetCertificateIdUseEnumType has no
         value for it (V2GCertificateChain is the ISO 15118 SECC chain, which this station
         does not have)."""
         wanted = set(ROOT_TYPES if types is None else types)
+        roots = self._all_roots(configured)
         return [{"certificateType": root.use,
-                 "certificateHashData": hash_data(root.cert, root.cert)}
-                for root in self._sorted_roots() if root.use in wanted]
+                 "certificateHashData": hash_data(root.cert, _issuer(root.cert, roots))}
+                for root in roots if root.use in wanted]
 
-    def count(self) -> int:
+    def count(self, configured: Sequence[str] = ()) -> int:
         """How many certificates GetInstalledCertificateIds can report
-        (SecurityCtrlr.CertificateEntries)."""
-        return len(self._roots)
+        (SecurityCtrlr.CertificateEntries), the `configured` CSMS roots included."""
+        installed = {fp for use, fp in self._roots if use == CSMS_ROOT}
+        return len(self._roots) + len(_fingerprints(configured) - installed)
 
-    def delete(self, wanted: dict[str, Any], *, keep_last_csms_root: bool = False) -> Outcome:
-        """Delete the installed certificate(s) matching CertificateHashDataType `wanted`
-        (M04). The station's own certificate is never deleted (M04.FR.06); nor the last
-        CSMSRootCertificate when `keep_last_csms_root` (security profile 2 or 3: without
-        it the station could not connect again)."""
+    def withdrawn_roots(self) -> frozenset[str]:
+        """Fingerprints of the config's CSMS roots the CSMS deleted (for trust.py)."""
+        return self._withdrawn.fingerprints()
+
+    def delete(self, wanted: dict[str, Any], *, keep_last_csms_root: bool = False,
+               configured: Sequence[str] = ()) -> Outcome:
+        """Delete the certificate(s) matching CertificateHashDataType `wanted` (M04): an
+        installed root is removed, a `configured` one (the config's ca_file) withdrawn,
+        and a root that is both goes from both. The station's own certificate is never
+        deleted (M04.FR.06); nor the last CSMSRootCertificate trusted, from either
+        source, when `keep_last_csms_root` (security profile 2 or 3: without it the
+        station could not connect again)."""
         algorithm = wanted.get("hashAlgorithm", "SHA256")
         if algorithm not in HASH_ALGORITHMS:
             return Outcome("NotFound", "NotFound", f"hash algorithm {algorithm!r} is not known")
-        if self._station is not None and self._is_station_leaf(wanted, algorithm):
+        roots = self._all_roots(configured, keep_duplicates=True)
+        if self._station is not None and self._is_station_leaf(wanted, algorithm, roots):
             return Outcome("Failed", "Unspecified",
                            "this is the station's own certificate, which cannot be deleted")
-        matches = [root for root in self._sorted_roots()
-                   if same_hash_data(hash_data(root.cert, root.cert, algorithm), wanted)]
+        matches = [root for root in roots if same_hash_data(
+            hash_data(root.cert, _issuer(root.cert, roots), algorithm), wanted)]
         if not matches:
             return Outcome("NotFound", "NotFound", "no installed certificate has this hash data")
-        csms_left = sum(1 for r in self._roots.values() if r.use == CSMS_ROOT) - sum(
-            1 for r in matches if r.use == CSMS_ROOT)
-        if keep_last_csms_root and csms_left == 0 and any(r.use == CSMS_ROOT for r in matches):
+        csms_left = ({fingerprint(r.cert) for r in roots if r.use == CSMS_ROOT}
+                     - {fingerprint(r.cert) for r in matches if r.use == CSMS_ROOT})
+        if keep_last_csms_root and not csms_left and any(r.use == CSMS_ROOT for r in matches):
             return Outcome("Failed", "Unspecified",
                            "this is the last CSMSRootCertificate: the station could not "
                            "verify the CSMS without it; install its successor first")
         for root in matches:
             try:
-                files.remove(root.path)
+                if root.path is None:
+                    self._withdrawn.withdraw(fingerprint(root.cert), root.pem)
+                else:
+                    files.remove(root.path)
             except OSError as exc:
-                log.error("cannot delete %s: %s", root.path, exc)
+                log.error("cannot delete %s: %s", root.describe(), exc)
                 return Outcome("Failed", "InternalError",
                                f"could not delete the certificate: {exc.strerror}")
-            del self._roots[(root.use, fingerprint(root.cert))]
-            log.info("deleted %s %s", root.use, describe(root.cert))
-        return Outcome("Accepted", info=", ".join(f"{r.use} {describe(r.cert)}" for r in matches),
-                       changed=True)
+            if root.path is not None:
+                del self._roots[(root.use, fingerprint(root.cert))]
+            log.info("%s %s", "withdrew" if root.configured else "deleted", root.describe())
+        return Outcome("Accepted", info=", ".join(r.describe() for r in matches), changed=True)
 
     def roots(self, use: str) -> list[x509.Certificate]:
         """The installed roots of one type (e.g. ManufacturerRootCertificate, for checking
@@ -267,13 +305,35 @@ class CertificateStore:
         return [to_pem([cert]).decode("ascii") for cert in self.roots(use)]
 
     def _sorted_roots(self) -> list[_Root]:
-        return sorted(self._roots.values(), key=lambda r: (ROOT_TYPES.index(r.use), r.path.name))
+        return sorted(self._roots.values(),
+                      key=lambda r: (ROOT_TYPES.index(r.use), r.path.name if r.path else ""))
 
-    def _is_station_leaf(self, wanted: dict[str, Any], algorithm: str) -> bool:
+    def _all_roots(self, configured: Sequence[str], *,
+                   keep_duplicates: bool = False) -> list[_Root]:
+        """The installed roots and, after the installed CSMS roots, the configured ones
+        that can be read; a configured root also installed is left out unless
+        `keep_duplicates` (a deletion must reach both copies)."""
+        installed = self._sorted_roots()
+        seen = {fingerprint(r.cert) for r in installed if r.use == CSMS_ROOT}
+        extra = []
+        for block in configured:
+            try:
+                cert = parse_certificates(block)[0]
+            except CertificateError as exc:
+                log.warning("ignoring a csms.ca_file certificate that cannot be read: %s", exc)
+                continue
+            if keep_duplicates or fingerprint(cert) not in seen:
+                seen.add(fingerprint(cert))
+                extra.append(_Root(CSMS_ROOT, None, cert, block))
+        at = sum(1 for r in installed if r.use == CSMS_ROOT)   # CSMS roots sort first
+        return installed[:at] + extra + installed[at:]
+
+    def _is_station_leaf(self, wanted: dict[str, Any], algorithm: str,
+                         roots: list[_Root]) -> bool:
         assert self._station is not None
         chain = self._station.chain
         leaf = chain[0]
-        candidates = chain[1:2] + self.csms_roots()
+        candidates = chain[1:2] + [r.cert for r in roots if r.use == CSMS_ROOT]
         issuer = next((c for c in candidates if signed_by(leaf, c)), None)
         return same_hash_data(hash_data(leaf, issuer, algorithm), wanted)
 
@@ -403,6 +463,19 @@ def _csr(key: Any, common_name: str, organization: str) -> str:
            .subject_name(x509.Name(attributes))
            .sign(key, hashes.SHA256()))
     return csr.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def _issuer(cert: x509.Certificate, roots: list[_Root]) -> x509.Certificate | None:
+    """The certificate whose key goes into `cert`'s issuerKeyHash: itself for a root; for
+    a sub-CA an installer put in ca_file, the trusted certificate that signed it, if any
+    (without one, issuerKeyHash is unknown: see checks.hash_data)."""
+    if is_self_signed(cert):
+        return cert
+    return next((r.cert for r in roots if r.cert is not cert and signed_by(cert, r.cert)), None)
+
+
+def _fingerprints(blocks: Sequence[str]) -> set[str]:
+    return {fp for fp in map(der_fingerprint, blocks) if fp is not None}
 
 
 def _parse_trusted(pem: str) -> list[x509.Certificate]:

@@ -19,7 +19,6 @@ an unusual but valid encoding still hashes the way the CSMS computed it.
 from __future__ import annotations
 
 import hashlib
-import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -29,10 +28,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
-HASH_ALGORITHMS = {"SHA256": "sha256", "SHA384": "sha384", "SHA512": "sha512"}
+from agent.pki.pem import pem_blocks
 
-_PEM_BLOCK = re.compile(
-    r"-----BEGIN CERTIFICATE-----\s*[A-Za-z0-9+/=\s]*?-----END CERTIFICATE-----")
+HASH_ALGORITHMS = {"SHA256": "sha256", "SHA384": "sha384", "SHA512": "sha512"}
 
 
 class CertificateError(ValueError):
@@ -58,11 +56,6 @@ def parse_certificates(text: str) -> list[x509.Certificate]:
             raise CertificateError(f"certificate {n} cannot be read: {exc}") from None
         certs.append(cert)
     return certs
-
-
-def pem_blocks(text: str) -> list[str]:
-    """The PEM certificate blocks in `text`, unparsed."""
-    return _PEM_BLOCK.findall(text)
 
 
 def to_pem(certs: list[x509.Certificate]) -> bytes:

@@ -12,7 +12,10 @@ and anything else opens the store.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
+
+from agent.pki.pem import der_fingerprint
+from agent.pki.withdrawn import WITHDRAWN_DIR, WithdrawnRoots
 
 if TYPE_CHECKING:
     from agent.pki.certstore import CertificateStore
@@ -31,6 +34,7 @@ class LazyCertificateStore:
     def __init__(self, directory: Path) -> None:
         self._dir = Path(directory)
         self._store: CertificateStore | None = None
+        self._withdrawn = WithdrawnRoots(self._dir / WITHDRAWN_DIR)
 
     @property
     def opened(self) -> bool:
@@ -44,7 +48,8 @@ class LazyCertificateStore:
 
     def _empty(self) -> bool:
         """Nothing installed: no root file, no station pair, no pending key. Stray
-        temporary files do not count (the store removes them when it opens)."""
+        temporary files do not count (the store removes them when it opens), nor do
+        withdrawals of config roots (read here without the store)."""
         if self._store is not None:
             return False
         for use in ROOT_TYPES:
@@ -56,8 +61,13 @@ class LazyCertificateStore:
 
     # -- what start-up asks; an empty store answers without cryptography -----------------
 
-    def count(self) -> int:
-        return 0 if self._empty() else self.open().count()
+    def count(self, configured: Sequence[str] = ()) -> int:
+        if not self._empty():
+            return self.open().count(configured)
+        return len({fp for fp in map(der_fingerprint, configured) if fp is not None})
+
+    def withdrawn_roots(self) -> frozenset[str]:
+        return self._withdrawn.fingerprints()
 
     def station_certificate_expiry(self) -> Any:
         return None if self._empty() else self.open().station_certificate_expiry()

@@ -97,6 +97,18 @@ class Rig:
         assert link is not None
         return link
 
+    async def reexec(self, timeout: float = 20) -> StationLink:
+        """The daemon's own restart (after a firmware install): wait until it ends with
+        "reexec", as `station-agent run` then re-executes itself, and start it again
+        from the same storage, until Booted."""
+        assert self._daemon is not None, "the daemon is not running"
+        outcome = await asyncio.wait_for(asyncio.shield(self._daemon), timeout)
+        assert outcome == "reexec", f"the daemon ended with {outcome!r}, not a re-exec"
+        self._daemon = None
+        link = await self.start()
+        assert link is not None
+        return link
+
     async def new_link(self, timeout: float = 10) -> StationLink:
         """The station's next connection (after a Reset or a dropped link)."""
         self.link = await self.csms.wait_station(STATION, timeout=timeout, after=self.link)

@@ -39,8 +39,7 @@ def test_TC_A_01(tmp_path):
     """Basic Authentication - Valid username/password combination."""
     async def case():
         async with station(tmp_path, booted=False) as rig:
-            await rig.new_link()
-            await rig.expect("BootNotification")
+            await booted_on(rig, rig.csms)                                         # step 1
             handshake = rig.link.handshake
             assert handshake.path.rsplit("/", 1)[-1] == STATION == handshake.station_id
             assert handshake.authorization == basic(PASSWORD)

@@ -22,7 +22,9 @@ by Part 6 and the validations would check nothing. TxStopPoint keeps its default
 
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from pathlib import Path
+from typing import AsyncIterator, Callable
 
 import pytest
 
@@ -30,6 +32,7 @@ from agent.clock import format_datetime
 from agent.demo.csms import Csms
 from tests.conformance.rig import (CONNECTOR, EVSE, INVALID_TOKEN, STATION, VALID_TOKEN, Rig, run,
                                     station)
+from tests.conformance.tx_rules import check_transaction_events
 from tests.harness import PASSWORD, AgentProcess, write_config
 from tests.test_sim_agent import sim_async, wait_for_socket
 
@@ -88,9 +91,20 @@ class Since:
         return await self.rig.expect(action, where=lambda p: id(p) not in old and where(p))
 
 
+@contextlib.asynccontextmanager
+async def c_station(tmp_path: Path) -> AsyncIterator[Rig]:
+    """The rig's station, and at the end Part 6's general tool rules for every
+    TransactionEvent the station sent (section 2.1: seqNo, Started first, Ended last)."""
+    async with station(tmp_path) as rig:
+        yield rig
+        check_transaction_events(rig)
+
+
 async def prepare(rig: Rig, settings: dict[tuple[str, str], str] | None = None) -> None:
-    """The lab's configuration for these cases plus the case's Configuration State."""
-    await rig.configure({("TxCtrlr", "TxStartPoint"): TX_START_POINT, **(settings or {})})
+    """The lab's configuration for these cases (with Part 6's general pre-condition
+    "AuthCtrlr.LocalPreAuthorize is set to false"), then the case's Configuration State."""
+    await rig.configure({("TxCtrlr", "TxStartPoint"): TX_START_POINT,
+                         ("AuthCtrlr", "LocalPreAuthorize"): "false", **(settings or {})})
 
 
 async def wait_message_timeout(rig: Rig) -> None:
@@ -99,10 +113,13 @@ async def wait_message_timeout(rig: Rig) -> None:
 
 
 async def until_charging(rig: Rig, since: Since) -> dict:
-    """EnergyTransferStarted's last step: the EV draws current; returns that event."""
+    """EnergyTransferStarted part 2, step 9 ("triggerReason ChargingStateChanged,
+    chargingState Charging"): the EV draws current; returns that event."""
     await rig.advance(1)
     event = await since.expect("TransactionEvent", lambda p: (
         p["transactionInfo"].get("chargingState") == "Charging"))
+    assert event["triggerReason"] == "ChargingStateChanged"
+    assert event["eventType"] == "Updated"      # started before (EVConnected/Authorized)
     snap = rig.snapshot()
     assert snap["contactor_closed"] and snap["power_w"] > 0, snap
     return event
@@ -122,19 +139,81 @@ def authorized_event(event: dict, token: dict, *, started: bool) -> None:
     assert event["eventType"] == ("Updated" if started else "Started")
 
 
+async def ev_connected_pre_session(rig: Rig, *, authorized: bool = False) -> dict:
+    """Reusable State EVConnectedPreSession (or EnergyTransferStarted part 1 when already
+    `authorized`), with its tool validations: StatusNotification Occupied for the
+    configured EVSE/connector, then (TxStartPoint has EVConnected, or the transaction was
+    started by Authorized) a TransactionEvent CablePluggedIn / EVConnected for that
+    EVSE/connector, Started unless the authorization had started it. Returns that event."""
+    since = Since(rig)
+    await rig.plug()
+    status = await since.expect("StatusNotification")
+    assert (status["evseId"], status["connectorId"], status["connectorStatus"]) == (
+        EVSE, CONNECTOR, "Occupied")
+    event = await since.expect("TransactionEvent")
+    assert event["eventType"] == ("Updated" if authorized else "Started")
+    assert event["triggerReason"] == "CablePluggedIn"
+    assert event["transactionInfo"]["chargingState"] == "EVConnected"
+    # Also when the authorization had started the transaction (and its event named the
+    # EVSE already): Part 6 lists "evse.id, connector.id" for this step unconditionally.
+    assert event["evse"] == {"id": EVSE, "connectorId": CONNECTOR}
+    return event
+
+
+async def stop_authorized(rig: Rig, since: Since, tx_id: str, token: dict) -> dict:
+    """Reusable States StopAuthorized (A, local: `token` presented) and
+    EVConnectedPostSession, with TxStopPoint Authorized. Part 6 splits this into a
+    StopAuthorized event and an Ended ChargingStateChanged one; E07 as corrected by the
+    errata 2023-12 (2.5.1, and 2.17.4 for TxStopPoint Authorized) has the station stop the
+    energy first and then send ONE event: Ended, triggerReason StopAuthorized,
+    stoppedReason Local, chargingState EVConnected. That is what is asserted (a lab
+    applies the errata). Returns the Ended event."""
+    await rig.present(token)
+    ended = await since.expect("TransactionEvent", lambda p: (
+        p["transactionInfo"]["transactionId"] == tx_id and p["eventType"] == "Ended"))
+    assert ended["triggerReason"] == "StopAuthorized"
+    assert ended["transactionInfo"].get("stoppedReason", "Local") == "Local"
+    assert ended["transactionInfo"]["chargingState"] == "EVConnected"
+    # StopAuthorized allows no idToken; the general rule "The first TransactionEventRequest
+    # sent after presenting the idToken MUST contain idToken" does not: required.
+    assert ended["idToken"] == token
+    assert_no_energy(rig)
+    assert rig.snapshot()["locked"] is False    # not a fixed cable: released
+    return ended
+
+
+async def ev_disconnected(rig: Rig, since: Since, ended: dict) -> None:
+    """Reusable State EVDisconnected after the transaction ended: StatusNotification
+    Available for the configured EVSE/connector, and no more events of that transaction."""
+    await rig.unplug()
+    status = await since.expect("StatusNotification", lambda p: (
+        p["connectorStatus"] == "Available"))
+    assert (status["evseId"], status["connectorId"]) == (EVSE, CONNECTOR)
+    tx_id = ended["transactionInfo"]["transactionId"]
+    assert [e["seqNo"] for e in rig.transaction_events(tx_id)
+            if e["seqNo"] > ended["seqNo"]] == []
+
+
 async def cache_token(rig: Rig, tokens: Tokens, token: dict) -> None:
     """Memory State IdTokenCached: a session with this token, answered as `tokens` says,
     so that the station has cached the answer; back to idle afterwards."""
     assert rig.snapshot()["plugged"] is False
     since = Since(rig)
-    await rig.ev_connected_pre_session()
+    plugged = await ev_connected_pre_session(rig)
+    tx_id = plugged["transactionInfo"]["transactionId"]
     await rig.present(token)
     if tokens.info(token)["status"] == "Accepted":          # Main A
         await until_charging(rig, since)
-        await rig.present(token)                            # StopAuthorized
-        await since.expect("TransactionEvent", lambda p: p["eventType"] == "Ended")
-    await rig.unplug()                                      # EVDisconnected / Main B
-    await since.expect("StatusNotification", lambda p: p["connectorStatus"] == "Available")
+        ended = await stop_authorized(rig, since, tx_id, token)
+        await ev_disconnected(rig, since, ended)
+    else:                                                   # Main B: unplug
+        await rig.unplug()
+        ended = await since.expect("TransactionEvent", lambda p: (
+            p["transactionInfo"]["transactionId"] == tx_id and p["eventType"] == "Ended"))
+        # Part 6 writes "EVConnectionLost": the enum value is EVCommunicationLost.
+        assert ended["triggerReason"] == "EVCommunicationLost"
+        assert ended["transactionInfo"]["chargingState"] == "Idle"
+        await since.expect("StatusNotification", lambda p: p["connectorStatus"] == "Available")
     assert not rig.mock.snapshot(EVSE)["plugged"]
 
 
@@ -147,12 +226,12 @@ async def energy_transfer_started(rig: Rig, token: dict = VALID_TOKEN) -> dict:
     assert request["idToken"] == token
     started = await since.expect("TransactionEvent", lambda p: p["eventType"] == "Started")
     authorized_event(started, token, started=False)
-    await rig.plug()
-    status = await since.expect("StatusNotification")
-    assert status["connectorStatus"] == "Occupied"
-    plugged = await since.expect("TransactionEvent", lambda p: p["seqNo"] == 1)
-    assert plugged["triggerReason"] == "CablePluggedIn"
-    assert plugged["transactionInfo"]["chargingState"] == "EVConnected"
+    assert started["evse"] == {"id": EVSE, "connectorId": CONNECTOR}
+    assert_no_energy(rig)                                   # no cable, no energy
+    plugged = await ev_connected_pre_session(rig, authorized=True)
+    assert plugged["transactionInfo"]["transactionId"] == (
+        started["transactionInfo"]["transactionId"])
+    assert plugged["seqNo"] == started["seqNo"] + 1
     await until_charging(rig, since)
     return started
 
@@ -161,11 +240,11 @@ async def energy_transfer_started(rig: Rig, token: dict = VALID_TOKEN) -> dict:
 
 
 async def _refused_at_plugged_station(tmp_path, token: dict, status: str) -> None:
-    async with station(tmp_path) as rig:
+    async with c_station(tmp_path) as rig:
         await prepare(rig, {("AuthCtrlr", "Enabled"): "true",
                             ("AuthCtrlr", "DisableRemoteAuthorization"): "false"})
         Tokens(rig, {token["idToken"]: {"status": status}})
-        await rig.ev_connected_pre_session()
+        await ev_connected_pre_session(rig)
         assert rig.snapshot()["locked"] is False           # AQ-2: plugged in, not locked
         since = Since(rig)
         await rig.present(token)
@@ -212,7 +291,7 @@ def test_TC_C_56(tmp_path):
 def test_TC_C_04(tmp_path):
     """Local Stop Transaction - Different idToken."""
     async def case():
-        async with station(tmp_path) as rig:
+        async with c_station(tmp_path) as rig:
             await prepare(rig, {("AuthCtrlr", "Enabled"): "true",
                                 ("AuthCtrlr", "DisableRemoteAuthorization"): "false"})
             Tokens(rig, {VALID_TOKEN["idToken"]: accepted(),
@@ -224,7 +303,9 @@ def test_TC_C_04(tmp_path):
                 p["idToken"]["idToken"] == VALID_TOKEN2["idToken"]))
             assert request["idToken"]["type"] == VALID_TOKEN2["type"]
             await wait_message_timeout(rig)
-            # Not stopped: no TransactionEvent at all, and the energy keeps flowing.
+            # Not stopped: no further AuthorizeRequest, no TransactionEvent at all, and the
+            # energy keeps flowing.
+            assert len(since("Authorize")) == 1
             assert since("TransactionEvent") == []
             assert rig.snapshot()["contactor_closed"] and rig.snapshot()["power_w"] > 0
             tx_id = started["transactionInfo"]["transactionId"]
@@ -236,35 +317,19 @@ def test_TC_C_04(tmp_path):
 def test_TC_E_06(tmp_path):
     """Local Stop Transaction - Accepted."""
     async def case():
-        async with station(tmp_path) as rig:
+        async with c_station(tmp_path) as rig:
             await prepare(rig, {("AuthCtrlr", "Enabled"): "true",
                                 ("AuthCtrlr", "DisableRemoteAuthorization"): "false"})
             Tokens(rig, {VALID_TOKEN["idToken"]: accepted()})
             started = await energy_transfer_started(rig)
             tx_id = started["transactionInfo"]["transactionId"]
             await rig.advance(TRANSACTION_DURATION, step=10)
-            # StopAuthorized (local): the same token, no AuthorizeRequest needed; with
-            # TxStopPoint Authorized the transaction ends with that event (E07 as corrected
-            # by the errata: energy stopped first, then Ended with StopAuthorized, Local).
+            # StopAuthorized (local): the same token, no AuthorizeRequest needed.
             since = Since(rig)
-            await rig.present(VALID_TOKEN)
-            ended = await since.expect("TransactionEvent", lambda p: (
-                p["transactionInfo"]["transactionId"] == tx_id and p["eventType"] == "Ended"))
-            assert ended["triggerReason"] == "StopAuthorized"
-            assert ended["transactionInfo"].get("stoppedReason", "Local") == "Local"
-            assert ended["idToken"]["idToken"] == VALID_TOKEN["idToken"]
-            assert ended["transactionInfo"]["chargingState"] == "EVConnected"
+            ended = await stop_authorized(rig, since, tx_id, VALID_TOKEN)
             assert since("Authorize") == []
-            assert_no_energy(rig)
-            # EVConnectedPostSession: the cable is released (not a fixed cable).
-            assert rig.snapshot()["locked"] is False
-            # EVDisconnected.
-            await rig.unplug()
-            status = await rig.expect("StatusNotification", where=lambda p: (
-                p["connectorStatus"] == "Available"))
-            assert (status["evseId"], status["connectorId"]) == (EVSE, CONNECTOR)
-            assert [e for e in rig.transaction_events(tx_id) if e is not ended
-                    and e["seqNo"] > ended["seqNo"]] == []
+            # EVConnectedPostSession (ended already), EVDisconnected.
+            await ev_disconnected(rig, since, ended)
     run(case())
 
 
@@ -281,11 +346,11 @@ def _cache_settings(extra: dict[tuple[str, str], str] | None = None
 def test_TC_C_08(tmp_path):
     """Authorization through authorization cache - Accepted."""
     async def case():
-        async with station(tmp_path) as rig:
+        async with c_station(tmp_path) as rig:
             await prepare(rig, _cache_settings())
             tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted()})
             await cache_token(rig, tokens, VALID_TOKEN)
-            await rig.ev_connected_pre_session()
+            await ev_connected_pre_session(rig)
             since = Since(rig)
             await rig.present(VALID_TOKEN)                 # Authorized, from the cache
             event = await since.expect("TransactionEvent", lambda p: (
@@ -298,11 +363,11 @@ def test_TC_C_08(tmp_path):
 
 async def _cached_not_accepted(tmp_path, token: dict, status: str) -> None:
     """TC_C_09/10/11: a cached token with another status is asked about again."""
-    async with station(tmp_path) as rig:
+    async with c_station(tmp_path) as rig:
         await prepare(rig, _cache_settings({("AuthCacheCtrlr", "DisablePostAuthorize"): "false"}))
         tokens = Tokens(rig, {token["idToken"]: {"status": status}})
         await cache_token(rig, tokens, token)
-        await rig.ev_connected_pre_session()
+        await ev_connected_pre_session(rig)
         since = Since(rig)
         await rig.present(token)
         request = await since.expect("Authorize", lambda p: (
@@ -331,12 +396,12 @@ def test_TC_C_11(tmp_path):
 def test_TC_C_12(tmp_path):
     """Authorization through authorization cache - Invalid & Accepted."""
     async def case():
-        async with station(tmp_path) as rig:
+        async with c_station(tmp_path) as rig:
             await prepare(rig, _cache_settings({
                 ("AuthCacheCtrlr", "DisablePostAuthorize"): "false"}))
             tokens = Tokens(rig, {VALID_TOKEN["idToken"]: {"status": "Invalid"}})
             await cache_token(rig, tokens, VALID_TOKEN)
-            await rig.ev_connected_pre_session()
+            await ev_connected_pre_session(rig)
             tokens.set(VALID_TOKEN, accepted())            # the CSMS's status is now valid
             since = Since(rig)
             await rig.present(VALID_TOKEN)
@@ -352,7 +417,7 @@ def test_TC_C_12(tmp_path):
 def test_TC_C_13(tmp_path):
     """Authorization through authorization cache - Accepted but cable not connected yet."""
     async def case():
-        async with station(tmp_path) as rig:
+        async with c_station(tmp_path) as rig:
             await prepare(rig, _cache_settings())
             tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted()})
             await cache_token(rig, tokens, VALID_TOKEN)
@@ -361,15 +426,13 @@ def test_TC_C_13(tmp_path):
             event = await since.expect("TransactionEvent", lambda p: (
                 p["triggerReason"] == "Authorized"))
             authorized_event(event, VALID_TOKEN, started=False)
+            assert event["evse"] == {"id": EVSE, "connectorId": CONNECTOR}
             assert since("Authorize") == []
             assert_no_energy(rig)                          # no cable, no energy
             tx_id = event["transactionInfo"]["transactionId"]
-            await rig.ev_connected_pre_session()
-            plugged = await since.expect("TransactionEvent", lambda p: (
-                p["transactionInfo"]["transactionId"] == tx_id and p["seqNo"] == 1))
-            assert plugged["eventType"] == "Updated"
-            assert plugged["triggerReason"] == "CablePluggedIn"
-            assert plugged["transactionInfo"]["chargingState"] == "EVConnected"
+            plugged = await ev_connected_pre_session(rig, authorized=True)
+            assert plugged["transactionInfo"]["transactionId"] == tx_id
+            assert plugged["seqNo"] == event["seqNo"] + 1
             await until_charging(rig, since)
     run(case())
 
@@ -377,12 +440,12 @@ def test_TC_C_13(tmp_path):
 def test_TC_C_57(tmp_path):
     """Authorization through authorization cache - AuthCacheDisablePostAuthorize."""
     async def case():
-        async with station(tmp_path) as rig:
+        async with c_station(tmp_path) as rig:
             await prepare(rig, _cache_settings({
                 ("AuthCacheCtrlr", "DisablePostAuthorize"): "true"}))
             tokens = Tokens(rig, {INVALID_TOKEN["idToken"]: {"status": "Invalid"}})
             await cache_token(rig, tokens, INVALID_TOKEN)
-            await rig.ev_connected_pre_session()
+            await ev_connected_pre_session(rig)
             since = Since(rig)
             await rig.present(INVALID_TOKEN)
             await wait_message_timeout(rig)
@@ -396,7 +459,7 @@ def test_TC_C_57(tmp_path):
 def test_TC_E_52(tmp_path):
     """Local start transaction - Authorization first - DisableRemoteAuthorization."""
     async def case():
-        async with station(tmp_path) as rig:
+        async with c_station(tmp_path) as rig:
             await prepare(rig, {("AuthCtrlr", "Enabled"): "true",
                                 ("AuthCtrlr", "DisableRemoteAuthorization"): "true"})
             Tokens(rig, {VALID_TOKEN["idToken"]: accepted()})
@@ -465,12 +528,22 @@ def test_TC_C_32(tmp_path):
                     p["triggerReason"] == "Authorized"))
                 authorized_event(event, VALID_TOKEN, started=False)
                 assert link.calls("Authorize") == []
+                tx_id = event["transactionInfo"]["transactionId"]
                 # EVConnectedPreSession, EnergyTransferStarted.
                 await sim(config, "plug", "1")
-                await link.expect_call("StatusNotification", timeout=10, where=lambda p: (
-                    p["connectorStatus"] == "Occupied"))
-                await link.expect_call("TransactionEvent", timeout=10, where=lambda p: (
+                status = await link.expect_call("StatusNotification", timeout=10,
+                                                where=lambda p: p["connectorStatus"] == "Occupied")
+                assert (status["evseId"], status["connectorId"]) == (EVSE, CONNECTOR)
+                plugged = await link.expect_call("TransactionEvent", timeout=10, where=lambda p: (
+                    p["triggerReason"] == "CablePluggedIn"))
+                assert plugged["transactionInfo"]["transactionId"] == tx_id
+                assert plugged["eventType"] == "Updated"
+                assert plugged["transactionInfo"]["chargingState"] == "EVConnected"
+                charging = await link.expect_call("TransactionEvent", timeout=10, where=lambda p: (
                     p["transactionInfo"].get("chargingState") == "Charging"))
+                assert charging["triggerReason"] == "ChargingStateChanged"
+                assert charging["transactionInfo"]["transactionId"] == tx_id
+                assert link.calls("Authorize") == []
             finally:
                 await agent.kill()
             assert csms.schema_errors == []
@@ -480,11 +553,12 @@ def test_TC_C_32(tmp_path):
 def test_TC_C_33(tmp_path):
     """Store Authorization Data in the Authorization Cache - Update on AuthorizeResponse."""
     async def case():
-        async with station(tmp_path) as rig:
+        async with c_station(tmp_path) as rig:
             # LocalAuthListEnabled is not set: there is no local list (read-only false).
             await prepare(rig, _cache_settings())
             tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted()})
-            await rig.ev_connected_pre_session()
+            plugged = await ev_connected_pre_session(rig)
+            tx_id = plugged["transactionInfo"]["transactionId"]
             since = Since(rig)
             await rig.present(VALID_TOKEN)
             request = await since.expect("Authorize")
@@ -492,11 +566,12 @@ def test_TC_C_33(tmp_path):
             event = await since.expect("TransactionEvent", lambda p: (
                 p["triggerReason"] == "Authorized"))
             authorized_event(event, VALID_TOKEN, started=True)
+            assert event["transactionInfo"]["transactionId"] == tx_id
             await until_charging(rig, since)
-            await rig.present(VALID_TOKEN)                 # EVConnectedPostSession
-            await since.expect("TransactionEvent", lambda p: p["eventType"] == "Ended")
-            await rig.unplug()                             # EVDisconnected
-            await rig.ev_connected_pre_session()
+            ended = await stop_authorized(rig, since, tx_id, VALID_TOKEN)  # PostSession
+            assert len(since("Authorize")) == 1        # the same card stops unasked
+            await ev_disconnected(rig, since, ended)
+            await ev_connected_pre_session(rig)
             tokens.set(VALID_TOKEN, {"status": "Invalid"})
             again = Since(rig)
             await rig.present(VALID_TOKEN)
@@ -511,11 +586,11 @@ def test_TC_C_33(tmp_path):
 def test_TC_C_34(tmp_path):
     """Store Authorization Data in the Authorization Cache - Update on TransactionResponse."""
     async def case():
-        async with station(tmp_path) as rig:
+        async with c_station(tmp_path) as rig:
             await prepare(rig, _cache_settings())
             tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted()})
             await cache_token(rig, tokens, VALID_TOKEN)
-            await rig.ev_connected_pre_session()
+            await ev_connected_pre_session(rig)
             tokens.set(VALID_TOKEN, {"status": "Invalid"})
             since = Since(rig)
             await rig.present(VALID_TOKEN)
@@ -523,8 +598,14 @@ def test_TC_C_34(tmp_path):
                 p["triggerReason"] == "Authorized"))
             authorized_event(event, VALID_TOKEN, started=True)
             assert since("Authorize") == []
+            tx_id = event["transactionInfo"]["transactionId"]
             await rig.unplug()                             # EVDisconnected
-            await rig.ev_connected_pre_session()
+            status = await since.expect("StatusNotification", lambda p: (
+                p["connectorStatus"] == "Available"))
+            assert (status["evseId"], status["connectorId"]) == (EVSE, CONNECTOR)
+            ended = [e for e in rig.transaction_events(tx_id) if e["eventType"] == "Ended"]
+            assert len(ended) == 1, "the transaction did not end (once) by the unplugging"
+            await ev_connected_pre_session(rig)
             again = Since(rig)
             await rig.present(VALID_TOKEN)
             # Step 7: the TransactionEventResponse's Invalid replaced the cached Accepted,
@@ -541,7 +622,7 @@ def test_TC_C_36(tmp_path):
     """Store Authorization Data in the Authorization Cache - AuthCacheCtrlr.LocalPreAuthorize
     = false."""
     async def case():
-        async with station(tmp_path) as rig:
+        async with c_station(tmp_path) as rig:
             await prepare(rig, _cache_settings())
             tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted()})
             await cache_token(rig, tokens, VALID_TOKEN)
@@ -562,7 +643,7 @@ def test_TC_C_36(tmp_path):
 def test_TC_C_37(tmp_path):
     """Clear Authorization Data in Authorization Cache - Accepted."""
     async def case():
-        async with station(tmp_path) as rig:
+        async with c_station(tmp_path) as rig:
             # LocalPreAuthorize true besides the case's AuthCacheEnabled: with it false an
             # AuthorizeRequest would come whether or not the cache was cleared.
             await prepare(rig, _cache_settings())
@@ -570,7 +651,7 @@ def test_TC_C_37(tmp_path):
             await cache_token(rig, tokens, VALID_TOKEN)
             answer = await rig.call("ClearCache", {})
             assert answer["status"] == "Accepted"
-            await rig.ev_connected_pre_session()
+            await ev_connected_pre_session(rig)
             since = Since(rig)
             await rig.present(VALID_TOKEN)
             request = await since.expect("Authorize")
@@ -585,7 +666,7 @@ def test_TC_C_37(tmp_path):
 def test_TC_C_38(tmp_path):
     """Clear Authorization Data in Authorization Cache - Rejected."""
     async def case():
-        async with station(tmp_path) as rig:
+        async with c_station(tmp_path) as rig:
             await prepare(rig, _cache_settings())
             tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted()})
             await cache_token(rig, tokens, VALID_TOKEN)
@@ -598,12 +679,12 @@ def test_TC_C_38(tmp_path):
 def test_TC_C_46(tmp_path):
     """Store Authorization Data in the Authorization Cache - AuthCacheLifeTime."""
     async def case():
-        async with station(tmp_path) as rig:
+        async with c_station(tmp_path) as rig:
             await prepare(rig, _cache_settings({
                 ("AuthCacheCtrlr", "LifeTime"): str(TRANSACTION_DURATION)}))
             tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted()})
             await cache_token(rig, tokens, VALID_TOKEN)
-            await rig.ev_connected_pre_session()
+            await ev_connected_pre_session(rig)
             await rig.advance(TRANSACTION_DURATION + 1, step=10)
             since = Since(rig)
             await rig.present(VALID_TOKEN)                 # Authorized (local)
@@ -622,11 +703,11 @@ def test_TC_C_46(tmp_path):
 def test_TC_C_39(tmp_path):
     """Authorization by GroupId - Success."""
     async def case():
-        async with station(tmp_path) as rig:
+        async with c_station(tmp_path) as rig:
             await prepare(rig)
             tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted(GROUP),
                                   VALID_TOKEN2["idToken"]: accepted(GROUP)})
-            await rig.ev_connected_pre_session()
+            await ev_connected_pre_session(rig)
             since = Since(rig)
             await rig.present(VALID_TOKEN)
             request = await since.expect("Authorize")
@@ -636,34 +717,27 @@ def test_TC_C_39(tmp_path):
             authorized_event(event, VALID_TOKEN, started=True)
             tx_id = event["transactionInfo"]["transactionId"]
             await until_charging(rig, since)
-            await rig.present(VALID_TOKEN2)                # the other card of the group
+            # The other card of the group: steps 6-9 and EVConnectedPostSession.
+            stop = await stop_authorized(rig, since, tx_id, VALID_TOKEN2)
             request = await since.expect("Authorize", lambda p: (
                 p["idToken"]["idToken"] == VALID_TOKEN2["idToken"]))
             assert request["idToken"] == VALID_TOKEN2
-            stop = await since.expect("TransactionEvent", lambda p: (
-                p["triggerReason"] == "StopAuthorized"))
-            assert stop["transactionInfo"]["transactionId"] == tx_id
-            assert stop["idToken"] == VALID_TOKEN2
-            assert_no_energy(rig)
-            await rig.unplug()                             # EVDisconnected
-            status = await since.expect("StatusNotification", lambda p: (
-                p["connectorStatus"] == "Available"))
-            assert (status["evseId"], status["connectorId"]) == (EVSE, CONNECTOR)
-            assert not [e for e in rig.transaction_events(tx_id)
-                        if e["eventType"] == "Ended" and e is not stop]
+            assert len(since("Authorize")) == 2
+            assert stop["idToken"] == VALID_TOKEN2     # step 8: the idToken is required
+            await ev_disconnected(rig, since, stop)    # EVDisconnected
     run(case())
 
 
 def test_TC_C_41(tmp_path):
     """Authorization by GroupId - Success with Authorization Cache."""
     async def case():
-        async with station(tmp_path) as rig:
+        async with c_station(tmp_path) as rig:
             await prepare(rig, _cache_settings())
             tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted(GROUP),
                                   VALID_TOKEN2["idToken"]: accepted(GROUP)})
             await cache_token(rig, tokens, VALID_TOKEN)
             await cache_token(rig, tokens, VALID_TOKEN2)
-            await rig.ev_connected_pre_session()
+            await ev_connected_pre_session(rig)
             since = Since(rig)
             await rig.present(VALID_TOKEN)
             event = await since.expect("TransactionEvent", lambda p: (
@@ -671,21 +745,18 @@ def test_TC_C_41(tmp_path):
             authorized_event(event, VALID_TOKEN, started=True)
             tx_id = event["transactionInfo"]["transactionId"]
             await until_charging(rig, since)
-            await rig.present(VALID_TOKEN2)                # StopAuthorized, from the cache
-            stop = await since.expect("TransactionEvent", lambda p: (
-                p["triggerReason"] == "StopAuthorized"))
-            assert stop["transactionInfo"]["transactionId"] == tx_id
-            assert stop["idToken"] == VALID_TOKEN2
+            # StopAuthorized with the other card, from the cache (its group), then
+            # EVConnectedPostSession and EVDisconnected.
+            stop = await stop_authorized(rig, since, tx_id, VALID_TOKEN2)
+            assert stop["idToken"] == VALID_TOKEN2     # step 4: the idToken is required
             assert since("Authorize") == []
-            assert_no_energy(rig)
-            await rig.unplug()
-            await since.expect("StatusNotification", lambda p: p["connectorStatus"] == "Available")
+            await ev_disconnected(rig, since, stop)
     run(case())
 
 
 async def _group_member_refused(tmp_path, *, cached: bool) -> None:
     """TC_C_42/44: an invalid card of the same group does not stop the session."""
-    async with station(tmp_path) as rig:
+    async with c_station(tmp_path) as rig:
         await prepare(rig, _cache_settings({("AuthCacheCtrlr", "DisablePostAuthorize"): "false"})
                       if cached else None)
         tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted(GROUP),
@@ -694,7 +765,7 @@ async def _group_member_refused(tmp_path, *, cached: bool) -> None:
         if cached:
             await cache_token(rig, tokens, VALID_TOKEN)
             await cache_token(rig, tokens, INVALID_TOKEN)
-        await rig.ev_connected_pre_session()
+        await ev_connected_pre_session(rig)
         since = Since(rig)
         await rig.present(VALID_TOKEN)
         if not cached:
@@ -759,7 +830,7 @@ async def come_back(rig: Rig) -> str:
 def test_TC_C_26(tmp_path):
     """Offline Authorization - Unknown Id."""
     async def case():
-        async with station(tmp_path) as rig:
+        async with c_station(tmp_path) as rig:
             await prepare(rig, {("AuthCtrlr", "LocalPreAuthorize"): "true",
                                 ("AuthCtrlr", "OfflineTxForUnknownIdEnabled"): "true",
                                 ("AuthCtrlr", "LocalAuthorizeOffline"): "true",

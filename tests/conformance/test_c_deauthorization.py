@@ -6,12 +6,18 @@ not a feature of it): a master pass stops every transaction (C-08, C16.FR.02).""
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
+from typing import AsyncIterator
+
 import pytest
 
 from tests.conformance.offline import OFFLINE_SETTINGS, Offline, cache_token, prepare
 from tests.conformance.rig import VALID_TOKEN, Rig, run, station
+from tests.conformance.tx_rules import check_transaction_events
 
 TRANSACTION_DURATION_S = 20   # <Configured Transaction Duration>
+MESSAGE_TIMEOUT_S = 30        # <Configured message timeout>
 CACHE_SETTINGS = {
     ("AuthCacheCtrlr", "Enabled"): "true",
     ("AuthCtrlr", "LocalPreAuthorize"): "true",
@@ -23,18 +29,30 @@ MASTER_TOKEN = {"idToken": "0A0B0C0D", "type": "ISO14443"}    # <Configured mast
 VALID_TOKEN2 = {"idToken": "04A1B2C5", "type": "ISO14443"}    # <Configured valid_idtoken2>
 
 
+@contextlib.asynccontextmanager
+async def c_station(tmp_path: Path, evses: int = 1) -> AsyncIterator[Rig]:
+    """The rig's station, and at the end Part 6's general tool rules for every
+    TransactionEvent the station sent (section 2.1: seqNo, Started first, Ended last)."""
+    async with station(tmp_path, evses=evses) as rig:
+        yield rig
+        check_transaction_events(rig)
+
+
 def invalid_for_token(payload: dict) -> dict:
     """The OCTT's TransactionEvent answer: Invalid wherever there is an idToken."""
     return {"idTokenInfo": {"status": "Invalid"}} if "idToken" in payload else {}
 
 
-async def offline_cached_start(rig: Rig, stop_tx: bool, max_energy_wh: int) -> tuple[str, int]:
+async def offline_cached_start(rig: Rig, stop_tx: bool, max_energy_wh: int,
+                               settings: dict[tuple[str, str], str] | None = None
+                               ) -> tuple[str, int]:
     """The steps 1-4 of TC_C_15..18: the cached token starts a transaction offline; the
-    OCTT answers the queued TransactionEvent with the idToken Invalid. Returns the
-    transaction id and how many events were sent before the answer."""
+    OCTT answers the queued TransactionEvent with the idToken Invalid. `settings`: the
+    case's own Configuration State besides. Returns the transaction id and how many
+    events were sent before the answer."""
     await prepare(rig, CACHE_SETTINGS, OFFLINE_SETTINGS, {
         ("TxCtrlr", "StopTxOnInvalidId"): "true" if stop_tx else "false",
-        ("TxCtrlr", "MaxEnergyOnInvalidId"): str(max_energy_wh)})
+        ("TxCtrlr", "MaxEnergyOnInvalidId"): str(max_energy_wh)}, settings or {})
     await cache_token(rig, VALID_TOKEN)
     await rig.ev_connected_pre_session()
     offline = Offline(rig)
@@ -52,8 +70,9 @@ async def offline_cached_start(rig: Rig, stop_tx: bool, max_energy_wh: int) -> t
     tx_id = queued[0]["transactionInfo"]["transactionId"]
     # Step 2/3: what the queue held.
     authorized = [e for e in queued if e["triggerReason"] == "Authorized"]
-    for event in authorized:   # optional, but when there: the cached token
+    for event in authorized:   # optional, but when there: the cached token, offline
         assert event["idToken"] == VALID_TOKEN
+        assert event["offline"] is True
     with_token = [e for e in queued if "idToken" in e]
     assert with_token and with_token[0]["idToken"] == VALID_TOKEN
     assert any(e["triggerReason"] == "ChargingStateChanged" for e in queued)
@@ -78,8 +97,17 @@ def test_TC_C_15(tmp_path):
     """Authorization through authorization cache - StopTxOnInvalidId = false,
     MaxEnergyOnInvalidId > 0 (errata 2023-12: 10.000 Wh)"""
     async def case():
-        async with station(tmp_path) as rig:
-            tx_id, queued = await offline_cached_start(rig, stop_tx=False, max_energy_wh=10_000)
+        async with c_station(tmp_path) as rig:
+            # The errata's step 3 refuses any "triggerReason ChargingStateChanged and
+            # chargingState SuspendedEVSE", which Part 6's own EnergyTransferStarted (step 7)
+            # asks for when TxStartPoint has PowerPathClosed (the default). TxStartPoint is
+            # ReadWrite: the case runs with one that has Authorized, where both hold
+            # literally (and the optional Authorized message is there to check).
+            tx_id, queued = await offline_cached_start(rig, stop_tx=False, max_energy_wh=10_000,
+                                                       settings={
+                ("TxCtrlr", "TxStartPoint"): "EVConnected,Authorized"})
+            assert [e["triggerReason"] for e in rig.transaction_events(tx_id)
+                    if e.get("offline")][:1] == ["Authorized"]
             refused_at_wh = rig.snapshot()["energy_wh"]
             # Not deauthorized, energy not stopped: the transaction goes on.
             await rig.advance(TRANSACTION_DURATION_S, step=5)
@@ -87,10 +115,8 @@ def test_TC_C_15(tmp_path):
             assert rig.snapshot()["energy_wh"] > refused_at_wh
             events = rig.transaction_events(tx_id)
             assert not [e for e in events if e["triggerReason"] == "Deauthorized"]
-            # (The Started event is EnergyTransferStarted's step 7 with TxStartPoint
-            # PowerPathClosed: ChargingStateChanged, SuspendedEVSE before the contactor.)
             assert events[0]["eventType"] == "Started"
-            assert not [e for e in events[1:] if e["triggerReason"] == "ChargingStateChanged"
+            assert not [e for e in events if e["triggerReason"] == "ChargingStateChanged"
                         and e["transactionInfo"]["chargingState"] == "SuspendedEVSE"]
             assert all(e["eventType"] != "Ended" for e in events)
             # Post scenario: only MaxEnergyOnInvalidId is delivered from the refusal on;
@@ -116,9 +142,11 @@ def test_TC_C_15(tmp_path):
     run(case(), timeout=120)
 
 
-async def _stopped_on_invalid(tmp_path, max_energy_wh: int) -> None:
-    async with station(tmp_path) as rig:
-        tx_id, queued = await offline_cached_start(rig, stop_tx=True, max_energy_wh=max_energy_wh)
+async def _stopped_on_invalid(tmp_path, max_energy_wh: int,
+                              settings: dict[tuple[str, str], str] | None = None) -> None:
+    async with c_station(tmp_path) as rig:
+        tx_id, queued = await offline_cached_start(rig, stop_tx=True, max_energy_wh=max_energy_wh,
+                                                   settings=settings)
         later = after(rig, queued)
         deauthorized = [e for e in later if e["triggerReason"] == "Deauthorized"]
         assert len(deauthorized) == 1
@@ -134,22 +162,31 @@ async def _stopped_on_invalid(tmp_path, max_energy_wh: int) -> None:
 
 def test_TC_C_16(tmp_path):
     """Authorization through authorization cache - StopTxOnInvalidId = true"""
-    run(_stopped_on_invalid(tmp_path, max_energy_wh=0))
+    # TC_C_16's Configuration State has no OfflineTxForUnknownIdEnabled (its siblings set
+    # it true "if implemented"): left at its default, false, so that only the cache can
+    # have authorized the token offline.
+    run(_stopped_on_invalid(tmp_path, max_energy_wh=0, settings={
+        ("AuthCtrlr", "OfflineTxForUnknownIdEnabled"): "false"}))
 
 
 def test_TC_C_17(tmp_path):
     """Authorization through authorization cache - StopTxOnInvalidId = false"""
     async def case():
-        async with station(tmp_path) as rig:
-            tx_id, queued = await offline_cached_start(rig, stop_tx=False, max_energy_wh=0)
-            # Step 2 lists "a message with triggerReason Authorized" as required here and
-            # as optional in TC_C_15/16/18 for the same steps; with TxStartPoint
-            # PowerPathClosed the EnergyTransferStarted state wants that Started event as
-            # ChargingStateChanged. Checked as in the siblings (offline_cached_start): an
-            # Authorized event, if any, carries the token, and the token went offline.
-            carrying = [e for e in rig.transaction_events(tx_id) if "idToken" in e]
-            assert carrying[0]["offline"] is True
-            assert carrying[0]["idToken"] == VALID_TOKEN
+        async with c_station(tmp_path) as rig:
+            # Step 2 requires "a message with triggerReason Authorized" here (optional in
+            # TC_C_15/16/18): with the default TxStartPoint PowerPathClosed no event has
+            # that trigger (the Started one is ChargingStateChanged, EnergyTransferStarted
+            # step 7). TxStartPoint is ReadWrite, so the case runs with a start point that
+            # has Authorized, where Part 6 can check what it asks for.
+            tx_id, queued = await offline_cached_start(rig, stop_tx=False, max_energy_wh=0,
+                                                       settings={
+                ("TxCtrlr", "TxStartPoint"): "EVConnected,Authorized"})
+            authorized = [e for e in rig.transaction_events(tx_id)
+                          if e["triggerReason"] == "Authorized"]
+            assert len(authorized) == 1, authorized
+            assert authorized[0]["offline"] is True
+            assert authorized[0]["idToken"] == VALID_TOKEN
+            assert authorized[0]["eventType"] == "Updated"      # started on EVConnected
             # MaxEnergyOnInvalidId 0: no more energy once refused; suspended, not ended.
             later = after(rig, queued)
             suspended = [e for e in later
@@ -179,16 +216,18 @@ def master_pass_answer(payload: dict) -> dict:
 def test_TC_C_45(tmp_path):
     """Authorization by GroupId - Master pass - Not able to start transaction + groupId"""
     async def case():
-        async with station(tmp_path) as rig:
+        async with c_station(tmp_path) as rig:
             await prepare(rig, {("TxCtrlr", "TxStartPoint"): "Authorized",
-                                ("AuthCtrlr", "MasterPassGroupId"): MASTER_GROUP})
+                                ("AuthCtrlr", "MasterPassGroupId"): MASTER_GROUP,
+                                ("AuthCtrlr", "LocalPreAuthorize"): "false"})  # general
             rig.answer("Authorize", master_pass_answer)
             await rig.present(MASTER_TOKEN)
             authorize = await rig.expect("Authorize")
             assert authorize["idToken"] == MASTER_TOKEN
             assert rig.sent("TransactionEvent") == []
-            await rig.ev_connected_pre_session()
-            await rig.advance(5, step=1)
+            status = await rig.ev_connected_pre_session()
+            assert status["connectorId"] == 1
+            await rig.advance(MESSAGE_TIMEOUT_S, step=5)    # the OCTT waits for step 4
             # No transaction at all, so none Charging (step 4).
             assert rig.sent("TransactionEvent") == []
             assert rig.snapshot()["contactor_closed"] is False
@@ -213,8 +252,9 @@ def test_TC_C_48(tmp_path):
 def test_TC_C_49(tmp_path):
     """Stop Transaction with a Master Pass - Without UI"""
     async def case():
-        async with station(tmp_path, evses=2) as rig:
-            await prepare(rig, {("AuthCtrlr", "MasterPassGroupId"): MASTER_GROUP})
+        async with c_station(tmp_path, evses=2) as rig:
+            await prepare(rig, {("AuthCtrlr", "MasterPassGroupId"): MASTER_GROUP,
+                                ("AuthCtrlr", "LocalPreAuthorize"): "false"})  # general
             first = await rig.energy_transfer_started(VALID_TOKEN, evse=1)
             second = await rig.energy_transfer_started(VALID_TOKEN2, evse=2)
             ids = {1: first["transactionInfo"]["transactionId"],
@@ -230,8 +270,14 @@ def test_TC_C_49(tmp_path):
                     p["transactionInfo"]["transactionId"] == ids[e]
                     and p["eventType"] == "Ended"))
                 assert ended["transactionInfo"]["stoppedReason"] == "MasterPass"
-                assert ended.get("idToken", MASTER_TOKEN) == MASTER_TOKEN
+                # "idToken omit or" the master pass; Part 6's general rule (the first event
+                # after presenting an idToken MUST contain it) leaves only the latter.
+                assert ended["idToken"] == MASTER_TOKEN
+                # EVConnectedPostSession: energy stopped, the EV still plugged in.
+                assert ended["transactionInfo"]["chargingState"] == "EVConnected"
                 assert rig.snapshot(evse)["contactor_closed"] is False
+                assert rig.snapshot(evse)["locked"] is False
+            assert len(rig.sent("Authorize")) == 3   # two sessions, one master pass
             # EVConnectedPostSession, EVDisconnected for both.
             for evse in (1, 2):
                 await rig.unplug(evse)

@@ -1,17 +1,24 @@
 """Part 6, E Transactions: transaction status (E14), message retries (E13), offline
 behaviour (E08, E11, E12) and a transaction deauthorized after an offline start (E05/E06).
-How the OCTT goes offline: tests/conformance/offline.py."""
+How the OCTT goes offline: tests/conformance/offline.py. Part 6's general tool rules for
+TransactionEvents (first Started, seqNo without gaps, nothing after Ended) are checked
+at the end of every case (tx_rules.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from typing import Any, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
 
 from ocpp.exceptions import InternalError
 
 from tests.conformance.offline import (BACKOFF_S, OFFLINE_SETTINGS, HeldAnswers, Offline,
                                        cache_token, prepare)
-from tests.conformance.rig import EVSE, VALID_TOKEN, Rig, run, station
+from tests.conformance.rig import CONNECTOR, EVSE, VALID_TOKEN, Rig, run
+from tests.conformance.rig import station as rig_station
+from tests.conformance.tx_rules import check_transaction_events
 
 METER_INTERVAL_S = 10   # <Configured transaction_updated_metervalues_interval>
 METER_SETTINGS = {
@@ -20,6 +27,14 @@ METER_SETTINGS = {
 }
 GROUP = {"idToken": "FLEET-7", "type": "Central"}   # <Configured GroupIdToken>
 TOKEN2 = {"idToken": "04A1B2C4", "type": "ISO14443"}  # <Configured valid idtoken fields2>
+
+
+@contextlib.asynccontextmanager
+async def station(tmp_path: Path, **kwargs: Any) -> AsyncIterator[Rig]:
+    """The rig's station, and Part 6's general tool rules checked once the case passed."""
+    async with rig_station(tmp_path, **kwargs) as rig:
+        yield rig
+        check_transaction_events(rig)
 
 
 async def stop_and_leave(rig: Rig, token: dict = VALID_TOKEN) -> None:
@@ -33,6 +48,10 @@ def offline_queue(rig: Rig, transaction_id: str) -> list[dict]:
     assert rig.link is not None
     return [e for e in rig.sent("TransactionEvent")
             if e["transactionInfo"]["transactionId"] == transaction_id]
+
+
+def _at(event: dict) -> datetime:
+    return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
 
 
 def assert_seq_unbroken(rig: Rig, transaction_id: str) -> None:
@@ -105,6 +124,9 @@ def test_TC_E_31(tmp_path):
     """Check Transaction status - Transaction with id ended - with message in queue"""
     async def case():
         async with station(tmp_path) as rig:
+            # Errata 6.1.19: the sampled meter values too. Its RetryBackOffWaitMinimum
+            # (<configured> + Transaction Duration) only has to outlast the manual actions
+            # and the Transaction Duration below: BACKOFF_S (60 s) does.
             await prepare(rig, METER_SETTINGS, OFFLINE_SETTINGS)
             started = await rig.energy_transfer_started()
             tx_id = started["transactionInfo"]["transactionId"]
@@ -134,7 +156,7 @@ def test_TC_E_31(tmp_path):
             # ... EVDisconnected: the connector is Available again.
             status = await rig.expect("StatusNotification", where=lambda p: (
                 p["evseId"] == EVSE and p["connectorStatus"] == "Available"))
-            assert status["connectorId"] == 1
+            assert status["connectorId"] == CONNECTOR
             assert_seq_unbroken(rig, tx_id)
     run(case())
 
@@ -144,9 +166,10 @@ def test_TC_E_32(tmp_path):
     async def case():
         async with station(tmp_path) as rig:
             started = await rig.energy_transfer_started()
-            await stop_and_leave(rig)
-            answer = await rig.call("GetTransactionStatus", {
-                "transactionId": started["transactionInfo"]["transactionId"]})
+            tx_id = started["transactionInfo"]["transactionId"]
+            await stop_and_leave(rig)                        # through ParkingBayUnoccupied
+            assert [e["eventType"] for e in rig.transaction_events(tx_id)][-1] == "Ended"
+            answer = await rig.call("GetTransactionStatus", {"transactionId": tx_id})
             assert answer["ongoingIndicator"] is False
             assert answer["messagesInQueue"] is False
     run(case())
@@ -205,16 +228,19 @@ def test_TC_E_43(tmp_path):
     """Offline Behaviour - Transaction during offline period"""
     async def case():
         async with station(tmp_path) as rig:
-            await prepare(rig, OFFLINE_SETTINGS)
+            # Memory State TransactionEventsInQueueEnded: its configuration state
+            # (OfflineTxForUnknownIdEnabled is implemented here) and IdTokenCached.
+            await prepare(rig, OFFLINE_SETTINGS,
+                          {("AuthCtrlr", "OfflineTxForUnknownIdEnabled"): "true"})
             await cache_token(rig, VALID_TOKEN)
-            # Memory State TransactionEventsInQueueEnded
             offline = Offline(rig)
-            await offline.start()
-            await rig.plug()
-            await rig.present()
+            await offline.start()                            # 1.
+            await rig.plug()                                 # Connect the EV and EVSE
+            await rig.present()                              # Present idToken
             await offline.wait(5)
-            assert rig.snapshot()["contactor_closed"] is True   # authorized from the cache
-            await stop_and_leave(rig)
+            assert rig.snapshot()["contactor_closed"] is True
+            await stop_and_leave(rig)                        # the same idToken; disconnect
+            assert rig.snapshot()["contactor_closed"] is False
             await offline.reconnect()
             await rig.settle()
             events = rig.sent("TransactionEvent")
@@ -226,6 +252,9 @@ def test_TC_E_43(tmp_path):
             assert [e["eventType"] for e in events].count("Ended") == 1
             assert events[0]["eventType"] == "Started" and events[-1]["eventType"] == "Ended"
             assert_seq_unbroken(rig, events[0]["transactionInfo"]["transactionId"])
+            # Each stamped when it happened, not when the queue went out (billing).
+            lasted = _at(events[-1]) - _at(events[0])
+            assert 5 <= lasted.total_seconds() <= 5 + 4, lasted
     run(case())
 
 
@@ -298,9 +327,17 @@ def _key(payload: dict) -> tuple[str, int]:
     return payload["transactionInfo"]["transactionId"], payload["seqNo"]
 
 
+def _optional_step(payload: dict) -> bool:
+    """E13 cases, steps 1 and 3 ("optional", answered as usual): SignedDataReceived, and
+    ChargingStateChanged with chargingState SuspendedEVSE (the power path closed)."""
+    return payload["triggerReason"] == "SignedDataReceived" or (
+        payload["triggerReason"] == "ChargingStateChanged"
+        and payload["transactionInfo"].get("chargingState") == "SuspendedEVSE")
+
+
 async def _retries(tmp_path, *, call_error: bool, answered_at: int | None) -> None:
-    """E13: the first TransactionEvent gets no answer (or a CALLERROR InternalError) until
-    its `answered_at`-th transmission (None: never)."""
+    """E13: after the optional steps 1 and 3, step 5's TransactionEvent gets no answer (or
+    a CALLERROR InternalError) until its `answered_at`-th transmission (None: never)."""
     async with station(tmp_path) as rig:
         answer = await rig.call("GetVariables", {"getVariableData": [{
             "component": {"name": "OCPPCommCtrlr"},
@@ -319,16 +356,19 @@ async def _retries(tmp_path, *, call_error: bool, answered_at: int | None) -> No
         first: list[dict] = []
 
         def answer_for(n: int, payload: dict) -> Any:
+            if not first and not _optional_step(payload):
+                first.append(payload)                        # step 5
             if not first:
-                first.append(payload)
+                return {"idTokenInfo": {"status": "Accepted"}} if "idToken" in payload else {}
             if _key(payload) != _key(first[0]) or (answered_at is not None and n >= answered_at):
                 return {"idTokenInfo": {"status": "Accepted"}} if "idToken" in payload else {}
             return InternalError(description="OCTT") if call_error else None
 
         sent = Transmissions(rig, answer_for)
-        await rig.authorized_local()
-        await rig.ev_connected_pre_session()
-        assert first, "no TransactionEvent"
+        await rig.authorized_local()                         # State is Authorized
+        await rig.ev_connected_pre_session()                 # State is EVConnectedPreSession
+        await rig.advance(1)
+        assert first, "no TransactionEvent after the optional steps"
         # Each retry waits MessageAttemptInterval x the transmissions before it (after the
         # MessageTimeout when the CSMS did not answer); and once more to see it stop.
         per_try = 0 if call_error else timeout
@@ -343,7 +383,7 @@ async def _retries(tmp_path, *, call_error: bool, answered_at: int | None) -> No
         copies = [p for _, p in sent.log if _key(p) == _key(first[0])]
         assert all(p == copies[0] for p in copies)
         # The queue moved on: later events of the transaction were delivered.
-        later = [p for _, p in sent.log if _key(p) != _key(first[0])]
+        later = [p for _, p in sent.log if p["seqNo"] > first[0]["seqNo"]]
         assert later, "the queue is stuck behind the failed message"
         assert rig.snapshot()["contactor_closed"] is True
 
@@ -396,14 +436,19 @@ def test_TC_E_16(tmp_path):
             await offline.reconnect()
             await rig.settle()
             events = rig.sent("TransactionEvent")
-            queued = [e for e in events if e.get("offline")]
-            assert queued and queued[0]["eventType"] == "Started"
+            assert len({e["transactionInfo"]["transactionId"] for e in events}) == 1
+            queued, ended = events[:-1], events[-1]
+            # 1. The queue, every message of it offline (a periodic meter value that fell
+            # due once the link was back is sent as online); the Started one carries the
+            # idToken (answered Invalid).
+            assert queued and all(e.get("offline") is True for e in queued
+                                  if e["triggerReason"] != "MeterValuePeriodic")
+            assert queued[0]["eventType"] == "Started"
             assert queued[0]["idToken"] == VALID_TOKEN
-            ended = events[-1]
+            # 3. After the queue was emptied, and only once.
             assert ended["eventType"] == "Ended"
             assert ended["triggerReason"] == "Deauthorized"
             assert ended["transactionInfo"]["stoppedReason"] == "DeAuthorized"
-            # After the queue was emptied, and only once.
             assert [e["eventType"] for e in events].count("Ended") == 1
             assert rig.snapshot()["contactor_closed"] is False
             assert rig.snapshot()["offered_current_a"] is None

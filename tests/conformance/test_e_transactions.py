@@ -17,21 +17,29 @@ The station's transaction settings, as a lab reads them from its device model:
 Each case sets the start and stop points its preparations name (the lab does the same
 through SetVariables); the rest keep the station's defaults (TxStartPoint
 PowerPathClosed, TxStopPoint EVConnected,Authorized).
+
+Every step's TransactionEvent is taken as the station's NEXT one (`next_event`), as the
+OCTT reads them, not the first one that happens to match: an extra event in between
+fails the case. Periodic and clock-aligned meter values are the exception (they come
+when they are due, whatever the step). Part 6's general tool rules (first event Started,
+seqNo without gaps, nothing after Ended) are checked at the end of every case
+(tx_rules.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable
 
 import pytest
 
 from agent.clock import ManualClock
 from agent.config import load_config
 from agent.demo.csms import Csms
-from tests.conformance.rig import (CONNECTOR, EVSE, STATION, VALID_TOKEN, Rig, run,
-                                   station)
+from tests.conformance.rig import CONNECTOR, EVSE, STATION, VALID_TOKEN, Rig, run
+from tests.conformance.rig import station as rig_station
+from tests.conformance.tx_rules import check_transaction_events
 from tests.harness import PASSWORD, write_config
 
 #: <Configured ev_connection_timeout> (TxCtrlr.EVConnectionTimeOut).
@@ -41,6 +49,13 @@ EV_CONNECTION_TIMEOUT = 30
 TRANSACTION_DURATION = 180
 #: <Configured message timeout>: how long the OCTT waits for what must not come.
 MESSAGE_TIMEOUT = 30
+#: The preparations most cases list: "AuthCtrlr.AuthEnabled is true (If implemented AND
+#: ReadWrite)", "AuthCtrlr.DisableRemoteAuthorization is false (If implemented)"; both
+#: are ReadWrite here, so the lab sets them.
+AUTH_PREPARATION = {("AuthCtrlr", "Enabled"): "true",
+                    ("AuthCtrlr", "DisableRemoteAuthorization"): "false"}
+#: Meter values sent when due, whatever step a case is at.
+SAMPLES = ("MeterValuePeriodic", "MeterValueClock")
 
 
 # ---- the OCTT's view
@@ -63,6 +78,25 @@ class Since:
         return await self.rig.expect(action, where=lambda p: id(p) not in old and where(p))
 
 
+@contextlib.asynccontextmanager
+async def station(tmp_path: Path, **kwargs: Any) -> AsyncIterator[Rig]:
+    """The rig's station, and Part 6's general tool rules checked once the case passed."""
+    async with rig_station(tmp_path, **kwargs) as rig:
+        yield rig
+        check_transaction_events(rig)
+
+
+async def next_event(since: Since) -> dict:
+    """The station's next TransactionEvent (not yet taken by a step of this case), meter
+    values that fell due aside."""
+    return await since.expect("TransactionEvent", lambda p: p["triggerReason"] not in SAMPLES)
+
+
+def events_of(since: Since) -> list[dict]:
+    """This step's TransactionEvents so far, meter values that fell due aside."""
+    return [e for e in since("TransactionEvent") if e["triggerReason"] not in SAMPLES]
+
+
 async def points(rig: Rig, start: str | None = None, stop: str | None = None) -> None:
     """Configuration State: TxStartPoint / TxStopPoint (both ReadWrite here)."""
     settings = {}
@@ -73,44 +107,57 @@ async def points(rig: Rig, start: str | None = None, stop: str | None = None) ->
     await rig.configure(settings)
 
 
-async def ended(since: Since) -> dict:
-    return await since.expect("TransactionEvent", lambda p: p["eventType"] == "Ended")
+async def authorize_step(since: Since) -> None:
+    """Authorized, step 1 (main A) / step 3 (main B): the AuthorizeRequest."""
+    authorize = await since.expect("Authorize")
+    assert authorize["idToken"]["idToken"] == VALID_TOKEN["idToken"]
+    assert authorize["idToken"]["type"] == VALID_TOKEN["type"]
 
 
 async def until_charging(rig: Rig, since: Since) -> dict:
-    """EnergyTransferStarted's last step: the EV draws energy; returns that event."""
+    """EnergyTransferStarted, part 2 step 9: the EV draws energy; returns that event."""
     await rig.advance(1)
-    event = await since.expect("TransactionEvent", lambda p: (
-        p["transactionInfo"].get("chargingState") == "Charging"))
+    event = await next_event(since)
+    assert event["eventType"] == "Updated"
+    assert event["triggerReason"] == "ChargingStateChanged"
+    assert event["transactionInfo"]["chargingState"] == "Charging"
     snap = rig.snapshot()
     assert snap["contactor_closed"] and snap["power_w"] > 0, snap
     return event
 
 
-async def charging_session(rig: Rig, *, remote: bool = False) -> str:
-    """EnergyTransferStarted from idle (Authorized first, then the plug-in); returns the
-    transaction id."""
+async def charging_session(rig: Rig) -> str:
+    """EnergyTransferStarted from idle with the default TxStartPoint PowerPathClosed,
+    its validations included: Authorized (local), part 1 (the plug-in: Occupied, no
+    event yet) and part 2 (step 7: Started, ChargingStateChanged, SuspendedEVSE; step 9:
+    Charging); returns the transaction id."""
     since = Since(rig)
-    if remote:
-        answer = await rig.authorized_remote()
-        assert answer["status"] == "Accepted"
-    else:
-        await rig.authorized_local()
-    await rig.ev_connected_pre_session()
-    event = await until_charging(rig, since)
-    return event["transactionInfo"]["transactionId"]
+    await rig.authorized_local()
+    await authorize_step(since)
+    assert events_of(since) == []
+    occupied = await rig.ev_connected_pre_session()
+    assert (occupied["evseId"], occupied["connectorId"]) == (EVSE, CONNECTOR)
+    started = await next_event(since)
+    assert_started(started)
+    assert_token(started)
+    assert started["triggerReason"] == "ChargingStateChanged"
+    assert started["transactionInfo"]["chargingState"] == "SuspendedEVSE"
+    await until_charging(rig, since)
+    return started["transactionInfo"]["transactionId"]
 
 
 async def energy_transfer_suspended(rig: Rig) -> dict:
-    """EnergyTransferSuspended (with the errata's 6.1.32): the EV stops drawing."""
-    since = Since(rig)
+    """EnergyTransferSuspended (with the errata's 6.1.32): the EV stops drawing; its next
+    event says so."""
     await rig.advance(TRANSACTION_DURATION, step=10)
+    since = Since(rig)
     rig.mock.suspend(EVSE)
     await rig.settle()
     await rig.advance(1)
-    event = await since.expect("TransactionEvent", lambda p: (
-        p["transactionInfo"].get("chargingState") in ("EVConnected", "SuspendedEV")))
-    if event["transactionInfo"]["chargingState"] == "SuspendedEV":
+    event = await next_event(since)
+    state = event["transactionInfo"].get("chargingState")
+    assert state in ("EVConnected", "SuspendedEV"), event
+    if state == "SuspendedEV":
         assert event["triggerReason"] == "ChargingStateChanged"
     assert event["eventType"] in ("Ended", "Updated")
     if event["eventType"] == "Ended":
@@ -120,7 +167,7 @@ async def energy_transfer_suspended(rig: Rig) -> dict:
 
 
 def assert_started(event: dict) -> None:
-    """evse must be provided, evse.connectorId must be provided."""
+    """eventType Started; evse must be provided, evse.connectorId must be provided."""
     assert event["eventType"] == "Started"
     assert event["evse"]["id"] == EVSE
     assert event["evse"]["connectorId"] == CONNECTOR
@@ -131,11 +178,37 @@ def assert_token(event: dict) -> None:
     assert event["idToken"]["type"] == VALID_TOKEN["type"]
 
 
+def assert_stop_authorized(event: dict, tx_id: str) -> None:
+    """StopAuthorized (main A) step 1: triggerReason StopAuthorized; idToken omitted or
+    the token that started it."""
+    assert event["transactionInfo"]["transactionId"] == tx_id
+    assert event["triggerReason"] == "StopAuthorized"
+    if "idToken" in event:
+        assert_token(event)
+
+
+def assert_ended_after_stop_authorized(event: dict, tx_id: str) -> None:
+    """StopAuthorized (main A) step 3: ChargingStateChanged, EVConnected, Ended, Local
+    or omitted."""
+    assert event["transactionInfo"]["transactionId"] == tx_id
+    assert event["eventType"] == "Ended"
+    assert event["triggerReason"] == "ChargingStateChanged"
+    assert event["transactionInfo"]["chargingState"] == "EVConnected"
+    assert event["transactionInfo"].get("stoppedReason", "Local") == "Local"
+
+
+async def status(since: Since, connector_status: str) -> dict:
+    """The connector's StatusNotification with this status, on the configured EVSE and
+    connector."""
+    note = await since.expect("StatusNotification",
+                              lambda p: p["connectorStatus"] == connector_status)
+    assert (note["evseId"], note["connectorId"]) == (EVSE, CONNECTOR)
+    return note
+
+
 async def status_available(since: Since) -> None:
     """The connector's status change to Available (StatusNotification)."""
-    status = await since.expect("StatusNotification",
-                                lambda p: p["connectorStatus"] == "Available")
-    assert (status["evseId"], status["connectorId"]) == (EVSE, CONNECTOR)
+    await status(since, "Available")
 
 
 @contextlib.asynccontextmanager
@@ -150,6 +223,7 @@ async def dc_station(tmp_path: Path) -> AsyncIterator[Rig]:
         try:
             await rig.start()
             yield rig
+            check_transaction_events(rig)
         finally:
             await rig.shutdown()
         assert csms.schema_errors == [], csms.schema_errors
@@ -164,16 +238,18 @@ def test_TC_E_01(tmp_path):
         async with station(tmp_path) as rig:
             await points(rig, start="PowerPathClosed")
             since = Since(rig)
-            await rig.authorized_local()                     # State is Authorized
-            assert since("TransactionEvent") == []           # not started before the cable
-            status = await rig.ev_connected_pre_session()    # 1. EVConnectedPreSession
-            assert (status["evseId"], status["connectorId"]) == (EVSE, CONNECTOR)
-            event = await since.expect("TransactionEvent")
-            assert_started(event)                            # Started: PowerPathClosed and Authorized
+            await rig.authorized_local()                     # State is Authorized (A)
+            await authorize_step(since)
+            assert events_of(since) == []                    # not started before the cable
+            occupied = await rig.ev_connected_pre_session()  # 1. EVConnectedPreSession
+            assert (occupied["evseId"], occupied["connectorId"]) == (EVSE, CONNECTOR)
+            event = await next_event(since)                  # its step 3
+            assert_started(event)                            # PowerPathClosed and Authorized
             assert event["triggerReason"] in ("CablePluggedIn", "ChargingStateChanged",
                                               "RemoteStart")
             assert event["transactionInfo"]["chargingState"] in (
                 "EVConnected", "SuspendedEVSE", "Charging")
+            assert_token(event)                              # first event after the card
             await until_charging(rig, since)
     run(case())
 
@@ -184,12 +260,13 @@ def test_TC_E_02(tmp_path):
         async with station(tmp_path) as rig:
             await points(rig, start="EnergyTransfer")
             since = Since(rig)
-            await rig.authorized_local()
-            await rig.plug()
+            await rig.authorized_local()                     # State is Authorized (A)
+            await authorize_step(since)
+            assert events_of(since) == []
+            await rig.plug()                                 # Connect the EV and EVSE
             await rig.advance(1)
-            status = await since.expect("StatusNotification")
-            assert status["connectorStatus"] == "Occupied"
-            event = await since.expect("TransactionEvent")
+            await status(since, "Occupied")                  # 1.
+            event = await next_event(since)                  # 3.
             assert_started(event)
             assert event["triggerReason"] in ("ChargingStateChanged", "Authorized")
             assert_token(event)
@@ -198,16 +275,56 @@ def test_TC_E_02(tmp_path):
     run(case())
 
 
+async def _start_options_remote(tmp_path: Path, start: str) -> dict:
+    """TC_E_01 / TC_E_02 with the OCTT configured to authorize remotely (Authorized main
+    B): the transaction's first event says RemoteStart with the remoteStartId (general
+    tool rules), wherever the start point puts it; returns it."""
+    async with station(tmp_path) as rig:
+        await points(rig, start=start)
+        since = Since(rig)
+        answer = await rig.call("RequestStartTransaction", {
+            "idToken": VALID_TOKEN, "evseId": EVSE, "remoteStartId": 11})
+        assert answer["status"] == "Accepted"
+        await rig.settle()
+        assert since("Authorize") == []                      # AuthorizeRemoteStart false
+        assert events_of(since) == []                        # not before the cable
+        await rig.plug()
+        await rig.advance(1)
+        await status(since, "Occupied")
+        event = await next_event(since)
+        assert_started(event)
+        assert event["triggerReason"] == "RemoteStart"
+        assert event["transactionInfo"]["remoteStartId"] == 11
+        assert_token(event)
+        if event["transactionInfo"]["chargingState"] != "Charging":
+            await until_charging(rig, since)
+        return event
+
+
+def test_TC_E_01_remote(tmp_path):
+    """Start transaction options - PowerPathClosed (State Authorized by
+    RequestStartTransaction)"""
+    event = run(_start_options_remote(tmp_path, "PowerPathClosed"))
+    assert event["transactionInfo"]["chargingState"] in (
+        "EVConnected", "SuspendedEVSE", "Charging")
+
+
+def test_TC_E_02_remote(tmp_path):
+    """Start transaction options - EnergyTransfer (State Authorized by
+    RequestStartTransaction: triggerReason RemoteStart)"""
+    event = run(_start_options_remote(tmp_path, "EnergyTransfer"))
+    assert event["transactionInfo"]["chargingState"] == "Charging"
+
+
 def test_TC_E_09(tmp_path):
     """Start transaction options - EVConnected"""
     async def case():
         async with station(tmp_path) as rig:
             await points(rig, start="EVConnected")
             since = Since(rig)
-            await rig.plug()
-            status = await since.expect("StatusNotification")
-            assert status["connectorStatus"] == "Occupied"
-            event = await since.expect("TransactionEvent")
+            await rig.plug()                                 # Connect the EV and EVSE
+            await status(since, "Occupied")                  # 1.
+            event = await next_event(since)                  # 3.
             assert_started(event)
             assert event["triggerReason"] in ("CablePluggedIn", "ChargingStateChanged")
             assert event["transactionInfo"]["chargingState"] == "EVConnected"
@@ -220,12 +337,12 @@ def test_TC_E_10(tmp_path):
     async def case():
         async with station(tmp_path) as rig:
             await points(rig, start="Authorized")
+            await rig.configure(AUTH_PREPARATION)
             since = Since(rig)
-            await rig.present()
-            authorize = await since.expect("Authorize")
-            assert authorize["idToken"] == VALID_TOKEN
-            event = await since.expect("TransactionEvent")
-            assert event["eventType"] == "Started"
+            await rig.present()                              # Present IdToken
+            await authorize_step(since)                      # 1.
+            event = await next_event(since)                  # 3.
+            assert_started(event)
             assert event["triggerReason"] == "Authorized"
             assert_token(event)
     run(case())
@@ -248,15 +365,17 @@ def test_TC_E_13(tmp_path):
     async def case():
         async with station(tmp_path) as rig:
             await points(rig, start="Authorized")
-            await rig.configure({("AuthCtrlr", "AuthorizeRemoteStart"): "true"})
+            # Step 3 is run with AuthorizeRemoteStart true (the station's default is
+            # false: it would skip the AuthorizeRequest, which Part 6 allows).
+            await rig.configure(AUTH_PREPARATION | {("AuthCtrlr", "AuthorizeRemoteStart"): "true"})
             since = Since(rig)
             answer = await rig.call("RequestStartTransaction", {
                 "idToken": VALID_TOKEN, "evseId": EVSE, "remoteStartId": 7})
-            assert answer["status"] == "Accepted"
-            authorize = await since.expect("Authorize")
-            assert authorize["idToken"] == VALID_TOKEN
-            event = await since.expect("TransactionEvent")
-            assert event["eventType"] == "Started"
+            assert answer["status"] == "Accepted"            # 2.
+            await rig.settle()
+            await authorize_step(since)                      # 3.
+            event = await next_event(since)                  # 5.
+            assert_started(event)
             assert event["triggerReason"] == "RemoteStart"
             assert_token(event)
             assert event["transactionInfo"]["remoteStartId"] == 7
@@ -270,20 +389,21 @@ def test_TC_E_03(tmp_path):
     """Local start transaction - Cable plugin first - Success"""
     async def case():
         async with station(tmp_path) as rig:
+            await rig.configure(AUTH_PREPARATION)
             since = Since(rig)
-            await rig.ev_connected_pre_session()             # State is EVConnectedPreSession
-            assert since("TransactionEvent") == []           # TxStartPoint PowerPathClosed
+            occupied = await rig.ev_connected_pre_session()  # State is EVConnectedPreSession
+            assert (occupied["evseId"], occupied["connectorId"]) == (EVSE, CONNECTOR)
+            assert events_of(since) == []                    # TxStartPoint PowerPathClosed
             await rig.authorized_local()                     # 1. Authorized (local)
-            authorize = await since.expect("Authorize")
-            assert authorize["idToken"] == VALID_TOKEN
-            # 2. EnergyTransferStarted, part 2: the power path closes, then energy flows.
-            started = await since.expect("TransactionEvent")
-            assert started["eventType"] == "Started"
+            await authorize_step(since)
+            # 2. EnergyTransferStarted, part 2: step 7 (the power path closes: the
+            # transaction starts), step 9 (energy flows).
+            started = await next_event(since)
+            assert_started(started)                          # first event after the plug-in
             assert started["triggerReason"] == "ChargingStateChanged"
             assert started["transactionInfo"]["chargingState"] == "SuspendedEVSE"
-            assert_token(started)
-            charging = await until_charging(rig, since)
-            assert charging["triggerReason"] == "ChargingStateChanged"
+            assert_token(started)                            # first event after the card
+            await until_charging(rig, since)
     run(case())
 
 
@@ -291,44 +411,59 @@ def test_TC_E_04(tmp_path):
     """Local start transaction - Authorization first - Success"""
     async def case():
         async with station(tmp_path) as rig:
-            since = Since(rig)
-            await rig.authorized_local()                     # 1. Authorized (local)
-            assert (await since.expect("Authorize"))["idToken"] == VALID_TOKEN
-            status = await rig.ev_connected_pre_session()    # 2. EnergyTransferStarted
-            assert status["connectorStatus"] == "Occupied"
-            started = await since.expect("TransactionEvent")
-            assert_started(started)
-            assert_token(started)
-            await until_charging(rig, since)
+            await rig.configure(AUTH_PREPARATION)
+            await charging_session(rig)   # 1. Authorized (local), 2. EnergyTransferStarted
     run(case())
 
 
 def test_TC_E_05(tmp_path):
-    """Local start transaction - Authorization first - Cable plugin timeout"""
+    """Local start transaction - Authorization first - Cable plugin timeout (TxStartPoint
+    Authorized, so that step 1 is sent)"""
     async def case():
         async with station(tmp_path) as rig:
-            # The lab runs it with a start point before the cable, so that step 1 is seen.
             await points(rig, start="Authorized")
-            await rig.configure({("TxCtrlr", "EVConnectionTimeOut"): str(EV_CONNECTION_TIMEOUT),
-                                 ("AuthCacheCtrlr", "Enabled"): "false",
-                                 ("AuthCtrlr", "LocalPreAuthorize"): "false"})
+            await rig.configure(AUTH_PREPARATION | {
+                ("TxCtrlr", "EVConnectionTimeOut"): str(EV_CONNECTION_TIMEOUT),
+                ("AuthCacheCtrlr", "Enabled"): "false",
+                ("AuthCtrlr", "LocalPreAuthorize"): "false"})
+            assert "Authorized" in (await rig.get_variable("TxCtrlr", "TxStopPoint")).split(",")
             since = Since(rig)
-            await rig.authorized_local()
-            started = await since.expect("TransactionEvent")
+            await rig.authorized_local()                     # State is Authorized (local)
+            await authorize_step(since)
+            started = await next_event(since)
+            assert_started(started)
             assert started["triggerReason"] == "Authorized"
+            assert_token(started)
             await rig.advance(EV_CONNECTION_TIMEOUT - 1)
-            assert [e["eventType"] for e in since("TransactionEvent")] == ["Started"]
+            assert events_of(since) == [started]             # not before the time-out
             await rig.advance(1)
-            event = await ended(since)                       # 1. TransactionEvent
+            event = await next_event(since)                  # 1.
+            assert event["transactionInfo"]["transactionId"] == \
+                started["transactionInfo"]["transactionId"]
             assert event["triggerReason"] == "EVConnectTimeout"
-            assert event["transactionInfo"]["stoppedReason"] == "Timeout"  # TxStopPoint has Authorized
-            # 3., 4. The EVSE is ready for the next session.
+            assert event["eventType"] == "Ended"             # TxStopPoint has Authorized
+            assert event["transactionInfo"]["stoppedReason"] == "Timeout"
+            assert not rig.snapshot()["contactor_closed"]
+            # 3. Authorized (local) again: the cache is off, so the CSMS is asked again.
             since = Since(rig)
             await rig.authorized_local()
-            await rig.ev_connected_pre_session()
-            again = await since.expect("TransactionEvent", lambda p: p["eventType"] == "Started")
+            await authorize_step(since)
+            again = await next_event(since)
+            assert_started(again)
             assert again["transactionInfo"]["transactionId"] != \
                 started["transactionInfo"]["transactionId"]
+            assert again["triggerReason"] == "Authorized"
+            assert_token(again)
+            # 4. EnergyTransferStarted: part 1 (step 3, the transaction runs already),
+            # then part 2 step 9.
+            occupied = await rig.ev_connected_pre_session()
+            assert (occupied["evseId"], occupied["connectorId"]) == (EVSE, CONNECTOR)
+            plugged = await next_event(since)
+            assert plugged["eventType"] == "Updated"
+            assert plugged["triggerReason"] == "CablePluggedIn"
+            assert plugged["transactionInfo"]["chargingState"] == "EVConnected"
+            # The first event after the plug-in names the EVSE and connector (general rule).
+            assert plugged["evse"] == {"id": EVSE, "connectorId": CONNECTOR}
             await until_charging(rig, since)
     run(case())
 
@@ -339,24 +474,22 @@ def test_TC_E_05_default_points(tmp_path):
     EVSE is ready for the next session)"""
     async def case():
         async with station(tmp_path) as rig:
-            await rig.configure({("TxCtrlr", "EVConnectionTimeOut"): str(EV_CONNECTION_TIMEOUT),
-                                 ("AuthCacheCtrlr", "Enabled"): "false",
-                                 ("AuthCtrlr", "LocalPreAuthorize"): "false"})
+            await rig.configure(AUTH_PREPARATION | {
+                ("TxCtrlr", "EVConnectionTimeOut"): str(EV_CONNECTION_TIMEOUT),
+                ("AuthCacheCtrlr", "Enabled"): "false",
+                ("AuthCtrlr", "LocalPreAuthorize"): "false"})
             since = Since(rig)
             await rig.authorized_local()
+            await authorize_step(since)
             await rig.advance(EV_CONNECTION_TIMEOUT, step=5)
             assert since("TransactionEvent") == []
             await rig.plug()                                 # too late: no energy
             await rig.advance(5)
             assert rig.snapshot()["offered_current_a"] is None
+            assert since("TransactionEvent") == []
             await rig.unplug()
-            since = Since(rig)                               # 3., 4.
-            await rig.authorized_local()
-            await rig.ev_connected_pre_session()
-            started = await since.expect("TransactionEvent")
-            assert_started(started)
-            assert_token(started)
-            await until_charging(rig, since)
+            await rig.configure(AUTH_PREPARATION)            # 3., 4.: a new session
+            await charging_session(rig)
     run(case())
 
 
@@ -366,18 +499,19 @@ def test_TC_E_04_started_on_plugin(tmp_path):
     async def case():
         async with station(tmp_path) as rig:
             await points(rig, start="EVConnected")
+            await rig.configure(AUTH_PREPARATION)
             since = Since(rig)
             await rig.authorized_local()
-            assert since("TransactionEvent") == []
-            await rig.ev_connected_pre_session()
-            started = await since.expect("TransactionEvent")
+            await authorize_step(since)
+            assert events_of(since) == []
+            occupied = await rig.ev_connected_pre_session()
+            assert (occupied["evseId"], occupied["connectorId"]) == (EVSE, CONNECTOR)
+            started = await next_event(since)
             assert_started(started)
             assert started["triggerReason"] == "CablePluggedIn"
             assert started["transactionInfo"]["chargingState"] == "EVConnected"
             assert_token(started)
-            charging = await until_charging(rig, since)
-            assert (charging["eventType"], charging["triggerReason"]) == (
-                "Updated", "ChargingStateChanged")
+            await until_charging(rig, since)
     run(case())
 
 
@@ -387,15 +521,23 @@ def test_TC_E_38(tmp_path):
         async with station(tmp_path) as rig:
             since = Since(rig)
             await rig.authorized_local()                     # State is Authorized
+            await authorize_step(since)
             rig.mock.plug(EVSE)                              # an EV not ready to charge
             rig.mock.suspend(EVSE)
-            await rig.settle()
+            await rig.settle()                               # 1. EVConnectedPreSession
+            await status(since, "Occupied")
+            started = await next_event(since)                # its step 3
+            assert_started(started)
+            assert started["triggerReason"] in ("CablePluggedIn", "ChargingStateChanged",
+                                                "RemoteStart")
+            assert started["transactionInfo"]["chargingState"] in (
+                "EVConnected", "SuspendedEVSE", "Charging")
+            assert_token(started)
             await rig.advance(1)
-            status = await since.expect("StatusNotification")
-            assert status["connectorStatus"] == "Occupied"
-            event = await since.expect("TransactionEvent", lambda p: (
-                p["transactionInfo"].get("chargingState") == "SuspendedEV"))
+            event = await next_event(since)                  # 2.
+            assert event["eventType"] == "Updated"
             assert event["triggerReason"] == "ChargingStateChanged"
+            assert event["transactionInfo"]["chargingState"] == "SuspendedEV"
             assert not rig.snapshot()["contactor_closed"]
     run(case())
 
@@ -411,16 +553,12 @@ def test_TC_E_07(tmp_path):
             tx_id = await charging_session(rig)
             await rig.advance(TRANSACTION_DURATION, step=10)
             since = Since(rig)
-            await rig.present()                              # StopAuthorized (local)
-            stop = await since.expect("TransactionEvent")
-            assert stop["triggerReason"] == "StopAuthorized"
-            if "idToken" in stop:
-                assert_token(stop)
-            event = await ended(since)
-            assert event["transactionInfo"]["transactionId"] == tx_id
-            assert event["triggerReason"] == "ChargingStateChanged"
-            assert event["transactionInfo"]["chargingState"] == "EVConnected"
-            assert event["transactionInfo"].get("stoppedReason", "Local") == "Local"
+            await rig.present()                              # 1. StopAuthorized (local)
+            stop = await next_event(since)                   # its step 1
+            assert_stop_authorized(stop, tx_id)
+            assert stop["eventType"] == "Updated"
+            event = await next_event(since)                  # its step 3
+            assert_ended_after_stop_authorized(event, tx_id)
             assert not rig.snapshot()["contactor_closed"]
     run(case())
 
@@ -433,8 +571,10 @@ def test_TC_E_35(tmp_path):
             tx_id = await charging_session(rig)
             since = Since(rig)
             answer = await rig.call("RequestStopTransaction", {"transactionId": tx_id})
-            assert answer["status"] == "Accepted"
-            event = await since.expect("TransactionEvent")
+            assert answer["status"] == "Accepted"            # 2.
+            await rig.settle()
+            event = await next_event(since)                  # 3.
+            assert event["transactionInfo"]["transactionId"] == tx_id
             assert event["triggerReason"] == "RemoteStop"
             assert event["transactionInfo"]["stoppedReason"] == "Remote"
             assert event["eventType"] == "Ended"
@@ -447,12 +587,14 @@ def test_TC_E_37(tmp_path):
     async def case():
         async with station(tmp_path) as rig:
             await points(rig, stop="PowerPathClosed")
+            # "StopTxOnEVSideDisconnect is false (If mutability is ReadWrite)": ReadOnly here.
+            assert await rig.get_variable("TxCtrlr", "StopTxOnEVSideDisconnect") == "true"
             tx_id = await charging_session(rig)
             suspended = await energy_transfer_suspended(rig)
             assert suspended["eventType"] == "Updated"       # the power path stays
             since = Since(rig)
             await rig.unplug()                               # EV side
-            event = await since.expect("TransactionEvent")
+            event = await next_event(since)                  # 1.
             assert event["transactionInfo"]["transactionId"] == tx_id
             assert event["triggerReason"] == "EVCommunicationLost"
             assert event["transactionInfo"]["chargingState"] == "Idle"
@@ -470,13 +612,14 @@ def test_TC_E_08(tmp_path):
             await rig.advance(TRANSACTION_DURATION, step=10)
             since = Since(rig)
             await rig.present()                              # 1. StopAuthorized (local)
-            stop = await since.expect("TransactionEvent")
-            assert stop["triggerReason"] == "StopAuthorized"
-            event = await ended(since)
-            assert event["transactionInfo"]["transactionId"] == tx_id
-            assert event["triggerReason"] == "ChargingStateChanged"
-            assert event["transactionInfo"]["chargingState"] == "EVConnected"
-            assert event["transactionInfo"].get("stoppedReason", "Local") == "Local"
+            stop = await next_event(since)                   # its step 1
+            assert_stop_authorized(stop, tx_id)
+            assert stop["eventType"] == "Updated"
+            # Its step 3, the very next event: the energy stopped, and with it the
+            # transaction (no Updated EVConnected before the Ended one).
+            event = await next_event(since)
+            assert_ended_after_stop_authorized(event, tx_id)
+            assert not rig.snapshot()["contactor_closed"]
     run(case())
 
 
@@ -490,7 +633,7 @@ def test_TC_E_22(tmp_path):
             rig.mock.suspend(EVSE)                           # the EV suspends
             await rig.settle()
             await rig.advance(1)
-            event = await since.expect("TransactionEvent")
+            event = await next_event(since)                  # 1.
             assert event["transactionInfo"]["transactionId"] == tx_id
             assert event["triggerReason"] == "ChargingStateChanged"
             state = event["transactionInfo"]["chargingState"]
@@ -500,6 +643,12 @@ def test_TC_E_22(tmp_path):
                 assert event["transactionInfo"]["stoppedReason"] == "StoppedByEV"
             else:
                 assert event["eventType"] == "Updated"
+                # The purpose: the transaction stops with the energy transfer (E06.FR.07).
+                event = await next_event(since)
+                assert event["transactionInfo"]["transactionId"] == tx_id
+                assert event["eventType"] == "Ended"
+                assert event["transactionInfo"]["stoppedReason"] == "StoppedByEV"
+            assert not rig.snapshot()["contactor_closed"]
     run(case())
 
 
@@ -512,19 +661,22 @@ def test_TC_E_14(tmp_path):
             await rig.advance(TRANSACTION_DURATION, step=10)
             since = Since(rig)
             await rig.present()                              # StopAuthorized (local)
-            stop = await since.expect("TransactionEvent")
-            assert (stop["triggerReason"], stop["eventType"]) == ("StopAuthorized", "Updated")
-            post = await since.expect("TransactionEvent")    # EVConnectedPostSession
+            stop = await next_event(since)
+            assert_stop_authorized(stop, tx_id)
+            assert stop["eventType"] == "Updated"
+            post = await next_event(since)                   # EVConnectedPostSession
+            assert post["eventType"] == "Updated"
             assert post["triggerReason"] == "ChargingStateChanged"
             assert post["transactionInfo"]["chargingState"] == "EVConnected"
             assert not rig.snapshot()["contactor_closed"]
             since = Since(rig)
             await rig.unplug()                               # Disconnect the EV and EVSE
-            await status_available(since)
-            event = await since.expect("TransactionEvent")
+            await status_available(since)                    # 1.
+            event = await next_event(since)                  # 3.
             assert event["transactionInfo"]["transactionId"] == tx_id
             assert event["triggerReason"] == "EVCommunicationLost"
             assert event["transactionInfo"]["chargingState"] == "Idle"
+            # Errata 6.1.18: Local, EVDisconnected or omitted.
             assert event["transactionInfo"].get("stoppedReason", "Local") in (
                 "Local", "EVDisconnected")
             assert event["eventType"] == "Ended"
@@ -541,14 +693,18 @@ def test_TC_E_14_remote(tmp_path):
             since = Since(rig)
             answer = await rig.call("RequestStopTransaction", {"transactionId": tx_id})
             assert answer["status"] == "Accepted"
-            stop = await since.expect("TransactionEvent")
+            await rig.settle()
+            stop = await next_event(since)
+            assert stop["transactionInfo"]["transactionId"] == tx_id
             assert (stop["triggerReason"], stop["eventType"]) == ("RemoteStop", "Updated")
-            post = await since.expect("TransactionEvent")
+            post = await next_event(since)                   # EVConnectedPostSession
+            assert post["triggerReason"] == "ChargingStateChanged"
             assert post["transactionInfo"]["chargingState"] == "EVConnected"
             since = Since(rig)
             await rig.unplug()
             await status_available(since)
-            event = await since.expect("TransactionEvent")
+            event = await next_event(since)
+            assert event["transactionInfo"]["transactionId"] == tx_id
             assert event["triggerReason"] == "EVCommunicationLost"
             assert event["transactionInfo"]["chargingState"] == "Idle"
             assert event["transactionInfo"]["stoppedReason"] == "Remote"
@@ -556,43 +712,36 @@ def test_TC_E_14_remote(tmp_path):
     run(case())
 
 
+async def _ev_side_disconnect(tmp_path: Path, rig_context: Any, reasons: tuple[str, ...]) -> None:
+    """TC_E_20 / TC_E_54: TxStopPoint EVConnected, EnergyTransferSuspended, then the EV
+    is unplugged on its side."""
+    async with rig_context(tmp_path) as rig:
+        await points(rig, stop="EVConnected")
+        # "StopTxOnEVSideDisconnect is false (If mutability is ReadWrite)": ReadOnly here.
+        assert await rig.get_variable("TxCtrlr", "StopTxOnEVSideDisconnect") == "true"
+        tx_id = await charging_session(rig)
+        await energy_transfer_suspended(rig)
+        since = Since(rig)
+        await rig.unplug()                                   # EV side
+        event = await next_event(since)                      # 1.
+        assert event["transactionInfo"]["transactionId"] == tx_id
+        assert event["triggerReason"] == "EVCommunicationLost"
+        assert event["transactionInfo"]["chargingState"] == "Idle"
+        assert event["transactionInfo"]["stoppedReason"] in reasons
+        assert event["eventType"] == "Ended"
+        await rig.advance(5)
+        assert not rig.snapshot()["contactor_closed"]
+
+
 def test_TC_E_20(tmp_path):
     """Stop transaction options - EVDisconnected - EV side (able to charge IEC 61851-1 EV)"""
-    async def case():
-        async with station(tmp_path) as rig:
-            await points(rig, stop="EVConnected")
-            tx_id = await charging_session(rig)
-            await energy_transfer_suspended(rig)
-            since = Since(rig)
-            await rig.unplug()                               # EV side
-            event = await since.expect("TransactionEvent")
-            assert event["transactionInfo"]["transactionId"] == tx_id
-            assert event["triggerReason"] == "EVCommunicationLost"
-            assert event["transactionInfo"]["chargingState"] == "Idle"
-            assert event["transactionInfo"]["stoppedReason"] == "EVDisconnected"
-            assert event["eventType"] == "Ended"
-    run(case())
+    run(_ev_side_disconnect(tmp_path, station, ("EVDisconnected",)))
 
 
 def test_TC_E_54(tmp_path):
     """Stop transaction options - EVDisconnected - EV side (not able to charge IEC 61851-1
     EV): run on a DC EVSE (the errata's "DC and/or ISO 15118 support")"""
-    async def case():
-        async with dc_station(tmp_path) as rig:
-            await points(rig, stop="EVConnected")
-            tx_id = await charging_session(rig)
-            await energy_transfer_suspended(rig)
-            since = Since(rig)
-            await rig.unplug()
-            event = await since.expect("TransactionEvent")
-            assert event["transactionInfo"]["transactionId"] == tx_id
-            assert event["triggerReason"] == "EVCommunicationLost"
-            assert event["transactionInfo"]["chargingState"] == "Idle"
-            assert event["transactionInfo"]["stoppedReason"] in ("StoppedByEV", "EVDisconnected")
-            assert event["eventType"] == "Ended"
-            await rig.advance(5)
-            assert not rig.snapshot()["contactor_closed"]
-    run(case())
+    run(_ev_side_disconnect(tmp_path, dc_station, ("StoppedByEV", "EVDisconnected")))
 
 
 def test_TC_E_15(tmp_path):
@@ -603,8 +752,8 @@ def test_TC_E_15(tmp_path):
             tx_id = await charging_session(rig)
             await rig.advance(TRANSACTION_DURATION, step=10)
             since = Since(rig)
-            await rig.present()
-            event = await since.expect("TransactionEvent")
+            await rig.present()                              # Present IdToken
+            event = await next_event(since)                  # 1.
             assert event["transactionInfo"]["transactionId"] == tx_id
             assert event["triggerReason"] == "StopAuthorized"
             assert event["transactionInfo"]["stoppedReason"] == "Local"
@@ -621,11 +770,14 @@ def test_TC_E_21(tmp_path):
             tx_id = await charging_session(rig)
             since = Since(rig)
             answer = await rig.call("RequestStopTransaction", {"transactionId": tx_id})
-            assert answer["status"] == "Accepted"
-            event = await since.expect("TransactionEvent")
+            assert answer["status"] == "Accepted"            # 2.
+            await rig.settle()
+            event = await next_event(since)                  # 3.
+            assert event["transactionInfo"]["transactionId"] == tx_id
             assert event["triggerReason"] == "RemoteStop"
             assert event["transactionInfo"]["stoppedReason"] == "Remote"
             assert event["eventType"] == "Ended"
+            assert not rig.snapshot()["contactor_closed"]
     run(case())
 
 
@@ -634,13 +786,14 @@ def test_TC_E_17(tmp_path):
     async def case():
         async with station(tmp_path) as rig:
             await points(rig, stop="Authorized")
-            await rig.configure({("OCPPCommCtrlr", "UnlockOnEVSideDisconnect"): "false"})
+            await rig.configure(AUTH_PREPARATION | {
+                ("OCPPCommCtrlr", "UnlockOnEVSideDisconnect"): "false"})
             assert await rig.get_variable("TxCtrlr", "StopTxOnEVSideDisconnect") == "true"
             tx_id = await charging_session(rig)
             await energy_transfer_suspended(rig)
             since = Since(rig)
             await rig.unplug()                               # EV side
-            event = await since.expect("TransactionEvent")
+            event = await next_event(since)                  # 1.
             assert event["transactionInfo"]["transactionId"] == tx_id
             assert event["triggerReason"] == "EVCommunicationLost"
             assert event["transactionInfo"]["chargingState"] == "Idle"
@@ -649,7 +802,8 @@ def test_TC_E_17(tmp_path):
             assert rig.snapshot()["locked"] is True          # kept locked (detachable cable)
             await rig.present()                              # the token that started it
             assert rig.snapshot()["locked"] is False
-            await status_available(since)                    # the cable is out (step 3)
+            await status_available(since)                    # 3. (the cable is out)
+            assert events_of(since) == [event]
     run(case())
 
 
@@ -659,50 +813,59 @@ def test_TC_E_19(tmp_path):
                 "ParkingBayOccupancy (C-10.5)")
 
 
+async def _deauthorized_timeout(tmp_path: Path, *, remote: bool) -> None:
+    """TC_E_39 with TxStartPoint Authorized (so that step 1 is sent) and TxStopPoint
+    Authorized: Authorized (A or B, errata 6.1.16), the time-out, then the late EV."""
+    async with station(tmp_path) as rig:
+        await points(rig, start="Authorized", stop="Authorized")
+        await rig.configure(AUTH_PREPARATION | {
+            ("TxCtrlr", "EVConnectionTimeOut"): str(EV_CONNECTION_TIMEOUT)})
+        since = Since(rig)
+        if remote:
+            answer = await rig.call("RequestStartTransaction", {
+                "idToken": VALID_TOKEN, "evseId": EVSE, "remoteStartId": 3})
+            assert answer["status"] == "Accepted"
+            await rig.settle()
+        else:
+            await rig.authorized_local()
+            await authorize_step(since)
+        started = await next_event(since)                    # Authorized, its step
+        assert_started(started)
+        assert_token(started)
+        assert started["triggerReason"] == ("RemoteStart" if remote else "Authorized")
+        if remote:
+            assert started["transactionInfo"]["remoteStartId"] == 3
+        tx_id = started["transactionInfo"]["transactionId"]
+        await rig.advance(EV_CONNECTION_TIMEOUT - 1)
+        assert events_of(since) == [started]                 # not before the time-out
+        await rig.advance(1)
+        event = await next_event(since)                      # 1.
+        assert event["transactionInfo"]["transactionId"] == tx_id
+        assert event["triggerReason"] == "EVConnectTimeout"
+        assert event["eventType"] == "Ended"
+        assert event["transactionInfo"]["stoppedReason"] == "Timeout"
+        # The errata's step 3: plugged in afterwards, the EV does not charge; a cable
+        # plug-in event is allowed, nothing else.
+        since = Since(rig)
+        await rig.plug()
+        await rig.advance(MESSAGE_TIMEOUT, step=5)
+        for late in since("TransactionEvent"):
+            assert late["triggerReason"] == "CablePluggedIn"
+            assert late["transactionInfo"].get("chargingState") != "Charging"
+        snap = rig.snapshot()
+        assert not snap["contactor_closed"] and snap["power_w"] == 0
+
+
 def test_TC_E_39(tmp_path):
     """Stop transaction options - Deauthorized - timeout (Authorized locally; TxStartPoint
     Authorized, so that step 1 is sent)"""
-    async def case():
-        async with station(tmp_path) as rig:
-            await points(rig, start="Authorized", stop="Authorized")
-            await rig.configure({("TxCtrlr", "EVConnectionTimeOut"): str(EV_CONNECTION_TIMEOUT)})
-            since = Since(rig)
-            await rig.authorized_local()
-            started = await since.expect("TransactionEvent")
-            assert started["triggerReason"] == "Authorized"
-            await rig.advance(EV_CONNECTION_TIMEOUT, step=5)
-            event = await since.expect("TransactionEvent", lambda p: p["seqNo"] > 0)
-            assert event["triggerReason"] == "EVConnectTimeout"
-            assert event["eventType"] == "Ended"
-            assert event["transactionInfo"]["stoppedReason"] == "Timeout"
-            # The errata's step 3: plugged in afterwards, the EV does not charge.
-            since = Since(rig)
-            await rig.plug()
-            await rig.advance(MESSAGE_TIMEOUT, step=5)
-            for late in since("TransactionEvent"):
-                assert late["triggerReason"] == "CablePluggedIn"
-                assert late["transactionInfo"].get("chargingState") != "Charging"
-            snap = rig.snapshot()
-            assert not snap["contactor_closed"] and snap["power_w"] == 0
-    run(case())
+    run(_deauthorized_timeout(tmp_path, remote=False))
 
 
 def test_TC_E_39_remote(tmp_path):
     """Stop transaction options - Deauthorized - timeout (Authorized by
     RequestStartTransaction, errata 6.1.16)"""
-    async def case():
-        async with station(tmp_path) as rig:
-            await points(rig, start="Authorized", stop="Authorized")
-            await rig.configure({("TxCtrlr", "EVConnectionTimeOut"): str(EV_CONNECTION_TIMEOUT)})
-            since = Since(rig)
-            assert (await rig.authorized_remote())["status"] == "Accepted"
-            started = await since.expect("TransactionEvent")
-            assert started["triggerReason"] == "RemoteStart"
-            await rig.advance(EV_CONNECTION_TIMEOUT, step=5)
-            event = await ended(since)
-            assert event["triggerReason"] == "EVConnectTimeout"
-            assert event["transactionInfo"]["stoppedReason"] == "Timeout"
-    run(case())
+    run(_deauthorized_timeout(tmp_path, remote=True))
 
 
 def test_TC_E_39_default_points(tmp_path):
@@ -710,9 +873,11 @@ def test_TC_E_39_default_points(tmp_path):
     PowerPathClosed: no transaction started, so none to end; the late EV gets no energy)"""
     async def case():
         async with station(tmp_path) as rig:
-            await rig.configure({("TxCtrlr", "EVConnectionTimeOut"): str(EV_CONNECTION_TIMEOUT)})
+            await rig.configure(AUTH_PREPARATION | {
+                ("TxCtrlr", "EVConnectionTimeOut"): str(EV_CONNECTION_TIMEOUT)})
             since = Since(rig)
             await rig.authorized_local()
+            await authorize_step(since)
             await rig.advance(EV_CONNECTION_TIMEOUT, step=5)
             await rig.plug()
             await rig.advance(MESSAGE_TIMEOUT, step=5)
@@ -730,14 +895,18 @@ def test_TC_E_24(tmp_path):
     true"""
     async def case():
         async with station(tmp_path) as rig:
+            assert await rig.get_variable("TxCtrlr", "StopTxOnEVSideDisconnect") == "true"
             await rig.configure({("OCPPCommCtrlr", "UnlockOnEVSideDisconnect"): "true"})
-            await charging_session(rig)
+            tx_id = await charging_session(rig)
             await energy_transfer_suspended(rig)
+            assert rig.snapshot()["locked"] is True
             since = Since(rig)
             await rig.unplug()                               # EV side
-            event = await since.expect("TransactionEvent")
+            event = await next_event(since)                  # 1.
+            assert event["transactionInfo"]["transactionId"] == tx_id
             assert event["triggerReason"] == "EVCommunicationLost"
             assert event["transactionInfo"]["chargingState"] == "Idle"
+            assert event["eventType"] == "Ended"             # deauthorized (E09.FR.01)
             assert rig.snapshot()["locked"] is False         # unlocked at once
             await status_available(since)                    # 3. (cable out)
     run(case())
@@ -748,19 +917,22 @@ def test_TC_E_25(tmp_path):
     false"""
     async def case():
         async with station(tmp_path) as rig:
+            assert await rig.get_variable("TxCtrlr", "StopTxOnEVSideDisconnect") == "true"
             await rig.configure({("OCPPCommCtrlr", "UnlockOnEVSideDisconnect"): "false"})
-            await charging_session(rig)
+            tx_id = await charging_session(rig)
             await energy_transfer_suspended(rig)
             since = Since(rig)
             await rig.unplug()                               # EV side
-            event = await since.expect("TransactionEvent")
+            event = await next_event(since)                  # 1.
+            assert event["transactionInfo"]["transactionId"] == tx_id
             assert event["triggerReason"] == "EVCommunicationLost"
             assert event["transactionInfo"]["chargingState"] == "Idle"
+            assert event["eventType"] == "Ended"             # deauthorized (E09.FR.01)
             await rig.advance(MESSAGE_TIMEOUT, step=5)
             assert rig.snapshot()["locked"] is True          # the cable stays locked
             await rig.present()                              # the token that started it
             assert rig.snapshot()["locked"] is False
-            assert [e["eventType"] for e in since("TransactionEvent")] == ["Ended"]
+            assert events_of(since) == [event]
             await status_available(since)                    # 3. (cable out)
     run(case())
 
@@ -820,7 +992,8 @@ def test_fault_with_power_path_stop_point_ends_abnormal(tmp_path):
             since = Since(rig)
             rig.mock.fault(EVSE)
             await rig.settle()
-            event = await ended(since)
+            event = await next_event(since)
+            assert event["eventType"] == "Ended"
             assert event["transactionInfo"]["transactionId"] == tx_id
             assert event["triggerReason"] == "AbnormalCondition"
             assert event["transactionInfo"]["stoppedReason"] == "Other"

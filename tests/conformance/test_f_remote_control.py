@@ -17,7 +17,8 @@ import pytest
 
 from agent.clock import format_datetime
 from hal.drivers.mock.installer import mock_image
-from tests.conformance.rig import CONNECTOR, EVSE, VALID_TOKEN, Rig, run, station
+from tests.conformance.fj_steps import TRANSACTION_DURATION, station
+from tests.conformance.rig import CONNECTOR, EVSE, VALID_TOKEN, Rig, run
 from tests.file_servers import FileServer
 from tests.firmware_pki import make_firmware_pki, sign_file
 
@@ -59,6 +60,20 @@ def test_TC_F_05(tmp_path):
 
 
 def test_TC_F_06(tmp_path):
+    """Remote unlock Connector - Without ongoing transaction - Accepted (Part 6's steps:
+    a cable in the socket, no transaction; the request unlocks it)."""
+    async def case():
+        async with station(tmp_path) as rig:
+            await rig.ev_connected_pre_session()     # TxStartPoint PowerPathClosed: no tx
+            assert rig.transaction_events() == []
+            answer = await unlock(rig)
+            assert answer["status"] == "Unlocked"
+            assert rig.snapshot()["locked"] is False
+            assert rig.transaction_events() == []    # nothing started or ended by it
+    run(case())
+
+
+def test_TC_F_06_jammed_lock(tmp_path):
     """Remote unlock Connector - Without ongoing transaction - Accepted: the case's
     purpose, a cable the lock did not release at the end of a session (tension on the
     cable), freed by the CSO's request once the jam is gone."""
@@ -107,21 +122,27 @@ def test_TC_F_08(tmp_path):
         async with station(tmp_path) as rig:
             started = await rig.energy_transfer_started()
             transaction_id = started["transactionInfo"]["transactionId"]
-            await rig.advance(30)                    # <Configured Transaction Duration>
+            # StopAuthorized: the OCTT waits <Configured Transaction Duration> first.
+            await rig.advance(TRANSACTION_DURATION, step=10)
+            before = len(rig.transaction_events(transaction_id))
             # StopAuthorized, main B.
             answer = await rig.call("RequestStopTransaction", {"transactionId": transaction_id})
-            assert answer["status"] == "Accepted"
+            assert answer["status"] == "Accepted"                  # step 2
             await rig.settle()
-            event = await rig.expect("TransactionEvent", where=lambda p: (
-                p["transactionInfo"]["transactionId"] == transaction_id
-                and p["eventType"] != "Started" and p["triggerReason"] != "ChargingStateChanged"))
+            after = rig.transaction_events(transaction_id)[before:]
+            assert after, "no TransactionEvent after RequestStopTransaction"
+            # Step 3: the next TransactionEvent is the remote stop. TxStopPoint (default
+            # EVConnected,Authorized) contains Authorized, so it ends the transaction in
+            # the same message (F03.FR.03 as corrected by the errata 2.6.1: Ended,
+            # triggerReason RemoteStop, stoppedReason Remote).
+            event = after[0]
             assert event["triggerReason"] == "RemoteStop"
-            # TxStopPoint Authorized: the remote stop ends the transaction, energy off.
-            ended = [e for e in rig.transaction_events(transaction_id)
-                     if e["eventType"] == "Ended"]
-            assert len(ended) == 1
-            assert ended[0]["transactionInfo"].get("stoppedReason") == "Remote"
+            assert event["eventType"] == "Ended"
+            assert event["transactionInfo"]["stoppedReason"] == "Remote"
+            assert event["seqNo"] == rig.transaction_events(transaction_id)[before - 1]["seqNo"] + 1
+            assert len(after) == 1                                 # nothing after the Ended
             assert rig.snapshot()["contactor_closed"] is False
+            assert rig.snapshot()["power_w"] == 0
     run(case())
 
 
@@ -170,7 +191,11 @@ def test_TC_F_12(tmp_path):
     run(case())
 
 
-def assert_triggered_event(event: dict, evse: int) -> None:
+def assert_triggered_event(event: dict, evse: int, transaction_id: str) -> None:
+    """TC_F_13 / TC_F_14 step 3, and F06.FR.07: an Updated event of that EVSE's
+    transaction."""
+    assert event["eventType"] == "Updated"
+    assert event["transactionInfo"]["transactionId"] == transaction_id
     assert event.get("evse", {"id": evse})["id"] == evse
     assert event["triggerReason"] == "Trigger"
     assert event["transactionInfo"]["chargingState"] == "Charging"
@@ -187,9 +212,10 @@ def test_TC_F_13(tmp_path):
             assert answer["status"] == "Accepted"
             event = await rig.expect("TransactionEvent",
                                      where=lambda p: p["triggerReason"] == "Trigger")
-            assert event["transactionInfo"]["transactionId"] == \
-                started["transactionInfo"]["transactionId"]
-            assert_triggered_event(event, EVSE)
+            assert_triggered_event(event, EVSE, started["transactionInfo"]["transactionId"])
+            await rig.settle()
+            assert len([e for e in rig.transaction_events()
+                        if e["triggerReason"] == "Trigger"]) == 1
     run(case())
 
 
@@ -197,15 +223,20 @@ def test_TC_F_14(tmp_path):
     """Trigger message - TransactionEvent - All EVSE."""
     async def case():
         async with station(tmp_path, evses=2) as rig:
-            await rig.energy_transfer_started(VALID_TOKEN, EVSE)
-            await rig.energy_transfer_started(OTHER_TOKEN, OTHER_EVSE)
+            first = await rig.energy_transfer_started(VALID_TOKEN, EVSE)
+            second = await rig.energy_transfer_started(OTHER_TOKEN, OTHER_EVSE)
+            transactions = {EVSE: first["transactionInfo"]["transactionId"],
+                            OTHER_EVSE: second["transactionInfo"]["transactionId"]}
             answer = await trigger(rig, "TransactionEvent")
             assert answer["status"] == "Accepted"
             for evse in (EVSE, OTHER_EVSE):
                 event = await rig.expect("TransactionEvent", where=lambda p, e=evse: (
                     p["triggerReason"] == "Trigger" and p.get("evse", {}).get("id") == e))
-                assert event["evse"]["id"] == evse
-                assert_triggered_event(event, evse)
+                assert event["evse"]["id"] == evse                # evse.id must be given
+                assert_triggered_event(event, evse, transactions[evse])
+            await rig.settle()
+            assert len([e for e in rig.transaction_events()
+                        if e["triggerReason"] == "Trigger"]) == 2   # one per EVSE
     run(case())
 
 

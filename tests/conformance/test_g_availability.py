@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from tests.conformance.rig import CONNECTOR, EVSE, Rig, run, station
+from tests.conformance.rig import CONNECTOR, EVSE, VALID_TOKEN, Rig, run, station
 
 OTHER_EVSE = 2
 
@@ -71,6 +71,11 @@ def test_TC_G_01(tmp_path):
             status = await rig.ev_connected_pre_session()
             assert (status["evseId"], status["connectorId"]) == (EVSE, CONNECTOR)
             assert status["connectorStatus"] == "Occupied"
+            # Step 3 of EVConnectedPreSession only with TxStartPoint EVConnected (or
+            # ParkingBayOccupancy/Authorized); the station's default is PowerPathClosed,
+            # so a plug-in alone starts no transaction.
+            assert await rig.get_variable("TxCtrlr", "TxStartPoint") == "PowerPathClosed"
+            assert rig.transaction_events() == []
             assert await availability_state(rig, "Connector", EVSE, CONNECTOR) == "Occupied"
     run(case())
 
@@ -196,6 +201,61 @@ def test_TC_G_10(tmp_path):
     run(case())
 
 
+def history(rig: Rig) -> list[tuple[str, dict]]:
+    """Every CALL the station sent on the current link, in order (for "after" checks;
+    StationLink.calls() keeps the order of one action only, so this reads its record)."""
+    assert rig.link is not None
+    return [(c.action, c.payload) for c in rig.link._received]
+
+
+def reported_after_end(rig: Rig, transaction_id: str, evse: int) -> bool:
+    """The connector's Unavailable StatusNotification came after the transaction's Ended
+    TransactionEvent, not before it (G03.FR.05 / G04.FR.06: the change waits for the end
+    of the transaction)."""
+    calls = history(rig)
+    ended = next(i for i, (action, p) in enumerate(calls) if action == "TransactionEvent"
+                 and p["eventType"] == "Ended"
+                 and p["transactionInfo"]["transactionId"] == transaction_id)
+    unavailable = [i for i, (action, p) in enumerate(calls) if action == "StatusNotification"
+                   and status_is(evse, "Unavailable")(p)]
+    return bool(unavailable) and min(unavailable) > ended
+
+
+async def stop_authorized(rig: Rig, transaction_id: str, *, remote: bool,
+                          evse: int = EVSE) -> dict:
+    """Reusable State StopAuthorized with its tool validations; returns the Ended event.
+    A (local): the same idToken again: a TransactionEvent with triggerReason
+    StopAuthorized (idToken omitted or that token), and the Ended one with chargingState
+    EVConnected and stoppedReason Local or omitted. B (remote): RequestStopTransaction
+    Accepted, the next TransactionEvent with triggerReason RemoteStop. Part 6 names the
+    Ended event's trigger ChargingStateChanged in A step 3, written for a TxStopPoint
+    without Authorized; with this station's default (EVConnected,Authorized) the
+    StopAuthorized event is itself the Ended one, which a lab accepts as steps 1 and 3."""
+    before = len(rig.transaction_events(transaction_id))
+    if remote:
+        stop = await rig.call("RequestStopTransaction", {"transactionId": transaction_id})
+        assert stop["status"] == "Accepted"                                    # B step 2
+    else:
+        await rig.present(evse=evse)
+    await rig.settle()
+    end = await rig.expect("TransactionEvent", where=lambda p: (
+        p["eventType"] == "Ended" and p["transactionInfo"]["transactionId"] == transaction_id))
+    new = rig.transaction_events(transaction_id)[before:]
+    info = end["transactionInfo"]
+    if remote:
+        assert new[0]["triggerReason"] == "RemoteStop"                         # B step 3
+        assert info.get("stoppedReason") == "Remote"
+    else:
+        authorized = [e for e in new if e["triggerReason"] == "StopAuthorized"]
+        assert authorized, new                                                 # A step 1
+        for event in authorized:
+            assert event.get("idToken", VALID_TOKEN) == VALID_TOKEN
+        assert end["triggerReason"] in ("StopAuthorized", "ChargingStateChanged")
+        assert info.get("stoppedReason", "Local") == "Local"                   # A step 3
+        assert info.get("chargingState") == "EVConnected"
+    return end
+
+
 async def scheduled_until_stopped(rig: Rig, request: dict, *, remote: bool,
                                   evse: int = EVSE) -> None:
     """The "with ongoing transaction" cases: EnergyTransferStarted on `evse`, the
@@ -211,22 +271,19 @@ async def scheduled_until_stopped(rig: Rig, request: dict, *, remote: bool,
     assert (evse, CONNECTOR, "Unavailable") not in statuses(rig)
     assert rig.snapshot(evse)["contactor_closed"], "the transaction must go on"
     assert not [e for e in rig.transaction_events(transaction_id) if e["eventType"] == "Ended"]
-    # StopAuthorized
-    if remote:
-        stop = await rig.call("RequestStopTransaction", {"transactionId": transaction_id})
-        assert stop["status"] == "Accepted"
-    else:
-        await rig.present(evse=evse)
-    await rig.settle()
-    await rig.expect("TransactionEvent", where=lambda p: (
-        p["eventType"] == "Ended" and p["transactionInfo"]["transactionId"] == transaction_id))
+    await stop_authorized(rig, transaction_id, remote=remote, evse=evse)
     # The transaction ended with the StopAuthorized step (TxStopPoint Authorized): the
-    # connector is reported Unavailable right after, with the EV still plugged in.
+    # connector is reported Unavailable after the Ended event, with the EV still plugged
+    # in (step 4; steps 7 and 10 only follow a step that ended the transaction).
     status = await rig.expect("StatusNotification", where=status_is(evse, "Unavailable"))
     assert status["evseId"] == evse and status["connectorId"] == CONNECTOR
+    assert reported_after_end(rig, transaction_id, evse)
     assert not rig.snapshot(evse)["contactor_closed"]
-    # EVDisconnected: still out of service, nothing new to report.
+    # EVDisconnected: still out of service, nothing new to report; its step 3 (a
+    # TransactionEvent) only for a transaction not yet ended, which this one is.
+    events = len(rig.transaction_events())
     await rig.unplug(evse)
+    assert len(rig.transaction_events()) == events
     assert await availability_state(rig, "Connector", evse, CONNECTOR) == "Unavailable"
     assert [s for s in statuses(rig) if s[0] == evse][-1] == (evse, CONNECTOR, "Unavailable")
 
@@ -280,14 +337,15 @@ def test_TC_G_14(tmp_path):
             await rig.expect("StatusNotification", where=status_is(OTHER_EVSE, "Unavailable"))
             assert (EVSE, CONNECTOR, "Unavailable") not in statuses(rig)
             assert rig.snapshot(EVSE)["contactor_closed"]
-            await rig.advance(30)
+            await rig.advance(30)                 # <Configured Transaction Duration>
+            assert (EVSE, CONNECTOR, "Unavailable") not in statuses(rig)
             transaction_id = started["transactionInfo"]["transactionId"]
-            stop = await rig.call("RequestStopTransaction", {"transactionId": transaction_id})
-            assert stop["status"] == "Accepted"
-            await rig.settle()
-            await rig.expect("TransactionEvent", where=lambda p: p["eventType"] == "Ended")
+            assert rig.snapshot(EVSE)["contactor_closed"], "the transaction must go on"
+            await stop_authorized(rig, transaction_id, remote=True)              # step 5
             status = await rig.expect("StatusNotification", where=status_is(EVSE, "Unavailable"))
-            assert status["evseId"] != 0 and status["connectorId"] != 0
+            assert status["evseId"] != 0 and status["connectorId"] != 0          # step 7
+            assert reported_after_end(rig, transaction_id, EVSE)
+            assert not rig.snapshot(EVSE)["contactor_closed"]
             await rig.unplug(EVSE)
             assert statuses(rig)[-1] == (EVSE, CONNECTOR, "Unavailable")
             assert await availability_state(rig, "ChargingStation") == "Unavailable"

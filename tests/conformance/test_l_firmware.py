@@ -1,13 +1,15 @@
 """Part 6, L Firmware Management: the Charging Station cases of Core (Part 5), as the
 2023-12 errata restructured them (6.1.24: the reboot is the reusable state
 RebootBeforeFirmwareActivation; steps after the reconnection may come in any order; a
-station may set its connectors Unavailable before installing; 6.1.25: TC_L_05 expects the
-InvalidFirmwareSigningCertificate security event).
+station may set its connectors Unavailable before installing; TC_L_08 ends with the
+security event FirmwareUpdated even though the install failed; 6.1.25: TC_L_05 expects
+the InvalidFirmwareSigningCertificate security event).
 
 The images are mock firmware (hal/drivers/mock/installer.py) signed by a throw-away
 manufacturer PKI (tests/firmware_pki.py) and served over HTTP on 127.0.0.1
 (tests/file_servers.py). After InstallRebooting the daemon returns "reexec" and is started
-again from the same storage, as `station-agent run` re-executes itself.
+again from the same storage (`Rig.reexec`), as `station-agent run` re-executes itself:
+Part 6's RebootBeforeFirmwareActivation.
 
 What this station is, for the conditional cases: it can cancel an update while
 downloading (C-60: TC_L_10, not TC_L_11); it implements AllowNewSessionsPendingFirmware-
@@ -27,7 +29,7 @@ import pytest
 
 from agent.clock import format_datetime
 from hal.drivers.mock.installer import mock_image
-from tests.conformance.rig import Rig, run, station
+from tests.conformance.rig import STATION, VALID_TOKEN, Rig, run, station
 from tests.file_servers import FileServer
 from tests.firmware_pki import FirmwarePki, make_firmware_pki, other_root, sign_file
 from tests.harness import until_logged
@@ -99,16 +101,6 @@ async def until_status(rig: Rig, request_id: int, status: str, timeout: float = 
     await rig.settle()
 
 
-async def reexec(rig: Rig) -> None:
-    """RebootBeforeFirmwareActivation: the daemon ends with "reexec" once InstallRebooting
-    is delivered, and starts again from the same storage (the process's exec)."""
-    assert rig._daemon is not None
-    outcome = await asyncio.wait_for(asyncio.shield(rig._daemon), 20)
-    assert outcome == "reexec"
-    rig._daemon = None
-    await rig.start()
-
-
 def connector_statuses(calls: list[tuple[str, dict]]) -> list[str]:
     return [p["connectorStatus"] for action, p in calls if action == "StatusNotification"]
 
@@ -129,7 +121,7 @@ async def installed_and_rebooted(rig: Rig, request_id: int) -> None:
                 if a == "FirmwareStatusNotification"
                 and p["status"] in ("SignatureVerified", "InstallScheduled"))
     assert "Unavailable" in connector_statuses(old[ready:installing])
-    await reexec(rig)
+    await rig.reexec()
     boot = rig.sent("BootNotification")[0]
     assert boot["reason"] == "FirmwareUpdate"
     assert boot["chargingStation"]["firmwareVersion"] == NEW_VERSION
@@ -275,15 +267,30 @@ def test_TC_L_07(tmp_path, caplog):
                 await until_status(rig, 7, "DownloadFailed")
                 assert firmware_statuses(rig, 7) == ["Downloading", "DownloadFailed"]
                 assert len(server.requests) == 4
+                # Nothing was installed: the station never left service.
+                assert "Unavailable" not in connector_statuses(history(rig))
     run(case())
+
+
+def failed_install_logged(rig: Rig) -> None:
+    """Errata 6.1.24, TC_L_08 step 20: after InstallationFailed or InstallVerification-
+    Failed the station sends SecurityEventNotification FirmwareUpdated (not optional
+    there). This station logs every install attempt so; its techInfo says it failed."""
+    events = [p for p in rig.sent("SecurityEventNotification")
+              if p["type"] == "FirmwareUpdated"]
+    assert len(events) == 1, events
+    assert "failed" in events[0].get("techInfo", "")
 
 
 def test_TC_L_08(tmp_path):
     """Secure Firmware Update - InstallVerificationFailed or InstallationFailed: a signed
     image the installer refuses. The station does not reboot (nothing was installed), so
-    the reboot steps are skipped as the case allows; it is back in service at once.
-    The errata's step 20 (SecurityEventNotification FirmwareUpdated) is not sent: the
-    firmware was not updated, and Part 2's event says it was."""
+    RebootBeforeFirmwareActivation (step 14) is skipped as the case allows. Step 15 ("the
+    OCTT waits for the Charging Station to reconnect ... should at least reconnect to
+    reestablish the protocol version handshake") is read as applying to a station that
+    changed its firmware: this one still runs the version it connected with, so it keeps
+    its connection (the lab's own image, per the prerequisite, takes the reboot path of
+    test_TC_L_08_verification)."""
     async def case():
         with FileServer() as server:
             async with station(tmp_path) as rig:
@@ -298,22 +305,37 @@ def test_TC_L_08(tmp_path):
                 assert firmware_statuses(rig, 8) == [
                     "Downloading", "Downloaded", "SignatureVerified", "Installing",
                     "InstallationFailed"]
-                # Back in service (an Unavailable while the installer ran may have been
-                # too short to be reported: steps 9 and 16 are optional).
+                calls = history(rig)
+                verified = next(i for i, (a, p) in enumerate(calls)
+                                if a == "FirmwareStatusNotification"
+                                and p["status"] == "SignatureVerified")
+                installing = next(i for i, (a, p) in enumerate(calls)
+                                  if a == "FirmwareStatusNotification"
+                                  and p["status"] == "Installing")
+                # Steps 9 and 16 are optional: the installer refused at once, so the
+                # connector's moment out of service may go unreported; if it was
+                # reported (before Installing), Available must follow.
+                await rig.expect("SecurityEventNotification",
+                                 where=lambda p: p["type"] == "FirmwareUpdated")
                 await rig.advance(1)
-                assert connector_statuses(history(rig))[-1] == "Available"
+                reported = connector_statuses(history(rig)[verified:])
+                assert reported in ([], ["Unavailable", "Available"]), reported
+                if reported:
+                    assert "Unavailable" in connector_statuses(calls[verified:installing])
+                failed_install_logged(rig)
+                # In service again: a driver can plug in.
                 status = await rig.ev_connected_pre_session()
                 assert status["connectorStatus"] == "Occupied"
                 assert rig.sent("BootNotification")[0]["reason"] != "FirmwareUpdate"
-                assert not [p for p in rig.sent("SecurityEventNotification")
-                            if p["type"] == "FirmwareUpdated"]
+                assert len(rig.csms.links[STATION]) == 1
     run(case())
 
 
 def test_TC_L_08_verification(tmp_path):
-    """Secure Firmware Update - InstallVerificationFailed or InstallationFailed, the other
-    way: the installer reports success, the station reboots (RebootBeforeFirmware-
-    Activation), and the version that runs is still the old one."""
+    """Secure Firmware Update - InstallVerificationFailed or InstallationFailed, the way
+    the case's prerequisite describes (an image "that causes an InstallVerification-
+    Failed"): the installer reports success, the station reboots (RebootBefore-
+    FirmwareActivation), and the version that runs is still the old one."""
     async def case():
         with FileServer() as server:
             async with station(tmp_path) as rig:
@@ -329,13 +351,24 @@ def test_TC_L_08_verification(tmp_path):
                 assert firmware_statuses(rig, 8) == [
                     "Downloading", "Downloaded", "SignatureVerified", "Installing",
                     "InstallRebooting"]
-                await reexec(rig)
-                assert rig.sent("BootNotification")[0]["reason"] == "FirmwareUpdate"
+                calls = history(rig)
+                verified = next(i for i, (a, p) in enumerate(calls)
+                                if a == "FirmwareStatusNotification"
+                                and p["status"] == "SignatureVerified")
+                installing = next(i for i, (a, p) in enumerate(calls)
+                                  if a == "FirmwareStatusNotification"
+                                  and p["status"] == "Installing")
+                assert connector_statuses(calls[verified:installing]) == ["Unavailable"]
+                await rig.reexec()
+                boot = rig.sent("BootNotification")[0]
+                assert boot["reason"] == "FirmwareUpdate"
+                assert boot["chargingStation"]["firmwareVersion"] == running
                 assert connector_statuses(history(rig)) == ["Available"]
                 await until_status(rig, 8, "InstallVerificationFailed")
                 assert firmware_statuses(rig) == ["InstallVerificationFailed"]
-                assert not [p for p in rig.sent("SecurityEventNotification")
-                            if p["type"] == "FirmwareUpdated"]
+                await rig.expect("SecurityEventNotification",
+                                 where=lambda p: p["type"] == "FirmwareUpdated")
+                failed_install_logged(rig)
     run(case())
 
 
@@ -389,13 +422,34 @@ def test_TC_L_13(tmp_path):
                 "TC_L_15 covers it")
 
 
-async def end_transaction(rig: Rig, evse: int) -> None:
-    """ParkingBayUnoccupied without a bay sensor: the EV driver stops with the card and
-    unplugs (the install starts once all interaction with the driver is done)."""
+async def end_transaction(rig: Rig, started: dict) -> None:
+    """ParkingBayUnoccupied without a bay sensor, through its reusable states (Part 6
+    tables 241-244, the station's default TxStopPoint EVConnected,Authorized):
+    StopAuthorized (A) - the driver presents the card that started the transaction;
+    EVDisconnected - the driver unplugs. The install may start once all interaction with
+    the driver is done (errata TC_L_14 step 13, TC_L_15 step 13)."""
+    evse = started["evse"]["id"]
+    transaction_id = started["transactionInfo"]["transactionId"]
+    before = len(rig.transaction_events(transaction_id))
     await rig.present(evse=evse)
+    events = rig.transaction_events(transaction_id)[before:]
+    assert events and events[0]["triggerReason"] == "StopAuthorized", events
+    if "idToken" in events[0]:
+        assert events[0]["idToken"] == VALID_TOKEN
+    ended = events[-1]
+    assert ended["eventType"] == "Ended", events
+    assert ended["triggerReason"] in ("StopAuthorized", "ChargingStateChanged")
+    assert ended["transactionInfo"]["chargingState"] == "EVConnected"
+    assert ended["transactionInfo"].get("stoppedReason", "Local") == "Local"
+    assert not rig.snapshot(evse)["contactor_closed"]
     await rig.unplug(evse)
-    await rig.expect("TransactionEvent", where=lambda p: (
-        p["eventType"] == "Ended" and p.get("evse", {}).get("id", evse) == evse))
+    # EVDisconnected step 1: the connector is no longer Occupied - Available, or
+    # Unavailable when the install takes it (errata TC_L_14/15: the update may start the
+    # moment the transaction ends, the EV still plugged in).
+    last = [p for p in rig.sent("StatusNotification")
+            if (p["evseId"], p["connectorId"]) == (evse, 1)][-1]
+    assert last["connectorStatus"] in ("Available", "Unavailable"), last
+    assert rig.transaction_events(transaction_id)[-1] is ended, "an event after Ended"
 
 
 def test_TC_L_14(tmp_path):
@@ -409,7 +463,7 @@ def test_TC_L_14(tmp_path):
                 await install_root(rig, pki)
                 await rig.configure({("ChargingStation",
                                       "AllowNewSessionsPendingFirmwareUpdate"): "true"})
-                await rig.energy_transfer_started(evse=1)
+                first = await rig.energy_transfer_started(evse=1)
                 answer = await rig.call("UpdateFirmware",
                                         update_request(rig, 14, url, signature, pki))
                 assert answer["status"] == "Accepted"
@@ -418,11 +472,11 @@ def test_TC_L_14(tmp_path):
                     "Downloading", "Downloaded", "SignatureVerified", "InstallScheduled"]
                 # Step 11: a second transaction is allowed meanwhile.
                 assert "Unavailable" not in connector_statuses(history(rig))
-                await rig.energy_transfer_started(evse=2)
-                await end_transaction(rig, 1)
+                second = await rig.energy_transfer_started(evse=2)
+                await end_transaction(rig, first)
                 await rig.advance(1)
                 assert firmware_statuses(rig, 14)[-1] == "InstallScheduled"
-                await end_transaction(rig, 2)
+                await end_transaction(rig, second)
                 await until_status(rig, 14, "InstallRebooting")
                 assert firmware_statuses(rig, 14)[-2:] == ["Installing", "InstallRebooting"]
                 await installed_and_rebooted(rig, 14)
@@ -440,7 +494,7 @@ def test_TC_L_15(tmp_path):
                 await install_root(rig, pki)
                 await rig.configure({("ChargingStation",
                                       "AllowNewSessionsPendingFirmwareUpdate"): "false"})
-                await rig.energy_transfer_started(evse=1)
+                first = await rig.energy_transfer_started(evse=1)
                 answer = await rig.call("UpdateFirmware",
                                         update_request(rig, 15, url, signature, pki))
                 assert answer["status"] == "Accepted"
@@ -458,9 +512,11 @@ def test_TC_L_15(tmp_path):
                 await rig.plug(2)
                 assert not [e for e in rig.transaction_events()
                             if e.get("evse", {}).get("id") == 2], "a session on EVSE 2"
+                await rig.advance(1)
+                assert not rig.snapshot(2)["contactor_closed"], "energy on EVSE 2"
                 await rig.unplug(2)
                 # Step 13/14: the transaction ends; its connector goes Unavailable too.
-                await end_transaction(rig, 1)
+                await end_transaction(rig, first)
                 await until_status(rig, 15, "InstallRebooting")
                 old = history(rig)
                 installing = next(i for i, (a, p) in enumerate(old)

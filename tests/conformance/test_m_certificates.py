@@ -1,8 +1,9 @@
 """Part 6, M Certificate management: the Charging Station cases of Core (Part 5 with the
 errata: for stations that support security profile 2 or 3, as this one does). The station
 runs on security profile 2, its CSMS root in the config's csms.ca_file as an installer
-puts it there. The hash data the station reports is checked against values computed here
-from the DER."""
+puts it there, and nothing installed over OCPP unless a case installs it: the station
+lists the config's roots as CSMSRootCertificates. The hash data the station reports is
+checked against values computed here from the DER."""
 
 from __future__ import annotations
 
@@ -26,11 +27,17 @@ NO_AS2 = ("not applicable: AS-2 (AdditionalRootCertificateCheck) is not implemen
 
 
 @contextlib.asynccontextmanager
-async def station(tmp_path: Path) -> AsyncIterator[Rig]:
-    """The station on security profile 2 with the lab's CSMS (the config's root)."""
-    lab = authority(tmp_path, "lab")
+async def station(tmp_path: Path, lab: Authority | None = None,
+                  also_trusted: tuple[Authority, ...] = ()) -> AsyncIterator[Rig]:
+    """The station on security profile 2 with the lab's CSMS, whose root `lab` is the
+    config's csms.ca_file, with `also_trusted` roots in the same file."""
+    lab = lab or authority(tmp_path, "lab")
+    ca_file = lab.pem_path
+    if also_trusted:
+        ca_file = tmp_path / "ca-bundle.pem"
+        ca_file.write_text("".join(root.pem for root in (lab, *also_trusted)))
     async with tls_csms(*lab.server(tmp_path, "lab-server")) as csms:
-        async with station_on(tmp_path, csms, profile=2, ca=lab.pem_path) as rig:
+        async with station_on(tmp_path, csms, profile=2, ca=ca_file) as rig:
             yield rig
         assert csms.schema_errors == []
 
@@ -87,17 +94,21 @@ def test_TC_M_02(tmp_path):
 def test_TC_M_07(tmp_path):
     """Install CA certificate - Rejected - Certificate invalid (expired)."""
     async def case():
+        lab = authority(tmp_path, "lab")
         expired = authority(tmp_path, "expired", expired=True)
-        async with station(tmp_path) as rig:
-            # The station's CSMS root, as a lab's station has one installed.
-            await certificate_installed(rig, CSMS_ROOT, authority(tmp_path, "csms"))
+        # No preparations: a fresh station, whose one CSMS root is the config's.
+        async with station(tmp_path, lab) as rig:
             answer = await rig.call("InstallCertificate", {
                 "certificateType": CSMS_ROOT, "certificate": expired.pem})
             assert answer["status"] == "Rejected"                                   # step 2
             answer = await get_installed(rig, [CSMS_ROOT])                          # step 4
             assert answer["status"] == "Accepted"
+            chain = answer["certificateHashDataChain"]
             assert not any(same_hash(e["certificateHashData"], expired.hash_data())
-                           for e in answer["certificateHashDataChain"])
+                           for e in chain)
+            # What it lists is what it trusts: the config's root, and nothing else.
+            assert [e["certificateType"] for e in chain] == [CSMS_ROOT]
+            assert same_hash(chain[0]["certificateHashData"], lab.hash_data())
     run(case())
 
 
@@ -150,7 +161,9 @@ def test_TC_M_17(tmp_path):
             answer = await get_installed(rig, [CSMS_ROOT, MANUFACTURER_ROOT])
             assert answer["status"] == "Accepted"
             chain = answer["certificateHashDataChain"]
-            assert sorted(e["certificateType"] for e in chain) == [CSMS_ROOT, MANUFACTURER_ROOT]
+            # Both installed roots and the config's CSMS root, nothing of another type.
+            assert sorted(e["certificateType"] for e in chain) == [
+                CSMS_ROOT, CSMS_ROOT, MANUFACTURER_ROOT]
             for use, root in ((CSMS_ROOT, csms_root), (MANUFACTURER_ROOT, manufacturer)):
                 assert any(e["certificateType"] == use
                            and same_hash(e["certificateHashData"], root.hash_data())
@@ -190,21 +203,32 @@ def test_TC_M_19(tmp_path):
 def test_TC_M_20(tmp_path):
     """Delete a certificate from a Charging Station - Success."""
     async def case():
-        root = authority(tmp_path, "csms")
-        async with station(tmp_path) as rig:
+        lab = authority(tmp_path, "lab")
+        # The certificate the OCTT is configured with: here a second CSMS root the
+        # installer put in csms.ca_file beside the lab's. A profile-2 station keeps its
+        # last CSMS root (Part 5 AQ-1: the last one can be removed on profile 1 only),
+        # so with the lab's root alone step 3 would be Failed, not Accepted.
+        configured = authority(tmp_path, "csms")
+        async with station(tmp_path, lab, also_trusted=(configured,)) as rig:
+            # Preparations: GetInstalledCertificates, and CertificateInstalled only when
+            # none is returned: the config's roots are returned, nothing is installed.
             if (await get_installed(rig, [CSMS_ROOT]))["status"] != "Accepted":
-                await certificate_installed(rig, CSMS_ROOT, root)
-            entry = await get_installed_certificates(rig, CSMS_ROOT, root)          # step 1
+                await certificate_installed(rig, CSMS_ROOT, configured)
+            entry = await get_installed_certificates(rig, CSMS_ROOT, configured)    # step 1
             answer = await rig.call("DeleteCertificate",
                                     {"certificateHashData": entry["certificateHashData"]})
             assert answer["status"] == "Accepted"                                   # step 3
             answer = await get_installed(rig, [CSMS_ROOT])                          # step 4
-            assert not any(same_hash(e["certificateHashData"], root.hash_data())
+            assert not any(same_hash(e["certificateHashData"], configured.hash_data())
                            for e in answer.get("certificateHashDataChain", []))
-            # The station still reaches its CSMS (the configured root verifies it).
-            await rig.call("Reset", {"type": "Immediate"})
-            await rig.new_link()
-            await rig.expect("BootNotification")
+            # Withdrawn for good, the config file untouched: after a power cycle it is
+            # still not listed, and the lab's root still verifies the CSMS.
+            assert configured.pem in (tmp_path / "ca-bundle.pem").read_text()
+            await rig.power_cycle()
+            await get_installed_certificates(rig, CSMS_ROOT, lab)
+            answer = await get_installed(rig, [CSMS_ROOT])
+            assert not any(same_hash(e["certificateHashData"], configured.hash_data())
+                           for e in answer["certificateHashDataChain"])
     run(case())
 
 

@@ -20,6 +20,7 @@ from typing import Any, AsyncIterator
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 
 from agent.clock import ManualClock
 from agent.demo.csms import Csms
@@ -168,7 +169,12 @@ async def renew_charging_station_certificate(rig: Rig, root: Authority) -> x509.
     csr = x509.load_pem_x509_csr(request["csr"].encode())
     assert csr.is_signature_valid
     assert request["csr"].startswith("-----BEGIN CERTIFICATE REQUEST-----")
-    assert csr.public_key().key_size >= 224   # EC; RSA would need 2048
+    key = csr.public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        assert key.key_size >= 224
+    else:                                       # RSA or DSA
+        assert isinstance(key, (rsa.RSAPublicKey, dsa.DSAPublicKey)), type(key)
+        assert key.key_size >= 2048
     leaf = dev_pki.sign_csr(request["csr"], root.cert, root.key, days=30)
     answer = await rig.call("CertificateSigned", {
         "certificateChain": dev_pki.pem(leaf).decode(),

@@ -30,7 +30,9 @@ InstallVerificationFailed. Rules, with the requirement ids of L01:
 - Installing is the installer's (hal.api.FirmwareInstaller): a package manager or an A/B
   updater. On success the agent restarts itself (InstallRebooting first) and, running
   again, reports Installed and the event FirmwareUpdated when the version changed, else
-  InstallVerificationFailed. The boot after it has reason FirmwareUpdate.
+  InstallVerificationFailed. The boot after it has reason FirmwareUpdate. A failed
+  install (InstallationFailed, InstallVerificationFailed) is logged as the security
+  event FirmwareUpdated too, its techInfo saying so (Part 6 errata 2023-12, TC_L_08).
 
 Power cuts: the job is persisted at each stage together with the notification reporting
 it (the outbox shares the database). A restart resumes downloads (the transfer keeps a
@@ -332,6 +334,7 @@ class FirmwareUpdate:
             with self._store.transaction():
                 self._store.set_meta(PENDING_BOOT_REASON, None)
                 self._end(job, "InstallationFailed", outcome.detail)
+            self._attempt_logged(job, "InstallationFailed")
             return
         log.info("firmware update %d installed (%s); restarting", job.request_id,
                  outcome.detail)
@@ -358,9 +361,20 @@ class FirmwareUpdate:
         elif job.stage == stages.INSTALLING:
             self._end(job, "InstallationFailed", "the installation was interrupted "
                       f"(still running {self._running_version})")
+            self._attempt_logged(job, "InstallationFailed")
         else:
             self._end(job, "InstallVerificationFailed", "the installer reported success "
                       f"but {self._running_version} still runs")
+            self._attempt_logged(job, "InstallVerificationFailed")
+
+    def _attempt_logged(self, job: FirmwareJob, status: str) -> None:
+        """The security event of an install that failed. Part 6 (2023-12 errata 6.1.24,
+        TC_L_08 step 20) wants FirmwareUpdated after InstallationFailed or
+        InstallVerificationFailed too: the security log records every attempt to change
+        the firmware; techInfo says it failed and which version still runs."""
+        self._security_event("FirmwareUpdated", _short(
+            f"firmware update {job.request_id} failed ({status}): {job.old_version} "
+            f"still runs"))
 
     async def _sleep_until(self, when: datetime) -> None:
         """Until the station's clock reads `when`. The clock may be set meanwhile (the

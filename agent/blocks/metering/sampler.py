@@ -16,7 +16,8 @@ next sample on). How to drive it:
     store sampler.snapshot() with the transaction; TxMeterSampler.restore() after restart
 
 What each call yields:
-- begin(): the Started event's value: TxStartedMeasurands, context Transaction.Begin.
+- begin(): the Started event's value: TxStartedMeasurands, context Transaction.Begin,
+  stamped with the start (the register at the start; J02.FR.10).
 - sample(): the Updated event's value, TxUpdatedMeasurands, context Sample.Periodic,
   due every TxUpdatedInterval seconds counted from the transaction start (J02); None
   when no Updated value is due. It also records, for the Ended event:
@@ -24,6 +25,8 @@ What each call yields:
     - AlignedDataCtrlr.TxEndedMeasurands at each AlignedDataCtrlr.TxEndedInterval
       clock-aligned instant (Sample.Clock, stamped with the instant; an instant
       served more than LATE_LIMIT_S late is skipped rather than stamped falsely).
+  Sample.Periodic values are stamped with their scheduled instant when the reading
+  belongs to it (_stamp: no poll jitter in the intervals), else with the reading's time.
 - end(): the Ended event's meterValue list, in time order: the TxEndedMeasurands at
   the start (Transaction.Begin), the recorded samples, and at the end
   (Transaction.End). With both Ended intervals 0 that is just start and end.
@@ -166,8 +169,17 @@ class TxMeterSampler:
         s = self.settings()
         if reading is None or not s.sampled_enabled:
             return None
-        self._begin = self._build(reading, s.ended_measurands, "Transaction.Begin", extras)
-        return self._build(reading, s.started_measurands, "Transaction.Begin", extras)
+        # Stamped with the start, like the Started event: the value stands for the
+        # register at the start. The latest reading may be older (a meter read only when
+        # something changes, as the mock's is while idle; a reading taken before the
+        # CSMS set the clock at boot), which would put the Started event's value outside
+        # its sampling interval (J02.FR.10, errata 2.9.2). A meter that keeps polling
+        # while energy flows (EnergyTransfer start point) gives one at most a poll old.
+        at = max(reading.timestamp, self.started_at)
+        self._begin = self._build(reading, s.ended_measurands, "Transaction.Begin", extras,
+                                  timestamp=at)
+        return self._build(reading, s.started_measurands, "Transaction.Begin", extras,
+                           timestamp=at)
 
     def end(self, reading: MeterReading | None, now: datetime | None = None,
             extras: Extras | None = None) -> list[MeterValue]:
@@ -234,13 +246,16 @@ class TxMeterSampler:
                 self._updated_served = self._latest_from_start(s.updated_interval, now)
                 if reading is not None and updated:
                     value = self._build(reading, s.updated_measurands, "Sample.Periodic",
-                                        extras)
+                                        extras, self._stamp(reading, self._updated_served,
+                                                            s.updated_interval, now))
         if s.sampled_enabled and s.ended_interval > 0 and s.ended_measurands:
             if next_from_start(self.started_at, s.ended_interval, self._periodic.served) <= now:
+                instant = self._latest_from_start(s.ended_interval, now)
                 self._periodic.handle(
-                    self._latest_from_start(s.ended_interval, now),
+                    instant,
                     lambda: None if reading is None else self._build(
-                        reading, s.ended_measurands, "Sample.Periodic", extras),
+                        reading, s.ended_measurands, "Sample.Periodic", extras,
+                        self._stamp(reading, instant, s.ended_interval, now)),
                     self.max_ended_samples)
         interval = s.aligned_ended_interval
         if s.aligned_enabled and interval > 0 and s.aligned_ended_measurands:
@@ -304,6 +319,20 @@ class TxMeterSampler:
         return sampler
 
     # -- helpers -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _stamp(reading: MeterReading, instant: datetime, interval_s: int,
+               now: datetime) -> datetime | None:
+        """The timestamp of a Sample.Periodic value: its scheduled instant, when the
+        reading belongs to it (taken within the interval before it, or since) and the
+        sample is served on time; else None, the reading's own time. A meter polled every
+        second or so would otherwise put its poll jitter into the intervals between the
+        values, which must equal the configured interval (TC_J_09 / TC_J_10 post
+        scenario validations), as the clock-aligned ones are stamped with their instant."""
+        late = (now - instant).total_seconds() > min(interval_s, LATE_LIMIT_S)
+        if late or reading.timestamp <= instant - timedelta(seconds=interval_s):
+            return None
+        return instant
 
     def _latest_from_start(self, interval_s: int, now: datetime) -> datetime:
         step = timedelta(seconds=interval_s)
