@@ -183,3 +183,15 @@ def close_stores(stores: list[Any]) -> None:
             store.close()
         except Exception:  # noqa: BLE001 - closing is best effort at teardown
             pass
+
+
+async def until_registered(link: Any, timeout: float = 10) -> None:
+    """Until the station's BootNotification on `link` has been answered and the answer
+    taken in (in-process agent): a CSMS request before that is refused by a station not
+    yet Accepted (B02/B03), so a test that means "registered" waits here first."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not link.calls("BootNotification"):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"no BootNotification within {timeout} s")
+        await asyncio.sleep(0.01)
+    assert await quiesce(), "the agent did not go quiet after its BootNotification"

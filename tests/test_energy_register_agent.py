@@ -20,7 +20,7 @@ from agent.demo.csms import Csms
 from agent.hardware import Hardware
 from hal.api import EnergyMeter, MeterReading
 from hal.evse import EvseHardware
-from tests.harness import PASSWORD, InProcessAgent, write_config
+from tests.harness import PASSWORD, InProcessAgent, until_registered, write_config
 
 STATION = "CS-TEST"
 ENERGY = "Energy.Active.Import.Register"
@@ -41,6 +41,7 @@ def fiscal(p: dict[str, Any]) -> bool:
 
 
 async def start_session(agent: InProcessAgent, link: Any, remote_start_id: int) -> dict[str, Any]:
+    await until_registered(link)
     await agent.sim("plug", 1)
     answer = await link.call("RequestStartTransaction", {
         "idToken": {"idToken": f"R{remote_start_id}", "type": "Central"},
