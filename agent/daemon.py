@@ -18,12 +18,14 @@ from typing import Any, Callable, Literal, cast
 
 from agent import __version__
 from agent.blocks.auth_cache import AuthCache
+from agent.blocks.local_auth_list import LocalAuthList
 from agent.blocks.authorization import Authorization
 from agent.blocks.availability import Availability
 from agent.blocks.certificates import Certificates
 from agent.blocks.customer_information import (AuthCacheRecords, CustomerInformation,
-                                               LogFileRecords, TransactionRecords,
-                                               forget_cached, queued_transaction_events)
+                                               LocalListRecords, LogFileRecords,
+                                               TransactionRecords, forget_cached,
+                                               local_list_entry, queued_transaction_events)
 from agent.blocks.data_transfer import DataTransfer
 from agent.blocks.deauthorization import InvalidIdEnergy
 from agent.blocks.diagnostics import Diagnostics
@@ -34,6 +36,7 @@ from agent.blocks.network_profiles import NetworkProfiles, connection_data
 from agent.blocks.provisioning import (CLEAN_STOP, LAST_START, PENDING_BOOT_REASON,
                                        BeforeAccepted, Identity, Provisioning,
                                        decide_boot_reason, system_boot_time)
+from agent.blocks.reservation import Reservations
 from agent.blocks.reset import ResetWork
 from agent.blocks.remote_control import RemoteControl, meter_values
 from agent.blocks.metering.values import Extras
@@ -49,7 +52,8 @@ from agent.hardware import Hardware, HardwareBridge, build_hardware, connector_t
 from agent.logfile import attach_log_file, log_files
 from agent.model.definitions import standard_definitions
 from agent.model.device_model import DeviceModel
-from agent.model.types import (FEATURE_AUTH_CACHE, FEATURE_SMART_CHARGING, Component,
+from agent.model.types import (FEATURE_AUTH_CACHE, FEATURE_LOCAL_AUTH_LIST,
+                               FEATURE_RESERVATION, FEATURE_SMART_CHARGING, Component,
                                EvseSpec, StationSpec, Variable)
 from agent.ocpp.connection import ConnectionManager
 from agent.ocpp.keepalive import KeepAlivePolicy, MetaMemory
@@ -106,7 +110,8 @@ def station_spec(config: Config, firmware_version: str) -> StationSpec:
                              connector_type=connector_type(e, config.hal.driver))
                     for e in config.evses),
         security_profile=config.csms.security_profile, identity=config.station.id,
-        features=frozenset({FEATURE_AUTH_CACHE, FEATURE_SMART_CHARGING}))
+        features=frozenset({FEATURE_AUTH_CACHE, FEATURE_LOCAL_AUTH_LIST, FEATURE_SMART_CHARGING,
+                            FEATURE_RESERVATION}))
 
 
 def log_dir(config: Config) -> Path:
@@ -216,8 +221,22 @@ class Runtime:
         # connection on, made at once.
         self.variables.after_set[("SecurityCtrlr", "BasicAuthPassword")] = self._new_password
         self.auth_cache = AuthCache(self.router, self.model, clock, store)
+        # D01/D02: the CSMS's list of cards, consulted before the cache (C13, C14).
+        self.local_auth_list = LocalAuthList(self.router, self.model, store)
         self.authorization = Authorization(self.link, self.router, self.model, clock, store,
-                                           self.auth_cache)
+                                           self.auth_cache, local_list=self.local_auth_list)
+        # H01-H04: EVSEs held for a driver; asked before a token is accepted for an EVSE.
+        self.reservations = Reservations(
+            router=self.router, model=self.model, store=store, outbox=self.outbox,
+            clock=clock, station=self.station,
+            connector_types={e.id: connector_type(e, config.hal.driver) for e in config.evses},
+            authorized=lambda e: self.transactions.authorized(e),
+            busy=lambda e: self.transactions.busy(e))
+        self.variables.after_set[("ReservationCtrlr", "Enabled")] = \
+            self.reservations.enabled_changed
+        # Expiry is wall-clock time: the CSMS's time, once taken, may have ended some.
+        self.provisioning.on_accepted.append(self.reservations.poke)
+        self.provisioning.on_time_set.append(lambda _shift: self.reservations.poke())
         self.transactions = Transactions(
             link=self.link, router=self.router, model=self.model, clock=clock, store=store,
             outbox=self.outbox, station=self.station, hardware=hardware,
@@ -227,7 +246,8 @@ class Runtime:
             limit=lambda e: self.invalid_id.limit_a(e, self.smart_charging.current_a(e)),
             power_limit=lambda e: self.invalid_id.limit_w(e, self.smart_charging.power_w(e)),
             extras=self._offered,
-            check_tx_profile=lambda e, p: self.smart_charging.check_remote_start_profile(e, p))
+            check_tx_profile=lambda e, p: self.smart_charging.check_remote_start_profile(e, p),
+            reservations=self.reservations)
         self.transactions.recover()
         # B02: no remote start before Accepted; B12: Reset ends or waits for transactions.
         self.provisioning.refuse_until_accepted(self.router, "RequestStartTransaction")
@@ -267,6 +287,10 @@ class Runtime:
             link=self.link, router=self.router, station=self.station, model=self.model,
             store=store, outbox=self.outbox, clock=clock, is_busy=self.transactions.busy)
         self.transactions.on_ended.append(self.availability.transaction_ended)
+        # A reservation ends when the CSMS sets its EVSE Inoperative (TC_H_21).
+        self.reservations.wanted = lambda e: self.availability.wanted(e, 1)
+        self.transactions.on_ended.append(lambda _evse: self.reservations.refresh())
+        self.reservations.refresh()
         self.bridge.watch_faults(self.availability.hardware_changed)
         # Remote control (block F): TriggerMessage serves what the owning blocks produce.
         self.remote_control = RemoteControl(self.router, self.station, hardware, clock=clock,
@@ -293,6 +317,7 @@ class Runtime:
                 "ChargingStation", "AllowNewSessionsPendingFirmwareUpdate"),
             restart=self.request_reexec, message_timeout=self.comm.message_timeout)
         self.transactions.on_ended.append(self.firmware.transaction_ended)
+        self.reservations.on_ended.append(self.firmware.transaction_ended)
         trigger("FirmwareStatusNotification", self.firmware.trigger_status)
         self.diagnostics = Diagnostics(
             self.router, self.link, clock, store, config.station.id,
@@ -305,6 +330,7 @@ class Runtime:
         self.customer_information = CustomerInformation(self.router, self.link, clock, [
             AuthCacheRecords(self.auth_cache,
                              forget_cached(store, self.auth_cache, self.model)),
+            LocalListRecords(local_list_entry(store)),
             TransactionRecords(lambda: list(self.transactions.open.values()),
                                queued_transaction_events(store)),
             LogFileRecords(lambda: log_files(log_dir(config)))],
@@ -404,6 +430,7 @@ class Runtime:
             self.link.run(), self.provisioning.run_heartbeat(), self.availability.run(),
             self.provisioning.reset.run(),
             self.outbox.run(), self.transactions.run(), self.aligned.run(),
+            self.reservations.run(),
             self.certificates.run(), self.firmware.run(), self.diagnostics.run(),
             self.smart_charging.run())]
         stopper = asyncio.ensure_future(stop.wait())
@@ -505,7 +532,9 @@ class _FirmwareEvses:
         self._runtime = runtime
 
     def busy(self, evse_id: int) -> bool:
-        return self._runtime.transactions.busy(evse_id)
+        # A Reserved EVSE waits for its driver as a transaction does for its end.
+        return self._runtime.transactions.busy(evse_id) or \
+            self._runtime.reservations.holds(evse_id)
 
     def hold(self, evse_id: int) -> None:
         if not self.busy(evse_id):

@@ -28,14 +28,16 @@ class Connector:
     @property
     def status(self) -> ConnectorStatus:
         # Precedence as a driver would expect: a fault wins, then Inoperative, then use.
+        # A reservation outranks a plugged-in EV: the connector stays Reserved until the
+        # reserved token comes (errata 2023-12, G03.FR.09).
         if self.faulted:
             return "Faulted"
         if not self.operative:
             return "Unavailable"
-        if self.plugged:
-            return "Occupied"
         if self.reserved:
             return "Reserved"
+        if self.plugged:
+            return "Occupied"
         return "Available"
 
 

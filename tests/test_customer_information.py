@@ -176,3 +176,53 @@ def test_queued_events_and_cache_entries_are_found_in_the_store(tmp_path: Path):
         assert store.query("SELECT COUNT(*) FROM auth_cache") == [(0,)]
     finally:
         store.close()
+
+
+def test_the_local_list_entry_is_reported_and_kept(tmp_path: Path):
+    """Part 6's N10 cases (TC_N_30/31/32): a clear removes all customer data "except from
+    LocalList". The list's entry is reported (found with the token in another case, also
+    while the list is disabled: it is still stored) and survives the clear, as does the
+    list's version; the cache entry beside it goes."""
+    from agent.blocks.customer_information import (AuthCacheRecords, LocalListRecords,
+                                                   forget_cached, local_list_entry)
+    from tests.test_local_auth_list import ListEnv
+
+    env = ListEnv(tmp_path / "station-agent.db")
+    try:
+        group = {"idToken": "FLEET-7", "type": "Central"}
+        env.cache.update(TOKEN, {"status": "Accepted"})
+        assert env.send(7, "Full", [{"idToken": TOKEN, "idTokenInfo": {
+            "status": "Accepted", "groupIdToken": group,
+            "cacheExpiryDateTime": "2030-01-01T00:00:00.000Z"}}]) == {"status": "Accepted"}
+        records = LocalListRecords(local_list_entry(env.store))
+        customer = Customer(id_token={"idToken": "04a1b2c3", "type": "ISO14443"})
+        line = ("Local Authorization List: 04a1b2c3 (ISO14443) status Accepted, valid until "
+                "2030-01-01T00:00:00.000Z, group FLEET-7")
+        assert records.find(customer) == [line]
+        assert records.find(Customer(id_token={**TOKEN, "type": "Central"})) == []
+        assert records.find(Customer(identifier="someone")) == []
+        env.set("LocalAuthListCtrlr", "Enabled", "false")
+        assert records.find(customer) == [line]
+        env.set("LocalAuthListCtrlr", "Enabled", "true")
+
+        async def main():
+            router, link = Router(), FakeLink()
+            CustomerInformation(router, link, ManualClock(), [
+                AuthCacheRecords(env.cache, forget_cached(env.store, env.cache, env.model)),
+                records])
+            reply = await router.routes["CustomerInformation"].handler({
+                "requestId": 3, "report": True, "clear": True, "idToken": TOKEN})
+            assert reply.payload == {"status": "Accepted"}
+            await reply.then()
+            await asyncio.sleep(0.01)
+            return [p for action, p in link.sent if action == "NotifyCustomerInformation"]
+        sent = asyncio.run(main())
+        lines = "".join(p["data"] for p in sent).splitlines()
+        assert [x.split(":")[0] for x in lines] == ["Cleared", "Kept"], lines
+        assert lines[0].startswith("Cleared: Authorization cache: 04A1B2C3")
+        assert lines[1].startswith("Kept: Local Authorization List: 04A1B2C3")
+        assert env.cache.lookup(TOKEN) is None
+        assert env.list.lookup(TOKEN) is not None
+        assert env.version() == 7 and env.list.state().entries == 1
+    finally:
+        env.close()

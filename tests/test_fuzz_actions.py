@@ -456,6 +456,8 @@ def get_variable_data(rig: Rig) -> st.SearchStrategy[dict[str, Any]]:
 # Ids the station has: EVSEs 1 and 2 (0 is the station), one connector each.
 EVSE_IDS = st.sampled_from([0, 1, 2, 1, 2]) | st.integers(-1, 3)
 PLAUSIBLE = {"evseId": lambda: EVSE_IDS, "EVSEType.id": lambda: EVSE_IDS,
+             # idTokenInfo.evseId (SendLocalList) is a list of them, not one.
+             "IdTokenInfoType.evseId": lambda: st.lists(EVSE_IDS, min_size=1, max_size=3),
              "connectorId": lambda: st.sampled_from([1, 1, 0, 2]),
              "configurationSlot": lambda: st.sampled_from([2, 2, 1, 3, 0])}
 

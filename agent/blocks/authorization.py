@@ -41,6 +41,14 @@ The order of the rules (OCPP 2.0.1 edition 2 with the errata of 2023-12):
 A cacheExpiryDateTime in the past makes a cache (or local list) entry count as Expired for
 local decisions. The CSMS's own fresh answer is honoured as given: it is the CSMS's decision
 for now, and the past expiry only keeps it from being reused locally.
+
+The Local Authorization List and the cache together (D, C13, C14): the list is looked up
+first and, when it holds the token, its entry decides (its status, expiry, groupIdToken
+and evseId); the cache is not consulted then. The two stay distinct: a token known in the
+list is not added to the cache (as OCPP 1.6 §3.5.3 states it; in 2.0.1 too the list is
+the CSMS's alone to change), so removing it from the list leaves no stale copy behind.
+The list's own DisablePostAuthorize (LocalAuthListCtrlr) governs its entries (C14.FR.03),
+the cache's (AuthCacheCtrlr) the cache's (C10.FR.03, C12.FR.05).
 """
 
 from __future__ import annotations
@@ -192,8 +200,7 @@ class Authorization:
             if not isinstance(info, dict) or not isinstance(info.get("status"), str):
                 log.warning("Authorize answer without idTokenInfo.status: deciding from local data")
                 return self._offline(id_token, unknown_allowed=False)
-            if self._cache is not None:
-                self._cache.update(id_token, info)
+            self._remember(id_token, info)
             return Decision(copy.deepcopy(info))
 
         return self._offline(id_token, unknown_allowed=True)
@@ -247,8 +254,16 @@ class Authorization:
 
     def cache_update(self, id_token: Payload, id_token_info: Payload) -> None:
         """idTokenInfo from another answer (TransactionEvent): into the cache (C10)."""
-        if self._cache is not None:
-            self._cache.update(id_token, id_token_info)
+        self._remember(id_token, id_token_info)
+
+    def _remember(self, id_token: Payload, id_token_info: Payload) -> None:
+        """The CSMS's answer into the cache, unless the Local Authorization List knows the
+        token: the list's entry is what local decisions use for it."""
+        if self._cache is None:
+            return
+        if self._local_list is not None and self._local_list.lookup(id_token) is not None:
+            return
+        self._cache.update(id_token, id_token_info)
 
     def same_group(self, a: Payload | None, b: Payload | None) -> bool:
         """Whether two tokens share a group (C09: one may stop the other's session). Takes

@@ -21,7 +21,11 @@ Where this station keeps customer data, each a `CustomerRecords` (one per kind):
 - open transactions authorized by the idToken, and TransactionEvents for it not yet
   delivered to the CSMS: reported, never cleared. They are the billing record on its way
   to the CSMS, which already holds the rest; the CSMS clears its own copy.
-The local authorization list is never touched (N10.FR.03: only the CSMS changes it).
+- the Local Authorization List: the entry of the idToken, reported and never cleared.
+  Part 6's N10 cases (TC_N_30/31/32/62) verify that the station "removes all customer
+  related data (except from LocalList)": the list is the CSMS's (D01, SendLocalList), and
+  the station never changes an entry of its own; the CSMS removes the card from it with a
+  Differential update. Reported while the list is disabled too: the entry is still stored.
 The station keeps no customer (contract) certificates, as it has no ISO 15118, and no data
 keyed by a customerIdentifier: a request by either finds nothing, and says so.
 
@@ -325,6 +329,48 @@ class TransactionRecords:
     def clear(self, customer: Customer) -> Findings:
         found = self.find(customer)
         return Findings(found=found, kept=[f"{line} (billing data, kept)" for line in found])
+
+
+class LocalListRecords:
+    """The Local Authorization List entry of the idToken: reported, kept (see the module
+    docstring)."""
+
+    def __init__(self, entry: Callable[[dict[str, Any]], dict[str, Any] | None]) -> None:
+        self._entry = entry    # idTokenInfo stored for an IdToken, or None
+
+    def find(self, customer: Customer) -> list[str]:
+        token = customer.id_token
+        if token is None or not isinstance(token.get("idToken"), str) \
+                or not isinstance(token.get("type"), str):
+            return []
+        info = self._entry(token)
+        if info is None:
+            return []
+        expiry = info.get("cacheExpiryDateTime")
+        group = info.get("groupIdToken")
+        return [f"Local Authorization List: {token['idToken']} ({token['type']}) "
+                f"status {info.get('status')}"
+                + (f", valid until {expiry}" if expiry else "")
+                + (f", group {group['idToken']}" if isinstance(group, dict) else "")]
+
+    def clear(self, customer: Customer) -> Findings:
+        found = self.find(customer)
+        return Findings(found=found, kept=[
+            f"{line} (the CSMS's list: only the CSMS changes it, with SendLocalList)"
+            for line in found])
+
+
+def local_list_entry(store: Any) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
+    """The idTokenInfo the Local Authorization List stores for an IdToken (the
+    local_auth_list table of agent/blocks/local_auth_list.py, its primary key: idToken
+    without case, type exact), whether or not the list is enabled; read-only."""
+    import json
+
+    def entry(id_token: dict[str, Any]) -> dict[str, Any] | None:
+        rows = store.query("SELECT info FROM local_auth_list WHERE id_token = ? AND type = ?",
+                           (id_token["idToken"], id_token["type"]))
+        return json.loads(rows[0][0]) if rows else None
+    return entry
 
 
 def queued_transaction_events(store: Any) -> Callable[[str], list[dict[str, Any]]]:

@@ -73,6 +73,7 @@ class Grant:
     since: float = 0.0
     charging_profile: dict[str, Any] | None = None   # RequestStartTransaction's TxProfile
     cabled: bool = False   # an EV was plugged in since: EVConnectionTimeOut is over
+    reservation_id: int | None = None   # the reservation this token used up (H03)
 
 
 class Transactions:
@@ -82,13 +83,15 @@ class Transactions:
                  limit: Callable[[int], float | None] = lambda evse_id: None,
                  power_limit: Callable[[int], float | None] = lambda evse_id: None,
                  extras: Callable[[int], Extras | None] = lambda evse_id: None,
-                 check_tx_profile: Callable[[int, Payload], str | None] | None = None) -> None:
+                 check_tx_profile: Callable[[int, Payload], str | None] | None = None,
+                 reservations: Any = None) -> None:
         """`limit(evse_id)`: the smart-charging current limit per phase now (None: no
         limit); `power_limit(evse_id)` the same in W (what a DC EVSE follows).
         `extras(evse_id)`: offered current/power for meter values.
         `check_tx_profile(evse_id, profile)`: None if RequestStartTransaction's
         chargingProfile is acceptable, else the reasonCode (None callable: profiles are
-        not supported)."""
+        not supported). `reservations`: the Reservation block, asked before a token is
+        accepted for an EVSE (None: the station takes no reservations)."""
         self._link = link
         self._model = model
         self._clock = clock
@@ -103,6 +106,7 @@ class Transactions:
         self._dc = {evse_id: charging.DcCommand() for evse_id in station.evses}
         self._extras = extras
         self._check_tx_profile = check_tx_profile
+        self._reservations = reservations
         self._db = TransactionStore(store)
         self._problems = RegisterProblems(store=store, outbox=outbox, model=model, clock=clock)
         self.open: dict[int, Transaction] = self._db.load()
@@ -151,6 +155,18 @@ class Transactions:
             self._end(evse, trigger, reason)
         self._poke()
         return ended
+
+    def authorized(self, evse_id: int) -> bool:
+        """A token is accepted for this EVSE: a session holds it, or is about to."""
+        return evse_id in self._auth
+
+    def _admit(self, evse_id: int, id_token: dict[str, Any],
+               info: dict[str, Any]) -> tuple[bool, int | None]:
+        """Whether a reservation lets this token be authorized here (H03), and the id of
+        the reservation it uses up."""
+        if self._reservations is None:
+            return True, None
+        return self._reservations.admit(evse_id, id_token, info)
 
     def transaction_id(self, evse_id: int) -> str | None:
         tx = self.open.get(evse_id)
@@ -276,11 +292,18 @@ class Transactions:
             if self._authorization.same_group(decision.info, auth.info):
                 self._stop_by_token(evse_id, id_token)
             return
-        self._auth[evse_id] = Grant(id_token, decision.info, since=self._clock.monotonic())
+        allowed, reservation_id = self._admit(evse_id, id_token, decision.info)
+        if not allowed:
+            log.info("EVSE %d is reserved for another token: card %s refused", evse_id,
+                     id_token["idToken"])
+            return
+        self._auth[evse_id] = Grant(id_token, decision.info, since=self._clock.monotonic(),
+                                    reservation_id=reservation_id)
         self._hardware.evses[evse_id].allow_lock_retry()   # a new card: try the lock again
         if tx is not None:
             tx.id_token = id_token
-            self._event(tx, "Updated", "Authorized", id_token=id_token)
+            self._event(tx, "Updated", "Authorized", id_token=id_token,
+                        reservation_id=reservation_id)
         self._poke()
 
     def _stop_by_token(self, evse_id: int, id_token: dict[str, Any]) -> None:
@@ -353,7 +376,8 @@ class Transactions:
         free = self._authorization.without_token()
         if free is not None and auth is None and connector.plugged and \
                 (tx is None or tx.stopped_reason is None) and \
-                evse_id not in self._free_sessions:
+                evse_id not in self._free_sessions and \
+                self._admit(evse_id, free, {"status": "Accepted"})[0]:
             # AuthCtrlr.Enabled false: a plugged-in EV is authorized as it is, with the
             # token "" / NoAuthorization (appendix 3; errata 6.1.1).
             auth = self._auth[evse_id] = Grant(free, {"status": "Accepted"}, since=now,
@@ -481,6 +505,7 @@ class Transactions:
         # it is), but the CSMS is told.
         below = sampler.floor.below(self._db.last_registers(evse_id))
         self._event(tx, "Started", trigger, id_token=tx.id_token,
+                    reservation_id=auth.reservation_id if auth is not None else None,
                     meter_values=[begin] if begin else None,
                     problem=(BELOW_PREVIOUS, "; ".join(below)) if below else None)
         log.info("EVSE %d: transaction %s started (%s)", evse_id, tx.id, trigger)
@@ -550,7 +575,8 @@ class Transactions:
                stopped_reason: str | None = None,
                meter_values: list[dict[str, Any]] | None = None,
                droppable: bool = False, sampler: TxMeterSampler | None = None,
-               problem: tuple[str, str] | None = None) -> None:
+               problem: tuple[str, str] | None = None,
+               reservation_id: int | None = None) -> None:
         """Commit one TransactionEvent with the transaction's new state. `sampler`: the
         transaction's (given for Ended, which has already let go of it); `problem`: a
         register problem to report besides what the sampler held."""
@@ -577,6 +603,8 @@ class Transactions:
             payload["numberOfPhasesUsed"] = phases
         if id_token is not None:
             payload["idToken"] = id_token
+        if reservation_id is not None:
+            payload["reservationId"] = reservation_id   # the reservation it used up (H03)
         if meter_values:
             payload["meterValue"] = meter_values
         sampler = sampler or self._samplers.get(tx.evse_id)
@@ -650,14 +678,26 @@ class Transactions:
             info = decision.info
         else:
             info = {"status": "Accepted"}
+        allowed, reservation_id = self._admit(evse_id, id_token, info)
+        if not allowed and not self._authorization.needs_authorize_for_remote_start():
+            # Its groupIdToken may be the reservation's: ask (H03.FR.08).
+            decision = await self._authorization.authorize(id_token, evse_id=evse_id)
+            if decision.accepted:
+                info = decision.info
+                allowed, reservation_id = self._admit(evse_id, id_token, info)
+        if not allowed:   # reserved for another token (TC_H_02)
+            return {"status": "Rejected", "statusInfo": {"reasonCode": "Unspecified",
+                    "additionalInfo": f"EVSE {evse_id} is reserved"}}
         self._auth[evse_id] = Grant(id_token, info, request["remoteStartId"],
-                                    self._clock.monotonic(), profile)
+                                    self._clock.monotonic(), profile,
+                                    reservation_id=reservation_id)
         self._hardware.evses[evse_id].allow_lock_retry()
         self._poke()
         if tx is not None:
             tx.id_token = id_token
             tx.remote_start_id = request["remoteStartId"]
-            self._event(tx, "Updated", "RemoteStart", id_token=id_token)
+            self._event(tx, "Updated", "RemoteStart", id_token=id_token,
+                        reservation_id=reservation_id)
             return {"status": "Accepted", "transactionId": tx.id}
         return {"status": "Accepted"}
 

@@ -384,6 +384,14 @@ def _metering(b: _Builder, station: StationSpec) -> None:
 
 # --- optional functional blocks ----------------------------------------------------------
 
+# LocalAuthListCtrlr limits (see _optional). BytesPerMessage stays below the session's
+# frame limit (agent/ocpp/session.py MAX_FRAME_BYTES, 1 MiB).
+LOCAL_LIST_ENTRIES = 200_000
+LOCAL_LIST_ITEMS = 500
+LOCAL_LIST_BYTES = 262_144
+LOCAL_LIST_STORAGE = 67_108_864
+
+
 def _absent(b: _Builder, component: Component) -> None:
     # "Available cannot be false if Enabled is true" (appendix 4): both false, read-only.
     b.add(component, "Enabled", T.BOOLEAN, _ro(False, constant=True))
@@ -411,10 +419,15 @@ def _optional(b: _Builder, station: StationSpec) -> None:
     if FEATURE_LOCAL_AUTH_LIST in features:
         b.add(c, "Enabled", T.BOOLEAN, _rw(True))
         b.add(c, "Available", T.BOOLEAN, _ro(True, constant=True))
-        b.add(c, "Entries", T.INTEGER, _ro(0), max_limit=10000)
-        b.add(c, "ItemsPerMessage", T.INTEGER, _ro(250, constant=True))
-        b.add(c, "BytesPerMessage", T.INTEGER, _ro(BYTES_PER_MESSAGE, constant=True), unit="B")
-        b.add(c, "Storage", T.INTEGER, _ro(0), unit="B", max_limit=4_194_304)
+        # The list lives in SQLite and is looked up by key (agent/blocks/local_auth_list.py):
+        # its size costs flash, not memory. 200,000 cards: twice a large public site's list;
+        # 64 MiB of estimated row bytes holds them with room for long idTokenInfos.
+        b.add(c, "Entries", T.INTEGER, _ro(0), max_limit=LOCAL_LIST_ENTRIES)
+        # 500 typical entries (~150 B of JSON each) fit BytesPerMessage with room; a list
+        # of 100,000 is 200 messages, each one store transaction.
+        b.add(c, "ItemsPerMessage", T.INTEGER, _ro(LOCAL_LIST_ITEMS, constant=True))
+        b.add(c, "BytesPerMessage", T.INTEGER, _ro(LOCAL_LIST_BYTES, constant=True), unit="B")
+        b.add(c, "Storage", T.INTEGER, _ro(0), unit="B", max_limit=LOCAL_LIST_STORAGE)
         b.add(c, "DisablePostAuthorize", T.BOOLEAN, _rw(False))
     else:
         _absent(b, c)
@@ -423,7 +436,9 @@ def _optional(b: _Builder, station: StationSpec) -> None:
     if FEATURE_RESERVATION in features:
         b.add(c, "Enabled", T.BOOLEAN, _rw(True))
         b.add(c, "Available", T.BOOLEAN, _ro(True, constant=True))
-        b.add(c, "NonEvseSpecific", T.BOOLEAN, _ro(False, constant=True))
+        # ReadWrite: an operator who wants every reservation to name its EVSE says so
+        # (ReserveNow without evseId is then Rejected, agent/blocks/reservation.py).
+        b.add(c, "NonEvseSpecific", T.BOOLEAN, _rw(True))
     else:
         _absent(b, c)
 

@@ -486,8 +486,9 @@ def req(component: str, variable: str, mutability: set[str], data_type: str | No
                     max_limit, values)
 
 
-# Core, plus SmartChargingCtrlr (the station implements smart charging); it has no display
-# messages, ISO 15118, local authorization list, monitoring or tariff and cost.
+# Core, plus SmartChargingCtrlr and LocalAuthListCtrlr (the station implements smart
+# charging and the local authorization list); it has no display messages, ISO 15118,
+# monitoring or tariff and cost.
 REQUIRED = [
     req("AlignedDataCtrlr", "Interval", RW, "integer", unit={"s"}),
     req("AlignedDataCtrlr", "Measurands", RW, "MemberList", max_limit=True, values=set()),
@@ -512,6 +513,9 @@ REQUIRED = [
       for name in ("BytesPerMessage", "ItemsPerMessage")
       for message in ("GetReport", "GetVariables", "SetVariables")),
     req("EVSE", "AvailabilityState", RO, "OptionList", values=AVAILABILITY),
+    req("LocalAuthListCtrlr", "BytesPerMessage", RO, "integer"),
+    req("LocalAuthListCtrlr", "Entries", RO, "integer", max_limit=True),
+    req("LocalAuthListCtrlr", "ItemsPerMessage", RO, "integer"),
     req("EVSE", "Available", RO, "boolean"),
     req("EVSE", "Power", RO, "decimal", unit={"W", "kW"}, max_limit=True),
     req("EVSE", "SupplyPhases", RO, "integer"),
@@ -1129,13 +1133,23 @@ WHERE_IT_WORKS: dict[str, str] = {
     "AuthCacheCtrlr.DisablePostAuthorize":
         "test_authorization.py::test_post_authorize_a_cached_rejection_unless_disabled",
     "LocalAuthListCtrlr.Enabled":
-        "conformance/test_b_provisioning.py::test_features_reported_absent_are_refused",
-    "LocalAuthListCtrlr.Available":
-        "conformance/test_b_provisioning.py::test_features_reported_absent_are_refused",
-    "ReservationCtrlr.Enabled":
-        "conformance/test_b_provisioning.py::test_features_reported_absent_are_refused",
-    "ReservationCtrlr.Available":
-        "conformance/test_b_provisioning.py::test_features_reported_absent_are_refused",
+        "test_local_auth_list.py::test_disabled_list_is_not_used_and_refuses_updates",
+    "LocalAuthListCtrlr.Available": "test_local_auth_list_station.py::"
+        "test_device_model_reports_the_list_available_with_its_limits",
+    "LocalAuthListCtrlr.Entries":
+        "test_local_auth_list.py::test_entries_and_storage_max_limits_refuse_growth",
+    "LocalAuthListCtrlr.ItemsPerMessage":
+        "test_local_auth_list.py::test_items_per_message_is_enforced",
+    "LocalAuthListCtrlr.BytesPerMessage":
+        "test_local_auth_list_station.py::test_a_frame_over_bytes_per_message_is_refused",
+    "LocalAuthListCtrlr.Storage":
+        "test_local_auth_list.py::test_entries_and_storage_max_limits_refuse_growth",
+    "LocalAuthListCtrlr.DisablePostAuthorize":
+        "test_local_auth_list.py::test_post_authorize_a_list_rejection_unless_disabled",
+    "ReservationCtrlr.Enabled": "test_reservation.py::test_reservation_ctrlr_variables_work",
+    "ReservationCtrlr.Available": "test_reservation.py::test_reservation_ctrlr_variables_work",
+    "ReservationCtrlr.NonEvseSpecific":
+        "test_reservation.py::test_reservation_ctrlr_variables_work",
     "SmartChargingCtrlr.Enabled":
         "test_charging_profiles.py::"
         "test_disabled_smart_charging_rejects_but_clear_and_get_still_work",
@@ -1279,36 +1293,4 @@ def test_device_data_limits_are_enforced(tmp_path):
                 assert too_big.value.code == "FormatViolation", (action, count)
                 # Within both: answered.
                 assert await rig.call(action, {key: small[:items]} | extra)
-    run(case())
-
-
-def test_features_reported_absent_are_refused(tmp_path):
-    """LocalAuthListCtrlr and ReservationCtrlr Enabled/Available false: the station has
-    neither, and the CSMS's messages for them are refused, not half-done."""
-    async def case():
-        async with station(tmp_path) as rig:
-            values = {inventory_key(i): i["variableAttribute"][0].get("value")
-                      for i in await base_report(rig, "FullInventory", 1003)}
-            calls = {
-                "LocalAuthListCtrlr": [("GetLocalListVersion", {}),
-                                       ("SendLocalList", {"versionNumber": 1,
-                                                          "updateType": "Full"})],
-                "ReservationCtrlr": [("ReserveNow", {
-                    "id": 1, "expiryDateTime": "2040-01-01T00:00:00Z",
-                    "idToken": VALID_TOKEN, "evseId": EVSE}),
-                    ("CancelReservation", {"reservationId": 1})],
-            }
-            for component, messages in calls.items():
-                # Neither feature exists (issue 18): when one comes, this test and the
-                # table above change with it.
-                assert values[f"{component}.Available"] == "false", component
-                assert values[f"{component}.Enabled"] == "false", component
-                # It cannot be switched on: "true" would be a claim nothing honours.
-                assert await rig.set_variable(component, "Enabled", "true") == "Rejected"
-                assert await rig.get_variable(component, "Enabled") == "false"
-                for action, payload in messages:
-                    with pytest.raises(CallErrorReceived) as refused:
-                        await rig.call(action, payload)
-                    # Part 4 §4.2.3: a known action the receiver does not support.
-                    assert refused.value.code == "NotSupported", action
     run(case())

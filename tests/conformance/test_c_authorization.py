@@ -3,8 +3,11 @@ and TC_E_06, which test the same card reader.
 
 The station under test has an ISO14443 card reader (C-30), an authorization cache (C-49,
 AuthCacheCtrlr with LifeTime, DisablePostAuthorize), DisableRemoteAuthorization (C-58) and
-OfflineTxForUnknownIdEnabled (C-02); no local authorization list (issue 18). The errata's
-5.1.3 / 6.1.12 (a station with NoAuthorization only) do not apply: it reads cards.
+OfflineTxForUnknownIdEnabled (C-02) and a Local Authorization List (LocalAuthListCtrlr,
+agent/blocks/local_auth_list.py): the preparations that name the list ("LocalAuthListEnabled
+is true (If implemented)", TC_C_26/33/34) are applied (tests/conformance/local_list.py).
+The errata's 5.1.3 / 6.1.12 (a station with NoAuthorization only) do not apply: it reads
+cards.
 
 AQ-2 ("a cable lock which prevents the EV driver to connect the EV and EVSE before
 authorization"): no. The AC socket has a lock, but it holds a cable that is already in;
@@ -30,6 +33,7 @@ import pytest
 
 from agent.clock import format_datetime
 from agent.demo.csms import Csms
+from tests.conformance.local_list import LIST_ENABLED
 from tests.conformance.rig import (CONNECTOR, EVSE, INVALID_TOKEN, STATION, VALID_TOKEN, Rig, run,
                                     station)
 from tests.conformance.tx_rules import check_transaction_events
@@ -463,7 +467,9 @@ def test_TC_E_52(tmp_path):
             await prepare(rig, {("AuthCtrlr", "Enabled"): "true",
                                 ("AuthCtrlr", "DisableRemoteAuthorization"): "true"})
             Tokens(rig, {VALID_TOKEN["idToken"]: accepted()})
-            # Memory state: the token is in no cache (fresh station) and no local list.
+            # Memory State: the token is in neither the cache (a fresh station) nor the
+            # Local Authorization List (none was ever sent: version 0, D02.FR.02).
+            assert await rig.call("GetLocalListVersion", {}) == {"versionNumber": 0}
             since = Since(rig)
             await rig.present(VALID_TOKEN)
             await rig.plug()
@@ -554,8 +560,9 @@ def test_TC_C_33(tmp_path):
     """Store Authorization Data in the Authorization Cache - Update on AuthorizeResponse."""
     async def case():
         async with c_station(tmp_path) as rig:
-            # LocalAuthListEnabled is not set: there is no local list (read-only false).
-            await prepare(rig, _cache_settings())
+            # LocalAuthListEnabled is true; the token is not in the list (no Memory State),
+            # so the cache is what the case is about.
+            await prepare(rig, _cache_settings(LIST_ENABLED))
             tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted()})
             plugged = await ev_connected_pre_session(rig)
             tx_id = plugged["transactionInfo"]["transactionId"]
@@ -587,7 +594,7 @@ def test_TC_C_34(tmp_path):
     """Store Authorization Data in the Authorization Cache - Update on TransactionResponse."""
     async def case():
         async with c_station(tmp_path) as rig:
-            await prepare(rig, _cache_settings())
+            await prepare(rig, _cache_settings(LIST_ENABLED))   # and LocalAuthListEnabled
             tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted()})
             await cache_token(rig, tokens, VALID_TOKEN)
             await ev_connected_pre_session(rig)
@@ -831,14 +838,17 @@ def test_TC_C_26(tmp_path):
     """Offline Authorization - Unknown Id."""
     async def case():
         async with c_station(tmp_path) as rig:
-            await prepare(rig, {("AuthCtrlr", "LocalPreAuthorize"): "true",
+            await prepare(rig, {**LIST_ENABLED,
+                                ("AuthCtrlr", "LocalPreAuthorize"): "true",
                                 ("AuthCtrlr", "OfflineTxForUnknownIdEnabled"): "true",
                                 ("AuthCtrlr", "LocalAuthorizeOffline"): "true",
                                 ("TxCtrlr", "MaxEnergyOnInvalidId"): "0",
                                 ("TxCtrlr", "StopTxOnInvalidId"): "false",
                                 ("OCPPCommCtrlr", "RetryBackOffWaitMinimum"): "10",
                                 ("OCPPCommCtrlr", "RetryBackOffRandomRange"): "0"})
-            # The token is unknown to the station (nothing cached); the OCTT finds it Invalid.
+            # The token is unknown to the station (nothing cached, the list empty); the
+            # OCTT finds it Invalid.
+            assert await rig.call("GetLocalListVersion", {}) == {"versionNumber": 0}
             Tokens(rig, {VALID_TOKEN["idToken"]: {"status": "Invalid"}})
             since = Since(rig)
             await go_offline(rig)

@@ -2,7 +2,12 @@
 (C12 with StopTxOnInvalidId / MaxEnergyOnInvalidId, E05) and the master pass (C16).
 
 The station has no display or other user interface (Part 5 C-07 "Master Pass with UI" is
-not a feature of it): a master pass stops every transaction (C-08, C16.FR.02)."""
+not a feature of it): a master pass stops every transaction (C-08, C16.FR.02).
+
+It has a Local Authorization List: TC_C_15..18's Memory State "A known valid idToken is
+configured in the Local auth list (if implemented) and auth cache (if implemented)" puts
+the token in both (tests/conformance/local_list.py); the list's entry then decides
+offline, as it comes first (C13/C14), and the CSMS's Invalid applies to it all the same."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from typing import AsyncIterator
 
 import pytest
 
+from tests.conformance.local_list import id_token_local_auth_list
 from tests.conformance.offline import OFFLINE_SETTINGS, Offline, cache_token, prepare
 from tests.conformance.rig import VALID_TOKEN, Rig, run, station
 from tests.conformance.tx_rules import check_transaction_events
@@ -53,13 +59,14 @@ async def offline_cached_start(rig: Rig, stop_tx: bool, max_energy_wh: int,
     await prepare(rig, CACHE_SETTINGS, OFFLINE_SETTINGS, {
         ("TxCtrlr", "StopTxOnInvalidId"): "true" if stop_tx else "false",
         ("TxCtrlr", "MaxEnergyOnInvalidId"): str(max_energy_wh)}, settings or {})
-    await cache_token(rig, VALID_TOKEN)
+    await cache_token(rig, VALID_TOKEN)                 # IdTokenCached
+    await id_token_local_auth_list(rig, VALID_TOKEN)    # ... and in the Local auth list
     await rig.ev_connected_pre_session()
     offline = Offline(rig)
     await offline.start()
     await rig.present()
     await offline.wait(TRANSACTION_DURATION_S)
-    assert rig.snapshot()["contactor_closed"] is True   # authorized from the cache
+    assert rig.snapshot()["contactor_closed"] is True   # authorized from the list
     assert rig.snapshot()["power_w"] > 0
     rig.answer("TransactionEvent", invalid_for_token)
     await offline.reconnect()
@@ -163,8 +170,8 @@ async def _stopped_on_invalid(tmp_path, max_energy_wh: int,
 def test_TC_C_16(tmp_path):
     """Authorization through authorization cache - StopTxOnInvalidId = true"""
     # TC_C_16's Configuration State has no OfflineTxForUnknownIdEnabled (its siblings set
-    # it true "if implemented"): left at its default, false, so that only the cache can
-    # have authorized the token offline.
+    # it true "if implemented"): left at its default, false, so that only the local data
+    # (list and cache) can have authorized the token offline.
     run(_stopped_on_invalid(tmp_path, max_energy_wh=0, settings={
         ("AuthCtrlr", "OfflineTxForUnknownIdEnabled"): "false"}))
 

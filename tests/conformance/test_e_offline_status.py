@@ -2,7 +2,10 @@
 behaviour (E08, E11, E12) and a transaction deauthorized after an offline start (E05/E06).
 How the OCTT goes offline: tests/conformance/offline.py. Part 6's general tool rules for
 TransactionEvents (first Started, seqNo without gaps, nothing after Ended) are checked
-at the end of every case (tx_rules.py)."""
+at the end of every case (tx_rules.py). The station has a Local Authorization List: the
+Memory State IdTokenLocalAuthList "(If implemented)" of TC_E_16, TC_E_45 and of
+TransactionEventsInQueueEnded (TC_E_43) is applied (tests/conformance/local_list.py),
+after IdTokenCached."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from typing import Any, AsyncIterator, Callable
 
 from ocpp.exceptions import InternalError
 
+from tests.conformance.local_list import id_token_local_auth_list
 from tests.conformance.offline import (BACKOFF_S, OFFLINE_SETTINGS, HeldAnswers, Offline,
                                        cache_token, prepare)
 from tests.conformance.rig import CONNECTOR, EVSE, VALID_TOKEN, Rig, run
@@ -233,6 +237,7 @@ def test_TC_E_43(tmp_path):
             await prepare(rig, OFFLINE_SETTINGS,
                           {("AuthCtrlr", "OfflineTxForUnknownIdEnabled"): "true"})
             await cache_token(rig, VALID_TOKEN)
+            await id_token_local_auth_list(rig, VALID_TOKEN)
             offline = Offline(rig)
             await offline.start()                            # 1.
             await rig.plug()                                 # Connect the EV and EVSE
@@ -262,9 +267,11 @@ async def _stopped_offline(tmp_path, stop_token: dict) -> None:
     async with station(tmp_path) as rig:
         await prepare(rig, OFFLINE_SETTINGS)
         if stop_token is not VALID_TOKEN:
-            # IdTokenCached for fields2 with the group; then Authorized with the group.
+            # IdTokenCached and IdTokenLocalAuthList for fields2 with the group; then
+            # Authorized with the group.
             info = {"status": "Accepted", "groupIdToken": GROUP}
             await cache_token(rig, stop_token, info)
+            await id_token_local_auth_list(rig, stop_token, GROUP)
             rig.answer("Authorize", {"idTokenInfo": info})
             rig.answer("TransactionEvent", lambda p: {"idTokenInfo": info} if "idToken" in p else {})
         started = await rig.energy_transfer_started()
@@ -423,7 +430,8 @@ def test_TC_E_16(tmp_path):
                 ("AuthCtrlr", "DisableRemoteAuthorization"): "false",
                 ("AuthCtrlr", "OfflineTxForUnknownIdEnabled"): "true",
                 ("TxCtrlr", "StopTxOnInvalidId"): "true"})
-            await cache_token(rig, VALID_TOKEN)
+            await cache_token(rig, VALID_TOKEN)                 # IdTokenCached
+            await id_token_local_auth_list(rig, VALID_TOKEN)    # IdTokenLocalAuthList
             # StartOfflineTransaction
             offline = Offline(rig)
             await offline.start()

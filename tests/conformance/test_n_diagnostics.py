@@ -14,6 +14,8 @@ import tarfile
 
 import pytest
 
+from tests.conformance.local_list import LIST_ENABLED, id_token_local_auth_list
+from tests.conformance.offline import cache_token
 from tests.conformance.rig import VALID_TOKEN, Rig, run, station
 from tests.file_servers import FileServer
 from tests.harness import until_logged
@@ -160,35 +162,43 @@ async def customer_information(rig: Rig, request_id: int, *, report: bool, clear
     return await customer_reports(rig, request_id)
 
 
-async def token_cached(rig: Rig) -> None:
-    """Configuration State of TC_N_27/30 and the memory state IdTokenCached: Authorized
-    (local), then ParkingBayUnoccupied (no EV came: the authorization lapses after
-    EVConnectionTimeOut). LocalAuthListCtrlr.Enabled is set as the lab does: where the
-    station has no local list (a feature of its own, not Core) the controller reads
-    Available false and the setting is refused, the preparation's "if implemented"."""
-    status = await rig.set_variable("LocalAuthListCtrlr", "Enabled", "true")
-    if status != "Accepted":
-        assert status in ("Rejected", "UnknownComponent"), status
-        assert await rig.get_variable("LocalAuthListCtrlr", "Available") in (None, "false")
-    await rig.configure({("AuthCtrlr", "LocalPreAuthorize"): "true",
-                         ("AuthCacheCtrlr", "Enabled"): "true"})
+async def authorization_lapsed(rig: Rig, *, from_list: bool) -> None:
+    """Charging State Authorized (local), then ParkingBayUnoccupied: no EV came, the
+    authorization lapses after EVConnectionTimeOut. `from_list`: the token is in the Local
+    Authorization List, which decides at once (no AuthorizeRequest); else the CSMS is
+    asked, and its answer cached."""
+    asked = len(rig.sent("Authorize"))
     await rig.authorized_local()
-    authorize = await rig.expect("Authorize")
-    assert authorize["idToken"] == VALID_TOKEN
+    requests = [p["idToken"] for p in rig.sent("Authorize")[asked:]]
+    assert requests == ([] if from_list else [VALID_TOKEN]), requests
     timeout = int(await rig.get_variable("TxCtrlr", "EVConnectionTimeOut"))
     await rig.advance(timeout + 1)
+
+
+async def customer_known(rig: Rig) -> None:
+    """TC_N_27/30's preparations. Configuration State: LocalAuthListCtrlr.Enabled,
+    AuthCtrlr.LocalPreAuthorize and AuthCacheCtrlr.Enabled true. Memory State:
+    IdTokenCached, then IdTokenLocalAuthList (the cache first: a token the list holds is
+    not cached). Charging State: Authorized (local), ParkingBayUnoccupied."""
+    await rig.configure({**LIST_ENABLED, ("AuthCtrlr", "LocalPreAuthorize"): "true",
+                         ("AuthCacheCtrlr", "Enabled"): "true"})
+    await cache_token(rig, VALID_TOKEN)
+    assert int(await rig.get_variable("AuthCacheCtrlr", "Storage")) > 0
+    await id_token_local_auth_list(rig, VALID_TOKEN)
+    await authorization_lapsed(rig, from_list=True)
 
 
 def test_TC_N_27(tmp_path):
     """Get Customer Information - Accepted + data."""
     async def case():
         async with station(tmp_path) as rig:
-            await token_cached(rig)
+            await customer_known(rig)
             parts = await customer_information(rig, 27, report=True, clear=False,
                                                idToken=VALID_TOKEN)
             assert all(p["data"] for p in parts)
-            assert "Authorization cache" in text_of(parts)
-            assert VALID_TOKEN["idToken"] in text_of(parts)
+            text = text_of(parts)
+            assert "Authorization cache" in text and "Local Authorization List" in text
+            assert VALID_TOKEN["idToken"] in text
     run(case())
 
 
@@ -197,7 +207,12 @@ def test_TC_N_28(tmp_path):
     station held of the token, a report says that nothing is found."""
     async def case():
         async with station(tmp_path) as rig:
-            await token_cached(rig)   # something to clear, so the clear is seen to work
+            # Something to clear (a cached token), so the clear is seen to work. No list
+            # entry: the prerequisite is a station with no data of the token, and a clear
+            # keeps the CSMS's list (TC_N_30).
+            await rig.configure({("AuthCtrlr", "LocalPreAuthorize"): "true",
+                                 ("AuthCacheCtrlr", "Enabled"): "true"})
+            await authorization_lapsed(rig, from_list=False)
             await customer_information(rig, 1, report=False, clear=True, idToken=VALID_TOKEN)
             parts = await customer_information(rig, 28, report=True, clear=False,
                                                idToken=VALID_TOKEN)
@@ -207,22 +222,28 @@ def test_TC_N_28(tmp_path):
 
 
 def test_TC_N_30(tmp_path):
-    """Clear Customer Information - Clear and report + data."""
+    """Clear Customer Information - Clear and report + data: all customer data removed
+    except the Local Authorization List's (Part 6's purpose of the N10 cases)."""
     async def case():
         async with station(tmp_path) as rig:
-            await token_cached(rig)
-            assert int(await rig.get_variable("AuthCacheCtrlr", "Storage")) > 0
+            await customer_known(rig)
             parts = await customer_information(rig, 30, report=True, clear=True,
                                                idToken=VALID_TOKEN)
             assert all(p["data"] for p in parts)
-            assert "Cleared: Authorization cache" in text_of(parts)
-            # Step 5: the report that follows finds nothing.
+            text = text_of(parts)
+            assert "Cleared: Authorization cache" in text
+            assert "Kept: Local Authorization List" in text
+            # Step 5: the report that follows (step 8: tbc not true) finds only the list's
+            # entry, which the CSMS manages.
             parts = await customer_information(rig, 31, report=True, clear=False,
                                                idToken=VALID_TOKEN)
             assert parts[-1].get("tbc", False) is not True
-            assert "No data found" in text_of(parts)
-            # The cache is empty, and says so.
+            lines = text_of(parts).splitlines()
+            assert len(lines) == 1 and lines[0].startswith("Local Authorization List: "), lines
+            # The cache is empty, and says so; the list is untouched.
             assert await rig.get_variable("AuthCacheCtrlr", "Storage") == "0"
+            assert await rig.get_variable("LocalAuthListCtrlr", "Entries") == "1"
+            assert await rig.call("GetLocalListVersion", {}) == {"versionNumber": 1}
     run(case())
 
 
