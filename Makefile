@@ -47,7 +47,7 @@ clean:
 
 # The Debian package (debian/), built from a copy of the tree: dist/station-agent_*_all.deb.
 # Needs dpkg-dev, debhelper, dh-python, pybuild-plugin-pyproject, python3-setuptools.
-.PHONY: deb package-test package-tools
+.PHONY: deb package-test package-tools vm-test vm-tools
 # What the two need from Debian (CI installs them as root with `make package-tools`).
 PACKAGE_TOOLS := mmdebstrap systemd-container debhelper dh-python pybuild-plugin-pyproject \
 	lintian python3-setuptools dpkg-dev util-linux
@@ -59,12 +59,21 @@ deb:
 package-test: $(VENV)/.installed
 	debian/tests/clean-root
 
-package-tools:
+# The VM rig (tests/vm/): the package in a bookworm guest under QEMU/KVM, cut off at
+# random moments (real power cuts). Root, /dev/kvm and Debian's archive, else SKIP.
+VM_TOOLS := qemu-system-x86 nbdkit e2fsprogs mmdebstrap dpkg-dev debhelper dh-python \
+	pybuild-plugin-pyproject python3-setuptools
+vm-test: $(VENV)/.installed
+	tests/vm/run
+
+package-tools: TOOLS = $(PACKAGE_TOOLS)
+vm-tools: TOOLS = $(VM_TOOLS)
+package-tools vm-tools:
 	@if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
-	  echo "package-tools: not root on Debian; install $(PACKAGE_TOOLS) yourself"; \
+	  echo "$@: not root on Debian; install $(TOOLS) yourself"; \
 	else \
 	  export DEBIAN_FRONTEND=noninteractive PATH=/usr/sbin:/usr/bin:/sbin:/bin; \
-	  apt-get install -y -q $(PACKAGE_TOOLS) >/dev/null 2>&1 || \
-	  { apt-get update -q >/dev/null && apt-get install -y -q $(PACKAGE_TOOLS) >/dev/null; } || \
-	  echo "package-tools: apt-get could not install $(PACKAGE_TOOLS)"; \
+	  apt-get install -y -q $(TOOLS) >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q $(TOOLS) >/dev/null; } || \
+	  echo "$@: apt-get could not install $(TOOLS)"; \
 	fi
