@@ -23,19 +23,16 @@ reader tries to reopen it every `reopen_s` until it is back.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
-import os
-import threading
 from dataclasses import dataclass
 from functools import reduce
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, Mapping
 
 import serial
 
-from hal.api import ID_TOKEN_TYPES, Clock, HalConfigError, IdTokenReader, PresentedToken
-from hal.debounce import RepeatFilter
+from hal.api import ID_TOKEN_TYPES, HalConfigError
+from hal.drivers.serial_reader import SerialCardReader, seconds_setting
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +41,6 @@ FRAME_LEN = 14            # STX + 10 id digits + 2 checksum digits + ETX
 _HEX = frozenset(b"0123456789ABCDEFabcdef")
 PROTOCOLS = ("rdm6300",)
 # Cards presented while nobody reads tokens(): keep the newest few, like a reader's buffer.
-TOKEN_BUFFER = 16
 
 
 # -- frames (sans-I/O) ------------------------------------------------------------------------
@@ -141,131 +137,33 @@ class SerialRfidSettings:
                                  f"must be an OCPP IdTokenEnumType ({', '.join(ID_TOKEN_TYPES)}), "
                                  f"got {token_type!r}")
         return cls(port=port, baudrate=baudrate, protocol=protocol,
-                   repeat_s=_seconds(settings, "repeat_s", cls.repeat_s, zero_ok=True),
+                   repeat_s=seconds_setting(settings, "repeat_s", cls.repeat_s, zero_ok=True),
                    id_token_type=token_type,
-                   reopen_s=_seconds(settings, "reopen_s", cls.reopen_s, zero_ok=False))
-
-
-def _seconds(settings: Mapping[str, Any], key: str, default: float, *, zero_ok: bool) -> float:
-    value = settings.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
-            value == 0 and not zero_ok) or value != value:
-        bound = "zero or more" if zero_ok else "more than zero"
-        raise HalConfigError(key, f"must be a number of seconds, {bound}, got {value!r}")
-    return float(value)
+                   reopen_s=seconds_setting(settings, "reopen_s", cls.reopen_s, zero_ok=False))
 
 
 # -- the device -------------------------------------------------------------------------------
 
-class SerialRfidReader(IdTokenReader):
+class SerialRfidReader(SerialCardReader):
     """Cards from a serial RFID module; the same card held still is reported once."""
 
-    def __init__(self, settings: SerialRfidSettings, clock: Clock) -> None:
-        super().__init__()
-        self.settings = settings
-        self.port_open = False      # True while the port is open and being read
-        self._clock = clock
-        self._repeats = RepeatFilter(settings.repeat_s)
-        self._queue: asyncio.Queue[PresentedToken] = asyncio.Queue(TOKEN_BUFFER)
-        self._task: asyncio.Task[None] | None = None
-
-    @classmethod
-    def check_config(cls, settings: Mapping[str, Any]) -> None:
-        parsed = SerialRfidSettings.parse(settings)
-        if not os.path.exists(parsed.port):
-            raise HalConfigError("port", f"{parsed.port} does not exist; is the reader plugged "
-                                         "in, and is this its device name?")
-
-    @classmethod
-    def from_config(cls, settings: Mapping[str, Any], *, clock: Clock) -> SerialRfidReader:
-        return cls(SerialRfidSettings.parse(settings), clock)
-
-    async def tokens(self) -> AsyncIterator[PresentedToken]:
-        while True:
-            yield await self._queue.get()
-
-    async def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.ensure_future(self._run())
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-    # -- inside ---------------------------------------------------------------------------
+    settings_type = SerialRfidSettings
 
     async def _run(self) -> None:
         port_name = self.settings.port
         while True:
             try:
-                # Opening is quick (pyserial opens non-blocking), so it stays on the loop.
-                port = serial.Serial(port_name, self.settings.baudrate, timeout=None)
+                port = self._open()
             except (serial.SerialException, OSError, ValueError) as exc:
-                self._fail(f"RFID reader: cannot open {port_name}: {exc}")
+                self._fail(f"RFID reader: cannot open {port_name}: {exc}", self.settings.reopen_s)
             else:
                 if self.fault is not None:
                     log.info("RFID reader on %s is back", port_name)
                 self._set_fault(None)
                 self._repeats.clear()
-                error = await self._pump(port)
-                self._fail(f"RFID reader on {port_name} failed: {error}")
+                parser = Rdm6300Parser()
+                async with self.reading(port, parser.feed, self._offer,
+                                        f"rfid-{port_name}") as failed:
+                    error = await failed
+                self._fail(f"RFID reader on {port_name} failed: {error}", self.settings.reopen_s)
             await self._clock.sleep(self.settings.reopen_s)
-
-    def _fail(self, text: str) -> None:
-        if text != self.fault:
-            log.warning("%s (retrying every %g s)", text, self.settings.reopen_s)
-        self._set_fault(text)
-
-    async def _pump(self, port: serial.Serial) -> str:
-        """Read `port` in a thread until it fails (the error text) or we are cancelled."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[str] = loop.create_future()
-        stop = threading.Event()
-        thread = threading.Thread(target=self._read_loop, args=(port, stop, loop, done),
-                                  name=f"rfid-{self.settings.port}", daemon=True)
-        self.port_open = True
-        thread.start()
-        try:
-            return await done
-        finally:
-            self.port_open = False
-            stop.set()
-            port.cancel_read()  # wakes the thread's select(); it sees `stop` and returns
-            await asyncio.to_thread(thread.join, 2.0)
-            port.close()
-
-    def _read_loop(self, port: serial.Serial, stop: threading.Event,
-                   loop: asyncio.AbstractEventLoop, done: asyncio.Future[str]) -> None:
-        parser = Rdm6300Parser()
-        error = "closed"
-        try:
-            while not stop.is_set():
-                data = port.read(1)  # blocks until a byte arrives or cancel_read()
-                if data:
-                    data += port.read(port.in_waiting)
-                for uid in parser.feed(data):
-                    _call_soon(loop, self._sighted, uid)
-        except (serial.SerialException, OSError) as exc:
-            error = str(exc) or type(exc).__name__
-        _call_soon(loop, _resolve, done, error)
-
-    def _sighted(self, uid: str) -> None:
-        if not self._repeats.new(uid, self._clock.monotonic()):
-            return
-        if self._queue.full():  # nobody reads: the oldest card is the least interesting
-            self._queue.get_nowait()
-        self._queue.put_nowait(PresentedToken(uid=uid, type=self.settings.id_token_type))
-
-
-def _call_soon(loop: asyncio.AbstractEventLoop, fn: Any, *args: Any) -> None:
-    try:
-        loop.call_soon_threadsafe(fn, *args)
-    except RuntimeError:  # the loop closed under a thread still draining: nothing to tell
-        pass
-
-
-def _resolve(done: asyncio.Future[str], error: str) -> None:
-    if not done.done():
-        done.set_result(error)

@@ -9,53 +9,13 @@ seqNo without gaps, nothing after Ended).
 
 from __future__ import annotations
 
-import contextlib
-from pathlib import Path
-from typing import Any, AsyncIterator, Callable
-
 from tests.conformance.rig import CONNECTOR, EVSE, VALID_TOKEN, Rig
-from tests.conformance.rig import station as rig_station
-from tests.conformance.tx_rules import check_transaction_events
+from tests.conformance.tx_rules import Since, points, station  # noqa: F401 (shared)
 
 #: <Configured ev_connection_timeout> (TxCtrlr.EVConnectionTimeOut).
 EV_CONNECTION_TIMEOUT = 30
 #: <Configured Transaction Duration>: how long the OCTT lets a session run.
 TRANSACTION_DURATION = 180
-
-
-@contextlib.asynccontextmanager
-async def station(tmp_path: Path, **kwargs: Any) -> AsyncIterator[Rig]:
-    """The rig's station, and Part 6's general TransactionEvent rules once the case ran."""
-    async with rig_station(tmp_path, **kwargs) as rig:
-        yield rig
-        check_transaction_events(rig)
-
-
-class Since:
-    """What the station sent from now on (one step of a case)."""
-
-    def __init__(self, rig: Rig) -> None:
-        self.rig = rig
-        self.marks = {a: len(rig.sent_on_all_links(a))
-                      for a in ("Authorize", "TransactionEvent", "StatusNotification")}
-
-    def __call__(self, action: str) -> list[dict]:
-        return self.rig.sent_on_all_links(action)[self.marks[action]:]
-
-    async def expect(self, action: str, where: Callable[[dict], bool] = lambda p: True) -> dict:
-        """The first `action` sent from now on matching `where` (waiting for it)."""
-        old = {id(p) for p in self.rig.sent_on_all_links(action)[:self.marks[action]]}
-        return await self.rig.expect(action, where=lambda p: id(p) not in old and where(p))
-
-
-async def points(rig: Rig, start: str | None = None, stop: str | None = None) -> None:
-    """Configuration State: TxStartPoint / TxStopPoint (both ReadWrite here)."""
-    settings = {}
-    if start is not None:
-        settings[("TxCtrlr", "TxStartPoint")] = start
-    if stop is not None:
-        settings[("TxCtrlr", "TxStopPoint")] = stop
-    await rig.configure(settings)
 
 
 async def charging_session(rig: Rig) -> str:

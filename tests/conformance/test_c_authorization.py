@@ -25,18 +25,14 @@ by Part 6 and the validations would check nothing. TxStopPoint keeps its default
 
 from __future__ import annotations
 
-import contextlib
-from pathlib import Path
-from typing import AsyncIterator, Callable
 
 import pytest
 
 from agent.clock import format_datetime
 from agent.demo.csms import Csms
 from tests.conformance.local_list import LIST_ENABLED
-from tests.conformance.rig import (CONNECTOR, EVSE, INVALID_TOKEN, STATION, VALID_TOKEN, Rig, run,
-                                    station)
-from tests.conformance.tx_rules import check_transaction_events
+from tests.conformance.rig import CONNECTOR, EVSE, INVALID_TOKEN, STATION, VALID_TOKEN, Rig, run
+from tests.conformance.tx_rules import Since, station
 from tests.harness import PASSWORD, AgentProcess, write_config
 from tests.test_sim_agent import sim_async, wait_for_socket
 
@@ -74,34 +70,6 @@ class Tokens:
 
 def accepted(group: dict | None = None) -> dict:
     return {"status": "Accepted"} | ({"groupIdToken": group} if group else {})
-
-
-class Since:
-    """What the station sent from now on (the OCTT's view of one step)."""
-
-    def __init__(self, rig: Rig) -> None:
-        self.rig = rig
-        self.marks = {a: len(rig.sent_on_all_links(a))
-                      for a in ("Authorize", "TransactionEvent", "StatusNotification")}
-        assert rig.link is not None
-
-    def __call__(self, action: str) -> list[dict]:
-        return self.rig.sent_on_all_links(action)[self.marks[action]:]
-
-    async def expect(self, action: str,
-                     where: Callable[[dict], bool] = lambda p: True) -> dict:
-        """The first `action` sent from now on that matches `where` (waiting for it)."""
-        old = {id(p) for p in self.rig.sent_on_all_links(action)[:self.marks[action]]}
-        return await self.rig.expect(action, where=lambda p: id(p) not in old and where(p))
-
-
-@contextlib.asynccontextmanager
-async def c_station(tmp_path: Path) -> AsyncIterator[Rig]:
-    """The rig's station, and at the end Part 6's general tool rules for every
-    TransactionEvent the station sent (section 2.1: seqNo, Started first, Ended last)."""
-    async with station(tmp_path) as rig:
-        yield rig
-        check_transaction_events(rig)
 
 
 async def prepare(rig: Rig, settings: dict[tuple[str, str], str] | None = None) -> None:
@@ -244,7 +212,7 @@ async def energy_transfer_started(rig: Rig, token: dict = VALID_TOKEN) -> dict:
 
 
 async def _refused_at_plugged_station(tmp_path, token: dict, status: str) -> None:
-    async with c_station(tmp_path) as rig:
+    async with station(tmp_path) as rig:
         await prepare(rig, {("AuthCtrlr", "Enabled"): "true",
                             ("AuthCtrlr", "DisableRemoteAuthorization"): "false"})
         Tokens(rig, {token["idToken"]: {"status": status}})
@@ -295,7 +263,7 @@ def test_TC_C_56(tmp_path):
 def test_TC_C_04(tmp_path):
     """Local Stop Transaction - Different idToken."""
     async def case():
-        async with c_station(tmp_path) as rig:
+        async with station(tmp_path) as rig:
             await prepare(rig, {("AuthCtrlr", "Enabled"): "true",
                                 ("AuthCtrlr", "DisableRemoteAuthorization"): "false"})
             Tokens(rig, {VALID_TOKEN["idToken"]: accepted(),
@@ -321,7 +289,7 @@ def test_TC_C_04(tmp_path):
 def test_TC_E_06(tmp_path):
     """Local Stop Transaction - Accepted."""
     async def case():
-        async with c_station(tmp_path) as rig:
+        async with station(tmp_path) as rig:
             await prepare(rig, {("AuthCtrlr", "Enabled"): "true",
                                 ("AuthCtrlr", "DisableRemoteAuthorization"): "false"})
             Tokens(rig, {VALID_TOKEN["idToken"]: accepted()})
@@ -350,7 +318,7 @@ def _cache_settings(extra: dict[tuple[str, str], str] | None = None
 def test_TC_C_08(tmp_path):
     """Authorization through authorization cache - Accepted."""
     async def case():
-        async with c_station(tmp_path) as rig:
+        async with station(tmp_path) as rig:
             await prepare(rig, _cache_settings())
             tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted()})
             await cache_token(rig, tokens, VALID_TOKEN)
@@ -367,7 +335,7 @@ def test_TC_C_08(tmp_path):
 
 async def _cached_not_accepted(tmp_path, token: dict, status: str) -> None:
     """TC_C_09/10/11: a cached token with another status is asked about again."""
-    async with c_station(tmp_path) as rig:
+    async with station(tmp_path) as rig:
         await prepare(rig, _cache_settings({("AuthCacheCtrlr", "DisablePostAuthorize"): "false"}))
         tokens = Tokens(rig, {token["idToken"]: {"status": status}})
         await cache_token(rig, tokens, token)
@@ -400,7 +368,7 @@ def test_TC_C_11(tmp_path):
 def test_TC_C_12(tmp_path):
     """Authorization through authorization cache - Invalid & Accepted."""
     async def case():
-        async with c_station(tmp_path) as rig:
+        async with station(tmp_path) as rig:
             await prepare(rig, _cache_settings({
                 ("AuthCacheCtrlr", "DisablePostAuthorize"): "false"}))
             tokens = Tokens(rig, {VALID_TOKEN["idToken"]: {"status": "Invalid"}})
@@ -421,7 +389,7 @@ def test_TC_C_12(tmp_path):
 def test_TC_C_13(tmp_path):
     """Authorization through authorization cache - Accepted but cable not connected yet."""
     async def case():
-        async with c_station(tmp_path) as rig:
+        async with station(tmp_path) as rig:
             await prepare(rig, _cache_settings())
             tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted()})
             await cache_token(rig, tokens, VALID_TOKEN)
@@ -444,7 +412,7 @@ def test_TC_C_13(tmp_path):
 def test_TC_C_57(tmp_path):
     """Authorization through authorization cache - AuthCacheDisablePostAuthorize."""
     async def case():
-        async with c_station(tmp_path) as rig:
+        async with station(tmp_path) as rig:
             await prepare(rig, _cache_settings({
                 ("AuthCacheCtrlr", "DisablePostAuthorize"): "true"}))
             tokens = Tokens(rig, {INVALID_TOKEN["idToken"]: {"status": "Invalid"}})
@@ -463,7 +431,7 @@ def test_TC_C_57(tmp_path):
 def test_TC_E_52(tmp_path):
     """Local start transaction - Authorization first - DisableRemoteAuthorization."""
     async def case():
-        async with c_station(tmp_path) as rig:
+        async with station(tmp_path) as rig:
             await prepare(rig, {("AuthCtrlr", "Enabled"): "true",
                                 ("AuthCtrlr", "DisableRemoteAuthorization"): "true"})
             Tokens(rig, {VALID_TOKEN["idToken"]: accepted()})
@@ -559,7 +527,7 @@ def test_TC_C_32(tmp_path):
 def test_TC_C_33(tmp_path):
     """Store Authorization Data in the Authorization Cache - Update on AuthorizeResponse."""
     async def case():
-        async with c_station(tmp_path) as rig:
+        async with station(tmp_path) as rig:
             # LocalAuthListEnabled is true; the token is not in the list (no Memory State),
             # so the cache is what the case is about.
             await prepare(rig, _cache_settings(LIST_ENABLED))
@@ -593,7 +561,7 @@ def test_TC_C_33(tmp_path):
 def test_TC_C_34(tmp_path):
     """Store Authorization Data in the Authorization Cache - Update on TransactionResponse."""
     async def case():
-        async with c_station(tmp_path) as rig:
+        async with station(tmp_path) as rig:
             await prepare(rig, _cache_settings(LIST_ENABLED))   # and LocalAuthListEnabled
             tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted()})
             await cache_token(rig, tokens, VALID_TOKEN)
@@ -629,7 +597,7 @@ def test_TC_C_36(tmp_path):
     """Store Authorization Data in the Authorization Cache - AuthCacheCtrlr.LocalPreAuthorize
     = false."""
     async def case():
-        async with c_station(tmp_path) as rig:
+        async with station(tmp_path) as rig:
             await prepare(rig, _cache_settings())
             tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted()})
             await cache_token(rig, tokens, VALID_TOKEN)
@@ -650,7 +618,7 @@ def test_TC_C_36(tmp_path):
 def test_TC_C_37(tmp_path):
     """Clear Authorization Data in Authorization Cache - Accepted."""
     async def case():
-        async with c_station(tmp_path) as rig:
+        async with station(tmp_path) as rig:
             # LocalPreAuthorize true besides the case's AuthCacheEnabled: with it false an
             # AuthorizeRequest would come whether or not the cache was cleared.
             await prepare(rig, _cache_settings())
@@ -673,7 +641,7 @@ def test_TC_C_37(tmp_path):
 def test_TC_C_38(tmp_path):
     """Clear Authorization Data in Authorization Cache - Rejected."""
     async def case():
-        async with c_station(tmp_path) as rig:
+        async with station(tmp_path) as rig:
             await prepare(rig, _cache_settings())
             tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted()})
             await cache_token(rig, tokens, VALID_TOKEN)
@@ -686,7 +654,7 @@ def test_TC_C_38(tmp_path):
 def test_TC_C_46(tmp_path):
     """Store Authorization Data in the Authorization Cache - AuthCacheLifeTime."""
     async def case():
-        async with c_station(tmp_path) as rig:
+        async with station(tmp_path) as rig:
             await prepare(rig, _cache_settings({
                 ("AuthCacheCtrlr", "LifeTime"): str(TRANSACTION_DURATION)}))
             tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted()})
@@ -710,7 +678,7 @@ def test_TC_C_46(tmp_path):
 def test_TC_C_39(tmp_path):
     """Authorization by GroupId - Success."""
     async def case():
-        async with c_station(tmp_path) as rig:
+        async with station(tmp_path) as rig:
             await prepare(rig)
             tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted(GROUP),
                                   VALID_TOKEN2["idToken"]: accepted(GROUP)})
@@ -738,7 +706,7 @@ def test_TC_C_39(tmp_path):
 def test_TC_C_41(tmp_path):
     """Authorization by GroupId - Success with Authorization Cache."""
     async def case():
-        async with c_station(tmp_path) as rig:
+        async with station(tmp_path) as rig:
             await prepare(rig, _cache_settings())
             tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted(GROUP),
                                   VALID_TOKEN2["idToken"]: accepted(GROUP)})
@@ -763,7 +731,7 @@ def test_TC_C_41(tmp_path):
 
 async def _group_member_refused(tmp_path, *, cached: bool) -> None:
     """TC_C_42/44: an invalid card of the same group does not stop the session."""
-    async with c_station(tmp_path) as rig:
+    async with station(tmp_path) as rig:
         await prepare(rig, _cache_settings({("AuthCacheCtrlr", "DisablePostAuthorize"): "false"})
                       if cached else None)
         tokens = Tokens(rig, {VALID_TOKEN["idToken"]: accepted(GROUP),
@@ -837,7 +805,7 @@ async def come_back(rig: Rig) -> str:
 def test_TC_C_26(tmp_path):
     """Offline Authorization - Unknown Id."""
     async def case():
-        async with c_station(tmp_path) as rig:
+        async with station(tmp_path) as rig:
             await prepare(rig, {**LIST_ENABLED,
                                 ("AuthCtrlr", "LocalPreAuthorize"): "true",
                                 ("AuthCtrlr", "OfflineTxForUnknownIdEnabled"): "true",

@@ -9,11 +9,9 @@ after IdTokenCached."""
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from datetime import datetime
-from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, Callable
 
 from ocpp.exceptions import InternalError
 
@@ -21,8 +19,7 @@ from tests.conformance.local_list import id_token_local_auth_list
 from tests.conformance.offline import (BACKOFF_S, OFFLINE_SETTINGS, HeldAnswers, Offline,
                                        cache_token, prepare)
 from tests.conformance.rig import CONNECTOR, EVSE, VALID_TOKEN, Rig, run
-from tests.conformance.rig import station as rig_station
-from tests.conformance.tx_rules import check_transaction_events
+from tests.conformance.tx_rules import station
 
 METER_INTERVAL_S = 10   # <Configured transaction_updated_metervalues_interval>
 METER_SETTINGS = {
@@ -31,14 +28,6 @@ METER_SETTINGS = {
 }
 GROUP = {"idToken": "FLEET-7", "type": "Central"}   # <Configured GroupIdToken>
 TOKEN2 = {"idToken": "04A1B2C4", "type": "ISO14443"}  # <Configured valid idtoken fields2>
-
-
-@contextlib.asynccontextmanager
-async def station(tmp_path: Path, **kwargs: Any) -> AsyncIterator[Rig]:
-    """The rig's station, and Part 6's general tool rules checked once the case passed."""
-    async with rig_station(tmp_path, **kwargs) as rig:
-        yield rig
-        check_transaction_events(rig)
 
 
 async def stop_and_leave(rig: Rig, token: dict = VALID_TOKEN) -> None:

@@ -38,8 +38,7 @@ from agent.clock import ManualClock
 from agent.config import load_config
 from agent.demo.csms import Csms
 from tests.conformance.rig import CONNECTOR, EVSE, STATION, VALID_TOKEN, Rig, run
-from tests.conformance.rig import station as rig_station
-from tests.conformance.tx_rules import check_transaction_events
+from tests.conformance.tx_rules import Since, check_transaction_events, points, station
 from tests.harness import PASSWORD, write_config
 
 #: <Configured ev_connection_timeout> (TxCtrlr.EVConnectionTimeOut).
@@ -61,31 +60,6 @@ SAMPLES = ("MeterValuePeriodic", "MeterValueClock")
 # ---- the OCTT's view
 
 
-class Since:
-    """What the station sent from now on (one step of a case)."""
-
-    def __init__(self, rig: Rig) -> None:
-        self.rig = rig
-        self.marks = {a: len(rig.sent_on_all_links(a))
-                      for a in ("Authorize", "TransactionEvent", "StatusNotification")}
-
-    def __call__(self, action: str) -> list[dict]:
-        return self.rig.sent_on_all_links(action)[self.marks[action]:]
-
-    async def expect(self, action: str, where: Callable[[dict], bool] = lambda p: True) -> dict:
-        """The first `action` sent from now on matching `where` (waiting for it)."""
-        old = {id(p) for p in self.rig.sent_on_all_links(action)[:self.marks[action]]}
-        return await self.rig.expect(action, where=lambda p: id(p) not in old and where(p))
-
-
-@contextlib.asynccontextmanager
-async def station(tmp_path: Path, **kwargs: Any) -> AsyncIterator[Rig]:
-    """The rig's station, and Part 6's general tool rules checked once the case passed."""
-    async with rig_station(tmp_path, **kwargs) as rig:
-        yield rig
-        check_transaction_events(rig)
-
-
 async def next_event(since: Since) -> dict:
     """The station's next TransactionEvent (not yet taken by a step of this case), meter
     values that fell due aside."""
@@ -95,16 +69,6 @@ async def next_event(since: Since) -> dict:
 def events_of(since: Since) -> list[dict]:
     """This step's TransactionEvents so far, meter values that fell due aside."""
     return [e for e in since("TransactionEvent") if e["triggerReason"] not in SAMPLES]
-
-
-async def points(rig: Rig, start: str | None = None, stop: str | None = None) -> None:
-    """Configuration State: TxStartPoint / TxStopPoint (both ReadWrite here)."""
-    settings = {}
-    if start is not None:
-        settings[("TxCtrlr", "TxStartPoint")] = start
-    if stop is not None:
-        settings[("TxCtrlr", "TxStopPoint")] = stop
-    await rig.configure(settings)
 
 
 async def authorize_step(since: Since) -> None:

@@ -1,5 +1,7 @@
 """Part 6's general tool rules for TransactionEvents (section 2.1), which the OCTT applies
 to every case besides its steps' validations: checked at the end of each E case.
+Also the helpers the E, C, F and J cases share: `station` (the rig's, with these rules
+checked at the end), `Since` (one step's messages) and `points`.
 
 - "The first TransactionEventRequest of a transaction MUST contain eventType Started."
 - "the provided seqNo are sequentially numbered in chronological order": per transaction
@@ -10,9 +12,47 @@ to every case besides its steps' validations: checked at the end of each E case.
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
 
 from tests.conformance.rig import Rig
+from tests.conformance.rig import station as rig_station
+
+
+@contextlib.asynccontextmanager
+async def station(tmp_path: Path, **kwargs: Any) -> AsyncIterator[Rig]:
+    """The rig's station, and Part 6's general tool rules checked once the case passed."""
+    async with rig_station(tmp_path, **kwargs) as rig:
+        yield rig
+        check_transaction_events(rig)
+
+
+class Since:
+    """What the station sent from now on (the OCTT's view of one step)."""
+
+    def __init__(self, rig: Rig) -> None:
+        self.rig = rig
+        self.marks = {a: len(rig.sent_on_all_links(a))
+                      for a in ("Authorize", "TransactionEvent", "StatusNotification")}
+
+    def __call__(self, action: str) -> list[dict]:
+        return self.rig.sent_on_all_links(action)[self.marks[action]:]
+
+    async def expect(self, action: str, where: Callable[[dict], bool] = lambda p: True) -> dict:
+        """The first `action` sent from now on matching `where` (waiting for it)."""
+        old = {id(p) for p in self.rig.sent_on_all_links(action)[:self.marks[action]]}
+        return await self.rig.expect(action, where=lambda p: id(p) not in old and where(p))
+
+
+async def points(rig: Rig, start: str | None = None, stop: str | None = None) -> None:
+    """Configuration State: TxStartPoint / TxStopPoint (both ReadWrite here)."""
+    settings = {}
+    if start is not None:
+        settings[("TxCtrlr", "TxStartPoint")] = start
+    if stop is not None:
+        settings[("TxCtrlr", "TxStopPoint")] = stop
+    await rig.configure(settings)
 
 
 def check_transaction_events(rig: Rig) -> None:

@@ -25,15 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import threading
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, Mapping
 
 import serial
 
-from hal.api import ID_TOKEN_TYPES, Clock, HalConfigError, IdTokenReader, PresentedToken
-from hal.debounce import RepeatFilter
+from hal.api import ID_TOKEN_TYPES, Clock, HalConfigError
+from hal.drivers.serial_reader import SerialCardReader, seconds_setting
 from hal.drivers.pn532.frames import (
     ACK, NACK, PN532_TFI, WAKEUP, Ack, Broken, Command, ErrorFrame, Event, Firmware, FrameError,
     FrameParser, Information, TargetA, command_frame, parse_targets_a)
@@ -52,7 +50,6 @@ NACKS = 3                                  # corrupted answers asked for again, 
 # bad length checksum after 00 FF is as likely to be noise, and is not asked for again).
 DAMAGED = ("data checksum", "postamble")
 ATTEMPTS = 3                               # sends of a command before "no answer"
-TOKEN_BUFFER = 16                          # cards kept while nobody reads tokens()
 
 
 class NoAnswer(Exception):
@@ -94,62 +91,24 @@ class Pn532Settings:
                                  f"must be an OCPP IdTokenEnumType ({', '.join(ID_TOKEN_TYPES)}), "
                                  f"got {token_type!r}")
         return cls(port=port, baudrate=baudrate,
-                   poll_s=_seconds(settings, "poll_s", cls.poll_s, zero_ok=False),
-                   repeat_s=_seconds(settings, "repeat_s", cls.repeat_s, zero_ok=True),
-                   timeout_s=_seconds(settings, "timeout_s", cls.timeout_s, zero_ok=False),
-                   retry_s=_seconds(settings, "retry_s", cls.retry_s, zero_ok=False),
+                   poll_s=seconds_setting(settings, "poll_s", cls.poll_s, zero_ok=False),
+                   repeat_s=seconds_setting(settings, "repeat_s", cls.repeat_s, zero_ok=True),
+                   timeout_s=seconds_setting(settings, "timeout_s", cls.timeout_s, zero_ok=False),
+                   retry_s=seconds_setting(settings, "retry_s", cls.retry_s, zero_ok=False),
                    id_token_type=token_type)
-
-
-def _seconds(settings: Mapping[str, Any], key: str, default: float, *, zero_ok: bool) -> float:
-    value = settings.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or (
-            value < 0 or (value == 0 and not zero_ok) or value == float("inf")):
-        bound = "zero or more" if zero_ok else "more than zero"
-        raise HalConfigError(key, f"must be a number of seconds, {bound}, got {value!r}")
-    return float(value)
 
 
 # -- the device -----------------------------------------------------------------------------
 
-class Pn532Reader(IdTokenReader):
+class Pn532Reader(SerialCardReader):
+    settings_type = Pn532Settings
+
     def __init__(self, settings: Pn532Settings, clock: Clock) -> None:
-        super().__init__()
-        self.settings = settings
-        self.port_open = False            # the port is open and being read
+        super().__init__(settings, clock)
         self.firmware: Firmware | None = None   # set while the PN532 is awake and answering
         self.polls = 0                    # InListPassiveTarget rounds done (tests wait on it)
-        self._clock = clock
-        self._repeats = RepeatFilter(settings.repeat_s)
-        self._queue: asyncio.Queue[PresentedToken] = asyncio.Queue(TOKEN_BUFFER)
         self._frames: asyncio.Queue[Event] = asyncio.Queue()
         self._random_seen = False
-        self._task: asyncio.Task[None] | None = None
-
-    @classmethod
-    def check_config(cls, settings: Mapping[str, Any]) -> None:
-        parsed = Pn532Settings.parse(settings)
-        if not os.path.exists(parsed.port):
-            raise HalConfigError("port", f"{parsed.port} does not exist; is the reader plugged "
-                                         "in, and is this its device name?")
-
-    @classmethod
-    def from_config(cls, settings: Mapping[str, Any], *, clock: Clock) -> Pn532Reader:
-        return cls(Pn532Settings.parse(settings), clock)
-
-    async def tokens(self) -> AsyncIterator[PresentedToken]:
-        while True:
-            yield await self._queue.get()
-
-    async def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.ensure_future(self._run())
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
     # -- the port -------------------------------------------------------------------------
 
@@ -157,8 +116,7 @@ class Pn532Reader(IdTokenReader):
         name = self.settings.port
         while True:
             try:
-                # Opening is quick (pyserial opens non-blocking), so it stays on the loop.
-                port = serial.Serial(name, self.settings.baudrate, timeout=None)
+                port = self._open()
             except (serial.SerialException, OSError, ValueError) as exc:
                 self._fail(f"PN532 reader: cannot open {name}: {exc}")
             else:
@@ -169,46 +127,20 @@ class Pn532Reader(IdTokenReader):
     async def _session(self, port: serial.Serial) -> str:
         """Read `port` in a thread and talk to the PN532 until the port fails (the error
         text) or we are cancelled."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[str] = loop.create_future()
-        stop = threading.Event()
         self._frames = asyncio.Queue()
-        thread = threading.Thread(target=self._read_loop, args=(port, stop, loop, done),
-                                  name=f"pn532-{self.settings.port}", daemon=True)
-        self.port_open = True
-        thread.start()
-        talk = asyncio.ensure_future(self._talk(port))
-        try:
-            await asyncio.wait({talk, done}, return_when=asyncio.FIRST_COMPLETED)
-            if talk.done():                    # a bug, not the device: start afresh
-                log.error("PN532 reader stopped", exc_info=talk.exception())
-                return f"reader stopped: {talk.exception()!r}"
-            return done.result()
-        finally:
-            talk.cancel()
-            await asyncio.gather(talk, return_exceptions=True)
-            self.port_open = False
-            self.firmware = None
-            stop.set()
-            port.cancel_read()   # wakes the thread's select(); it sees `stop` and returns
-            await asyncio.to_thread(thread.join, 2.0)
-            port.close()
-
-    def _read_loop(self, port: serial.Serial, stop: threading.Event,
-                   loop: asyncio.AbstractEventLoop, done: asyncio.Future[str]) -> None:
-        parser = FrameParser()
-        frames = self._frames
-        error = "closed"
-        try:
-            while not stop.is_set():
-                data = port.read(1)  # blocks until a byte arrives or cancel_read()
-                if data:
-                    data += port.read(port.in_waiting)
-                for event in parser.feed(data):
-                    _call_soon(loop, frames.put_nowait, event)
-        except (serial.SerialException, OSError) as exc:
-            error = str(exc) or type(exc).__name__
-        _call_soon(loop, _resolve, done, error)
+        async with self.reading(port, FrameParser().feed, self._frames.put_nowait,
+                                f"pn532-{self.settings.port}") as failed:
+            talk = asyncio.ensure_future(self._talk(port))
+            try:
+                await asyncio.wait({talk, failed}, return_when=asyncio.FIRST_COMPLETED)
+                if talk.done():                    # a bug, not the device: start afresh
+                    log.error("PN532 reader stopped", exc_info=talk.exception())
+                    return f"reader stopped: {talk.exception()!r}"
+                return failed.result()
+            finally:
+                talk.cancel()
+                await asyncio.gather(talk, return_exceptions=True)
+                self.firmware = None
 
     # -- the conversation -----------------------------------------------------------------
 
@@ -334,26 +266,7 @@ class Pn532Reader(IdTokenReader):
                          "card): it is different at every read", target.uid_hex)
                 self._random_seen = True
             return
-        uid = target.uid_hex
-        if not self._repeats.new(uid, self._clock.monotonic()):
-            return
-        if self._queue.full():  # nobody reads: the oldest card is the least interesting
-            self._queue.get_nowait()
-        self._queue.put_nowait(PresentedToken(uid=uid, type=self.settings.id_token_type))
+        self._offer(target.uid_hex)
 
-    def _fail(self, text: str) -> None:
-        if text != self.fault:
-            log.warning("%s (retrying every %g s)", text, self.settings.retry_s)
-        self._set_fault(text)
-
-
-def _call_soon(loop: asyncio.AbstractEventLoop, fn: Any, *args: Any) -> None:
-    try:
-        loop.call_soon_threadsafe(fn, *args)
-    except RuntimeError:  # the loop closed under a thread still draining: nothing to tell
-        pass
-
-
-def _resolve(done: asyncio.Future[str], error: str) -> None:
-    if not done.done():
-        done.set_result(error)
+    def _fail(self, text: str, retry_s: float | None = None) -> None:
+        super()._fail(text, self.settings.retry_s if retry_s is None else retry_s)
