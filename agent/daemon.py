@@ -287,8 +287,12 @@ class Runtime:
             link=self.link, router=self.router, station=self.station, model=self.model,
             store=store, outbox=self.outbox, clock=clock, is_busy=self.transactions.busy)
         self.transactions.on_ended.append(self.availability.transaction_ended)
-        # A reservation ends when the CSMS sets its EVSE Inoperative (TC_H_21).
+        # A reservation ends when the CSMS sets its EVSE Inoperative (TC_H_21); its
+        # ReservationStatusUpdate follows the StatusNotification that shows it (TC_H_07).
         self.reservations.wanted = lambda e: self.availability.wanted(e, 1)
+        self.reservations.status_reported = self.availability.reported
+        self.reservations.report_again = self.availability.report_again
+        self.availability.on_applied.append(self.reservations.refresh)
         self.transactions.on_ended.append(lambda _evse: self.reservations.refresh())
         self.reservations.refresh()
         self.bridge.watch_faults(self.availability.hardware_changed)
@@ -317,6 +321,7 @@ class Runtime:
                 "ChargingStation", "AllowNewSessionsPendingFirmwareUpdate"),
             restart=self.request_reexec, message_timeout=self.comm.message_timeout)
         self.transactions.on_ended.append(self.firmware.transaction_ended)
+        self.transactions.on_released.append(self.firmware.transaction_ended)
         self.reservations.on_ended.append(self.firmware.transaction_ended)
         trigger("FirmwareStatusNotification", self.firmware.trigger_status)
         self.diagnostics = Diagnostics(
@@ -532,8 +537,11 @@ class _FirmwareEvses:
         self._runtime = runtime
 
     def busy(self, evse_id: int) -> bool:
-        # A Reserved EVSE waits for its driver as a transaction does for its end.
+        # A Reserved EVSE waits for its driver as a transaction does for its end, and so
+        # does a driver's accepted authorization waiting for the cable (the reserved
+        # driver who has just used the reservation above all).
         return self._runtime.transactions.busy(evse_id) or \
+            self._runtime.transactions.authorized(evse_id) or \
             self._runtime.reservations.holds(evse_id)
 
     def hold(self, evse_id: int) -> None:

@@ -128,6 +128,10 @@ BAD_FRAMES = [
      '"checksum": "0123456789abcdef0123456789abcdef"}]', "m6", "NotSupported"),
     ('[7, "m7", "Reset", {}]', "m7", "MessageTypeNotSupported"),
     ('[2, "m8", "DataTransfer", {"vendorId": "' + "x" * (1 << 20) + '"}]', "m8", "FormatViolation"),
+    # Valid JSON, no Unicode text: accepted, the TransactionEvent naming the token could
+    # never be sent and the link would drop at every attempt.
+    ('[2, "m9", "RequestStartTransaction", {"idToken": {"idToken": "A\\ud800", "type": '
+     '"ISO14443"}, "remoteStartId": 1}]', "m9", "FormatViolation"),
 ]
 
 

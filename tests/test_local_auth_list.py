@@ -146,8 +146,12 @@ def test_version_0_duplicates_and_full_removals_fail(env):
     case: a CiString), a Full entry without idTokenInfo: Failed, and nothing changes."""
     env.send(4, "Full", [entry(CARD)])
     before = (env.version(), tokens(env), env.variable("Storage"))
-    assert env.send(0, "Full", [entry(OTHER)])["status"] == "Failed"
-    assert env.send(0, "Differential")["status"] == "Failed"
+    for version in (0, -1):
+        for update in ("Full", "Differential"):
+            answer = env.send(version, update, [entry(OTHER)])
+            # Appendix 5: ValuePositiveOnly, "Provided value is not greater than zero".
+            assert answer["status"] == "Failed", answer
+            assert answer["statusInfo"]["reasonCode"] == "ValuePositiveOnly", answer
     # Past a 32-bit integer: the session refuses it (TypeConstraintViolation); the block
     # itself also does, should a caller hand it one.
     assert env.list.apply({"versionNumber": 2**63, "updateType": "Full",
@@ -169,6 +173,23 @@ def test_case_insensitive_and_typed_keys(env):
     assert env.list.lookup(CARD)["status"] == "Blocked"
     assert env.list.lookup(tok(CARD["idToken"], "KeyCode"))["status"] == "Accepted"
     assert env.variable("Entries") == "2"
+
+
+def test_additional_info_is_no_part_of_the_key(env):
+    """An entry is keyed by idToken and type: the same idToken and type with other
+    additionalInfo is the same entry (twice in one request: Failed; in a Differential:
+    the replacement), and a presented token finds its entry whatever additionalInfo it
+    carries."""
+    emaid = {"idToken": "NL-ABC-C12345678-X", "type": "eMAID",
+             "additionalInfo": [{"additionalIdToken": "04A2B3C4", "type": "ISO14443"}]}
+    other_info = dict(emaid, additionalInfo=[{"additionalIdToken": "X", "type": "Y"}])
+    assert env.send(1, "Full", [entry(emaid), entry(other_info)])["status"] == "Failed"
+    env.send(1, "Full", [entry(emaid)])
+    env.send(2, "Differential", [entry(other_info, "Blocked")])
+    assert env.variable("Entries") == "1"
+    bare = {"idToken": emaid["idToken"].lower(), "type": "eMAID"}
+    assert env.list.lookup(bare)["status"] == "Blocked"
+    assert env.list.lookup(dict(bare, type="ISO14443")) is None
 
 
 def test_items_per_message_is_enforced(env):
@@ -271,13 +292,69 @@ def test_a_failure_inside_the_update_leaves_the_old_list(env, monkeypatch):
         with real() as db:
             yield Failing(db)
     monkeypatch.setattr(env.store, "transaction", failing)
-    with pytest.raises(sqlite3.OperationalError):
-        env.list.apply({"versionNumber": 3, "updateType": "Full",
-                        "localAuthorizationList": [entry(tok("N1")), entry(tok("N2"))]})
+    answer = env.send(3, "Full", [entry(tok("N1")), entry(tok("N2"))])
     monkeypatch.undo()
+    # D01: the answer says the update failed (a SendLocalListResponse, never a CALLERROR
+    # InternalError), and the old list and version are in force.
+    assert answer["status"] == "Failed" and answer["statusInfo"]["reasonCode"] == "InternalError"
     assert env.version() == 2
     assert tokens(env) == {CARD["idToken"]: "Accepted", OTHER["idToken"]: "Accepted"}
     assert env.variable("Entries") == "2"
+
+
+def test_a_full_disk_is_failed_out_of_storage(env, monkeypatch):
+    """SQLite's "database or disk is full" in the middle of a Differential: Failed,
+    OutOfStorage (Appendix 5), and nothing of it applied."""
+    env.send(2, "Full", [entry(CARD)])
+    real = env.store.transaction
+
+    class Full:
+        def __init__(self, db):
+            self.db = db
+
+        def execute(self, sql, params=()):
+            if sql.startswith("INSERT"):
+                raise sqlite3.OperationalError("database or disk is full")
+            return self.db.execute(sql, params)
+
+    @contextmanager
+    def full():
+        with real() as db:
+            yield Full(db)
+    monkeypatch.setattr(env.store, "transaction", full)
+    answer = env.send(3, "Differential", [entry(CARD, None), entry(OTHER)])
+    monkeypatch.undo()
+    assert answer["status"] == "Failed" and answer["statusInfo"]["reasonCode"] == "OutOfStorage"
+    assert env.version() == 2 and tokens(env) == {CARD["idToken"]: "Accepted"}
+
+
+def test_an_idtoken_that_is_no_unicode_text_is_failed(env):
+    """JSON's \\u escapes can carry a lone surrogate, which no UTF-8 store or frame can
+    hold: an entry with one is Failed (InvalidValue), not an InternalError, and changes
+    nothing; a lookup of such an idToken finds nothing rather than raising."""
+    env.send(1, "Full", [entry(CARD)])
+    bad = tok("A\ud800")
+    answer = env.send(2, "Full", [entry(OTHER), entry(bad)])
+    assert answer["status"] == "Failed" and answer["statusInfo"]["reasonCode"] == "InvalidValue"
+    assert env.send(2, "Differential", [entry(bad, None)])["status"] == "Failed"
+    # Nor anywhere in an entry: it could not go out again (CustomerInformation quotes it).
+    answer = env.send(2, "Differential", [entry(OTHER, groupIdToken=tok("G\udfff", "Central"))])
+    assert answer["status"] == "Failed" and answer["statusInfo"]["reasonCode"] == "InvalidValue"
+    assert env.version() == 1 and tokens(env) == {CARD["idToken"]: "Accepted"}
+    assert env.list.lookup(bad) is None
+
+
+def test_duplicates_are_judged_as_the_table_keys(env):
+    """D01.FR.06 with the key the table has: ASCII case does not count, other Unicode
+    case is another token ("K1" and KELVIN SIGN "\u212a1" are two entries), as is the
+    same text with another type."""
+    kelvin = tok("\u212a1")
+    assert env.send(1, "Full", [entry(tok("k1")), entry(kelvin, "Blocked"),
+                                entry(tok("k1", "KeyCode"))])["status"] == "Accepted"
+    assert env.variable("Entries") == "3"
+    assert env.list.lookup(tok("K1"))["status"] == "Accepted"
+    assert env.list.lookup(kelvin)["status"] == "Blocked"
+    assert env.send(2, "Full", [entry(tok("k1")), entry(tok("K1"))])["status"] == "Failed"
 
 
 def test_lookup_is_an_indexed_query(env):
@@ -361,12 +438,71 @@ def test_tokens_in_the_list_are_not_cached(env):
     assert env.cache.lookup(OTHER) is not None
 
 
+def test_a_card_leaving_the_list_leaves_no_cached_copy(env):
+    """The list and the cache stay distinct: a card cached before the CSMS listed it is
+    decided by the list while listed; when a Differential removes it, its old cached
+    Accepted goes too (a card removed from the list is as unknown as the CSMS made it),
+    and AuthCacheCtrlr.Storage says so. Removing a card the list never held leaves the
+    cache's own entry alone."""
+    env.cache.update(CARD, accepted())                   # cached before it was listed
+    env.cache.update(OTHER, accepted())                  # never listed
+    cached = int(env.model.get_str("AuthCacheCtrlr", "Storage"))
+    env.send(1, "Full", [entry(CARD, "Blocked")])
+    env.link.connected = False
+    env.set("AuthCtrlr", "LocalAuthorizeOffline", "true")
+    assert env.decide().status == "Blocked"              # the list first
+    env.send(2, "Differential", [entry(CARD, None), entry(OTHER, None)])
+    assert env.cache.lookup(CARD) is None
+    assert env.decide().status == "Invalid"              # unknown, not the cache's Accepted
+    assert env.decide(OTHER).accepted
+    assert 0 < int(env.model.get_str("AuthCacheCtrlr", "Storage")) < cached
+
+
+def test_a_full_update_takes_the_cached_copies_of_the_old_list(env):
+    """A Full replaces the list: the cached copies of the cards of the list it replaces
+    go with it (those still listed were shadowed by their entries anyway)."""
+    third = tok("0000THIRD")
+    env.cache.update(CARD, accepted())
+    env.cache.update(third, accepted())
+    env.send(1, "Full", [entry(CARD), entry(OTHER)])
+    env.send(2, "Full", [entry(OTHER)])
+    assert env.cache.lookup(CARD) is None
+    assert env.cache.lookup(third) is not None           # never listed: the cache's own
+    env.link.connected = False
+    env.set("AuthCtrlr", "LocalAuthorizeOffline", "true")
+    assert env.decide().status == "Invalid" and env.decide(third).accepted
+
+
+def test_clear_cache_leaves_the_list(env):
+    """ClearCache (C11) empties the cache only: the list and its version stay."""
+    env.send(3, "Full", [entry(CARD)])
+    env.cache.update(OTHER, accepted())
+    answer = asyncio.run(env.router.routes["ClearCache"].handler({}))
+    assert answer == {"status": "Accepted"} and env.cache.lookup(OTHER) is None
+    assert env.version() == 3 and tokens(env) == {CARD["idToken"]: "Accepted"}
+
+
 def test_list_entry_for_other_evses_is_not_allowed_here(env):
     """idTokenInfo.evseId from the list: only valid for those EVSEs."""
     env.send(1, "Full", [entry(CARD, evseId=[2])])
     env.link.connected = False
     assert env.decide(evse_id=2).accepted
     assert env.decide(evse_id=1).status == "NotAllowedTypeEVSE"
+
+
+def test_without_local_authorize_offline_a_listed_card_keeps_its_restrictions(env):
+    """Offline, LocalAuthorizeOffline false, OfflineTxForUnknownIdEnabled true: a listed
+    Accepted card goes as an unknown one would (C15), but is not let in where its entry
+    says it is not valid (evseId), and keeps its groupIdToken (to end its session by
+    group)."""
+    env.send(1, "Full", [entry(CARD, evseId=[2], groupIdToken=GROUP)])
+    env.link.connected = False
+    env.set("AuthCtrlr", "LocalAuthorizeOffline", "false")
+    env.set("AuthCtrlr", "OfflineTxForUnknownIdEnabled", "true")
+    assert env.decide(evse_id=1).status == "NotAllowedTypeEVSE"
+    d = env.decide(evse_id=2)
+    assert d.accepted and d.unknown_offline and d.info["groupIdToken"] == GROUP
+    assert env.decide(OTHER, evse_id=1).unknown_offline
 
 
 def test_disable_remote_authorization_uses_the_list(env):

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from agent.demo.csms.link import CallErrorReceived
+from tests.conformance.offline import cache_token
 from tests.conformance.rig import EVSE, STATION, VALID_TOKEN, Rig, run, station
 from tests.conformance.test_b_provisioning import base_report, inventory_key
 from tests.harness import PASSWORD
@@ -164,4 +165,71 @@ def test_a_frame_over_bytes_per_message_is_refused(tmp_path):
                 "localAuthorizationList": big[half:]})
             assert answer == {"status": "Accepted"}
             assert await rig.get_variable("LocalAuthListCtrlr", "Entries") == str(items)
+    run(case())
+
+
+def test_an_idtoken_that_is_no_unicode_text_is_refused_not_an_internal_error(tmp_path):
+    """A hostile CSMS escapes a lone surrogate into an idToken ("A\\ud800": valid JSON,
+    no Unicode text). The frame is refused as a FormatViolation (agent/ocpp/rpc.py refuses
+    lone surrogates in every frame), not an InternalError, and the list is the one it had."""
+    async def case():
+        async with station(tmp_path) as rig:
+            await send_full(rig, 3, [entry(VALID_TOKEN)])
+            assert rig.link is not None
+            frame = ('[2,"lone-1","SendLocalList",{"versionNumber":4,"updateType":"Full",'
+                     '"localAuthorizationList":[{"idToken":{"idToken":"A\\ud800",'
+                     '"type":"ISO14443"},"idTokenInfo":{"status":"Accepted"}}]}]')
+            reply = json.loads(await rig.link.send_raw(frame))
+            assert reply[:3] == [4, "lone-1", "FormatViolation"], reply
+            assert await rig.call("GetLocalListVersion", {}) == {"versionNumber": 3}
+            assert await rig.get_variable("LocalAuthListCtrlr", "Entries") == "1"
+    run(case())
+
+
+def test_a_card_removed_from_the_list_is_not_let_in_by_an_old_cache_entry(tmp_path):
+    """A card the cache learned before the CSMS listed it (IdTokenCached, then the list),
+    then revoked by removing it from the list (a Differential without idTokenInfo): its
+    old cached Accepted is gone (AuthCacheCtrlr.Storage back to 0), and offline, with
+    LocalAuthorizeOffline, it does not start a session."""
+    async def case():
+        async with station(tmp_path) as rig:
+            await rig.configure({("AuthCtrlr", "LocalAuthorizeOffline"): "true",
+                                 ("AuthCtrlr", "OfflineTxForUnknownIdEnabled"): "false"})
+            await cache_token(rig, VALID_TOKEN)
+            assert int(await rig.get_variable("AuthCacheCtrlr", "Storage")) > 0
+            await send_full(rig, 1, [entry(VALID_TOKEN)])
+            answer = await rig.call("SendLocalList", {
+                "versionNumber": 2, "updateType": "Differential",
+                "localAuthorizationList": [{"idToken": VALID_TOKEN}]})
+            assert answer == {"status": "Accepted"}
+            assert await rig.get_variable("LocalAuthListCtrlr", "Entries") == "0"
+            assert await rig.get_variable("AuthCacheCtrlr", "Storage") == "0"
+            await go_offline(rig)
+            await rig.present(VALID_TOKEN, EVSE)
+            await rig.plug()
+            await rig.advance(1)
+            assert rig.snapshot()["contactor_closed"] is False
+    run(case())
+
+
+def test_a_poisoned_group_cannot_later_break_the_link(tmp_path):
+    """A lone surrogate in an entry's groupIdToken: the frame is refused (FormatViolation,
+    agent/ocpp/rpc.py). Kept, it would break the link later: a CustomerInformation report
+    quotes the entry, and a frame carrying a lone surrogate cannot be sent as UTF-8 (the
+    websocket client fails and the connection drops)."""
+    async def case():
+        async with station(tmp_path) as rig:
+            assert rig.link is not None
+            frame = ('[2,"lone-2","SendLocalList",{"versionNumber":1,"updateType":"Full",'
+                     '"localAuthorizationList":[{"idToken":{"idToken":"04A1B2C3",'
+                     '"type":"ISO14443"},"idTokenInfo":{"status":"Accepted","groupIdToken":'
+                     '{"idToken":"G\\udfff","type":"Central"}}}]}]')
+            reply = json.loads(await rig.link.send_raw(frame))
+            assert reply[:3] == [4, "lone-2", "FormatViolation"], reply
+            answer = await rig.call("CustomerInformation", {
+                "requestId": 5, "report": True, "clear": False, "idToken": VALID_TOKEN})
+            assert answer["status"] == "Accepted"
+            report = await rig.expect("NotifyCustomerInformation")
+            assert report["requestId"] == 5
+            assert await rig.call("GetLocalListVersion", {}) == {"versionNumber": 0}
     run(case())

@@ -493,9 +493,13 @@ def _block(tmp_path, clock, outbox_fail: bool = False):
     return block, store, outbox, station_
 
 
-def test_an_end_is_stored_with_its_status_update_or_not_at_all(tmp_path):
+def test_an_end_is_stored_and_handed_to_the_outbox_atomically(tmp_path):
+    """Expired while the station was down: the reservation is gone and its end recorded
+    in one commit; the end reaches the outbox, and leaves the record, in one commit too;
+    a failing outbox leaves the end recorded, and the report loop tries again."""
     import asyncio
     from datetime import datetime, timezone
+    from agent.blocks.reservation import RETRY_S
     from agent.clock import ManualClock
 
     async def case():
@@ -507,16 +511,26 @@ def test_an_end_is_stored_with_its_status_update_or_not_at_all(tmp_path):
         await answer.then()
         assert station_.connector(1, 1).status == "Reserved"
         store.close()
-        # Expired while down, and the outbox cannot take the update: the reservation stays.
         clock.set_time(datetime(2030, 1, 1, 0, 2, tzinfo=timezone.utc))
-        try:
-            _block(tmp_path, clock, outbox_fail=True)
-            raise AssertionError("the failing outbox was not used")
-        except OSError:
-            pass
-        block, store, outbox, _ = _block(tmp_path, clock)
+        block, store, outbox, _ = _block(tmp_path, clock, outbox_fail=True)
+        assert store.query("SELECT id FROM reservations") == []
+        assert store.query("SELECT id, status FROM reservation_ends") == [(4, "Expired")]
+        # The outbox refuses: nothing is lost, and the loop survives it.
+        loop = asyncio.ensure_future(block.run())
+        await asyncio.sleep(0)
+        assert not loop.done()
+        assert store.query("SELECT id, status FROM reservation_ends") == [(4, "Expired")]
+        outbox.fail = False
+        await clock.advance(RETRY_S)
+        for _ in range(5):
+            await asyncio.sleep(0)
         assert outbox.sent == [("ReservationStatusUpdate", {
             "reservationId": 4, "reservationUpdateStatus": "Expired"})]
-        assert store.query("SELECT id FROM reservations") == []
+        assert store.query("SELECT id FROM reservation_ends") == []
+        loop.cancel()
+        store.close()
+        # Once: a restart finds nothing left to report.
+        block, store, outbox, _ = _block(tmp_path, clock)
+        assert store.query("SELECT id FROM reservation_ends") == []
         store.close()
     asyncio.run(case())

@@ -17,6 +17,21 @@ OWN = {"idToken": "04A1B2C3", "type": "ISO14443"}
 OTHER = {"idToken": "0BADCAFE", "type": "ISO14443"}
 
 
+def station_calls(link) -> list[tuple]:
+    """(action, evse or reservation id, status) of the station's StatusNotification and
+    ReservationStatusUpdate CALLs on this link, in the order sent."""
+    seen = []
+    for frame in link.frames:
+        message = json.loads(frame.text)
+        if frame.direction == "in" and message[0] == 2:
+            p = message[3]
+            if message[2] == "StatusNotification":
+                seen.append((message[2], p["evseId"], p["connectorStatus"]))
+            elif message[2] == "ReservationStatusUpdate":
+                seen.append((message[2], p["reservationId"], p["reservationUpdateStatus"]))
+    return seen
+
+
 async def status(config) -> dict:
     return json.loads((await sim_async(config, "status")).stdout)["evses"]
 
@@ -96,6 +111,10 @@ def test_reservation_expires_across_a_kill(tmp_path):
                 assert update == {"reservationId": 1, "reservationUpdateStatus": "Expired"}
                 await link.expect_call("StatusNotification", timeout=10, where=lambda p: (
                     p["evseId"] == 1 and p["connectorStatus"] == "Available"))
+                # The status that shows the end first, then the end (TC_H_07's order).
+                sent = station_calls(link)
+                assert sent.index(("StatusNotification", 1, "Available")) < \
+                    sent.index(("ReservationStatusUpdate", 1, "Expired"))
                 states = await status(config)
                 assert states["1"]["state"] == "Available"
                 assert states["2"]["state"] == "Reserved"
@@ -109,3 +128,38 @@ def test_reservation_expires_across_a_kill(tmp_path):
                 await agent.kill()
             assert csms.schema_errors == []
     asyncio.run(asyncio.wait_for(main(), 90))
+
+
+def test_a_reservation_used_without_a_cable_is_reported_removed(tmp_path):
+    """The reserved driver swipes (the reservation is used: Available) and never plugs
+    in: when the authorization lapses (EVConnectionTimeOut, 1 s here) no transaction will
+    name the reservation, so the CSMS hears Removed, after the status that shows it."""
+    async def main():
+        async with Csms(passwords={STATION: PASSWORD}) as csms:
+            config = write_config(tmp_path, csms.url)
+            agent, link = await boot(csms, config)
+            try:
+                await link.expect_call("StatusNotification", timeout=10)
+                answer = await link.call("SetVariables", {"setVariableData": [{
+                    "component": {"name": "TxCtrlr"},
+                    "variable": {"name": "EVConnectionTimeOut"}, "attributeValue": "1"}]})
+                assert answer["setVariableResult"][0]["attributeStatus"] == "Accepted"
+                answer = await link.call("ReserveNow", {
+                    "id": 21, "evseId": 1, "idToken": OWN,
+                    "expiryDateTime": format_datetime(csms.now() + dt.timedelta(hours=1))})
+                assert answer["status"] == "Accepted"
+                await link.expect_call("StatusNotification", timeout=10, where=lambda p: (
+                    p["connectorStatus"] == "Reserved"))
+                assert (await sim_async(config, "swipe", OWN["idToken"], "--evse",
+                                        "1")).returncode == 0
+                update = await link.expect_call("ReservationStatusUpdate", timeout=10)
+                assert update == {"reservationId": 21, "reservationUpdateStatus": "Removed"}
+                assert station_calls(link)[-2:] == [
+                    ("StatusNotification", 1, "Available"),
+                    ("ReservationStatusUpdate", 21, "Removed")]
+                assert link.calls("TransactionEvent") == []
+                assert (await status(config))["1"]["state"] == "Available"
+            finally:
+                await agent.kill()
+            assert csms.schema_errors == []
+    asyncio.run(asyncio.wait_for(main(), 60))

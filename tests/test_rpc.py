@@ -95,3 +95,29 @@ def test_parse_raises_nothing_but_frame_error(text):
         rpc.parse(text)
     except rpc.FrameError:
         pass
+
+
+def test_a_lone_surrogate_escape_in_a_call_is_a_format_violation():
+    # Valid JSON, but no Unicode text: a station that kept it could never send the
+    # TransactionEvent that repeats the token (UTF-8 cannot encode it).
+    with pytest.raises(rpc.FrameError) as caught:
+        rpc.parse('[2,"7","RequestStartTransaction",{"idToken":{"idToken":"A\\ud800","type":"ISO14443"},"remoteStartId":1}]')
+    assert (caught.value.reply.code, caught.value.reply.message_id) == ("FormatViolation", "7")
+    rpc.encode(caught.value.reply).encode("utf-8")  # the refusal itself can be sent
+    with pytest.raises(rpc.FrameError) as caught:
+        rpc.parse('[2,"\\udfff","Heartbeat",{}]')
+    assert caught.value.reply.message_id == "-1"
+    with pytest.raises(rpc.FrameError) as caught:
+        rpc.parse('[3,"7",{"idTokenInfo":{"status":"Accepted","groupIdToken":{"idToken":"\\uDBFF","type":"Central"}}}]')
+    assert caught.value.reply is None
+
+
+def test_surrogate_pairs_and_escaped_backslashes_are_text():
+    assert rpc.parse('[2,"7","DataTransfer",{"vendorId":"\\ud83d\\ude00"}]').payload == {"vendorId": "\U0001F600"}
+    assert rpc.parse('[2,"7","DataTransfer",{"vendorId":"\\\\ud800"}]').payload == {"vendorId": "\\ud800"}
+
+
+def test_a_lone_surrogate_already_inside_is_sent_escaped():
+    text = rpc.encode(rpc.Call("1", "TransactionEvent", {"idToken": {"idToken": "A\ud800"}}))
+    text.encode("utf-8")
+    assert json.loads(text)[3] == {"idToken": {"idToken": "A\ud800"}}

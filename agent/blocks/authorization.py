@@ -31,7 +31,9 @@ The order of the rules (OCPP 2.0.1 edition 2 with the errata of 2023-12):
    - OfflineTxForUnknownIdEnabled: Accepted for a token present in neither the cache nor the
      local list (C15, errata C13.FR.04), `Decision.offline` set, `from_cache` not: the caller
      knows it was unknown-offline. A known, valid token when LocalAuthorizeOffline is false
-     gets the same (it cannot fare worse than an unknown one).
+     gets the same (it cannot fare worse than an unknown one), with its entry's evseId
+     and groupIdToken (nor better: an entry valid only at other EVSEs is not turned into
+     Accepted here).
    - Otherwise Invalid.
    A CALLERROR or an invalid answer to AuthorizeRequest is not "offline": the CSMS is there
    but could not decide. The local data decide as offline, but an unknown token is Invalid.
@@ -46,7 +48,8 @@ The Local Authorization List and the cache together (D, C13, C14): the list is l
 first and, when it holds the token, its entry decides (its status, expiry, groupIdToken
 and evseId); the cache is not consulted then. The two stay distinct: a token known in the
 list is not added to the cache (as OCPP 1.6 §3.5.3 states it; in 2.0.1 too the list is
-the CSMS's alone to change), so removing it from the list leaves no stale copy behind.
+the CSMS's alone to change), and a copy cached before the token was listed goes when
+the token leaves the list (agent/blocks/local_auth_list.py): no stale copy stays behind.
 The list's own DisablePostAuthorize (LocalAuthListCtrlr) governs its entries (C14.FR.03),
 the cache's (AuthCacheCtrlr) the cache's (C10.FR.03, C12.FR.05).
 """
@@ -213,7 +216,10 @@ class Authorization:
         if local is not None and self._flag("LocalAuthorizeOffline"):
             return self._from_local(id_token, local, offline=True)
         if unknown_allowed and self._flag("OfflineTxForUnknownIdEnabled"):
-            return Decision({"status": "Accepted"}, offline=True)
+            # A known, valid token goes as an unknown one would, but keeps what its entry
+            # restricts or adds: evseId (not valid at other EVSEs) and groupIdToken.
+            return Decision(local[0] if local is not None else {"status": "Accepted"},
+                            offline=True)
         return Decision({"status": "Invalid"}, offline=True)
 
     def _local(self, id_token: Payload) -> tuple[dict[str, Any], str] | None:
@@ -232,6 +238,14 @@ class Authorization:
             if entry is not None:
                 return entry.effective_info(), "cache"
         return None
+
+    def known(self, id_token: Payload) -> dict[str, Any] | None:
+        """The idTokenInfo the local list, else the cache, holds for this token while it
+        is valid (Accepted, not expired), without asking the CSMS: where a reserved EVSE
+        looks up a token's groupIdToken before an AuthorizeRequest (H03.FR.07/08, errata
+        [684])."""
+        local = self._local(id_token)
+        return local[0] if local is not None and local[0]["status"] == "Accepted" else None
 
     def _from_local(self, id_token: Payload, local: tuple[dict[str, Any], str], *,
                     offline: bool = False) -> Decision:

@@ -80,6 +80,9 @@ class Availability:
         self._dirty = asyncio.Event()
         self._caught_up = asyncio.Event()
         self._offline_since: float | None = None
+        # Called once a ChangeAvailability is applied: a setting changed, whether or not
+        # a status did (a change Scheduled behind a transaction shows nothing yet).
+        self.on_applied: list[Callable[[], None]] = []
         store.ensure_schema(SCHEMA)
         self._inoperative: set[Level] = {
             (e, c) for e, c in store.query("SELECT evse_id, connector_id FROM availability")}
@@ -116,6 +119,13 @@ class Availability:
         """Whether this connector should be in service by the CSMS's settings."""
         return not ({STATION, (evse_id, 0), (evse_id, connector_id)} & self._inoperative)
 
+    def report_again(self, evse_id: int) -> None:
+        """Send this EVSE's connector statuses again though they did not change (a
+        reservation replaced by a new one on the same EVSE)."""
+        for conn in self._station.connectors(evse_id):
+            self._delivered.pop((evse_id, conn.id), None)
+        self._dirty.set()
+
     def scheduled(self, evse_id: int | None = None) -> bool:
         """A change to Inoperative waits for a transaction here (station-wide: anywhere)."""
         return any(c.operative and not self.wanted(c.evse_id, c.id)
@@ -148,6 +158,8 @@ class Availability:
 
         async def apply() -> None:
             self._apply(scope, enable=True)
+            for callback in self.on_applied:
+                callback()
 
         # Applied once the answer is on the wire, so the CSMS hears the answer before
         # the StatusNotifications it causes; the setting itself is already stored.

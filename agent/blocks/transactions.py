@@ -73,7 +73,8 @@ class Grant:
     since: float = 0.0
     charging_profile: dict[str, Any] | None = None   # RequestStartTransaction's TxProfile
     cabled: bool = False   # an EV was plugged in since: EVConnectionTimeOut is over
-    reservation_id: int | None = None   # the reservation this token used up (H03)
+    # The reservation this token used up (H03), until a TransactionEvent names it.
+    reservation_id: int | None = None
 
 
 class Transactions:
@@ -126,6 +127,9 @@ class Transactions:
         self._closed_since: dict[int, datetime] = {}
         self._changed = asyncio.Event()
         self.on_ended: list[Callable[[int], None]] = []
+        # An authorization went without a transaction open on its EVSE (it lapsed, was
+        # replaced, or its transaction had already ended): the EVSE is idle again.
+        self.on_released: list[Callable[[int], None]] = []
         # (evse_id, transaction id, RequestStartTransaction's chargingProfile or None)
         self.on_started: list[Callable[[int, str, dict[str, Any] | None], None]] = []
         router.register("RequestStartTransaction", self._on_request_start)
@@ -151,7 +155,7 @@ class Transactions:
         ended = []
         for evse in [e for e in list(self.open) if evse_id is None or e == evse_id]:
             ended.append(self.open[evse].id)
-            self._auth.pop(evse, None)
+            self._drop_grant(evse)
             self._end(evse, trigger, reason)
         self._poke()
         return ended
@@ -167,6 +171,33 @@ class Transactions:
         if self._reservations is None:
             return True, None
         return self._reservations.admit(evse_id, id_token, info)
+
+    def _grant(self, evse_id: int, grant: Grant) -> None:
+        """Record a token accepted for this EVSE. One that replaces another: the same token
+        again keeps the reservation the first use took (a driver swiping twice)."""
+        old = self._auth.get(evse_id)
+        if old is not None and old is not grant:
+            if grant.reservation_id is None and same_id_token(old.id_token, grant.id_token):
+                grant.reservation_id, old.reservation_id = old.reservation_id, None
+            self._lapsed(old)
+        self._auth[evse_id] = grant
+
+    def _drop_grant(self, evse_id: int) -> Grant | None:
+        grant = self._auth.pop(evse_id, None)
+        if grant is not None:
+            self._lapsed(grant)
+            if evse_id not in self.open:
+                # No transaction will end here to say the EVSE is free again.
+                for callback in self.on_released:
+                    callback(evse_id)
+        return grant
+
+    def _lapsed(self, grant: Grant) -> None:
+        """An authorization is gone before a TransactionEvent named the reservation it
+        used up: the Reservation block tells the CSMS (H03.FR.09 with H01.FR.15)."""
+        if grant.reservation_id is not None and self._reservations is not None:
+            self._reservations.lapsed(grant.reservation_id)
+        grant.reservation_id = None
 
     def transaction_id(self, evse_id: int) -> str | None:
         tx = self.open.get(evse_id)
@@ -213,6 +244,10 @@ class Transactions:
                 self._changed.clear()
                 for evse_id in self._station.evses:
                     await self._evaluate(evse_id)
+                if self._reservations is not None:
+                    # Which EVSEs are free changes with every authorization given or
+                    # lapsed, and no station status announces that: show it now.
+                    self._reservations.refresh()
                 await self._wait(self._next_deadline())
         finally:
             for task in readers:
@@ -275,11 +310,19 @@ class Transactions:
                      "%s ignored", evse_id, tx.id, id_token["idToken"])
             return
         decision = await self._authorization.authorize(id_token, evse_id=evse_id)
-        if not decision.accepted:
+        info = decision.info
+        if not decision.accepted and self._reservation_vouches(evse_id, id_token, decision):
+            # The CSMS reserved this EVSE for this very token: its reservation stands in
+            # for the answer the station cannot get now (H03: the AuthorizeRequest of a
+            # reserved token is optional, Part 6 Authorized A/B notes).
+            log.info("EVSE %d: card %s accepted on its reservation (no answer from the "
+                     "CSMS)", evse_id, id_token["idToken"])
+            info = {"status": "Accepted"}
+        elif not decision.accepted:
             log.info("EVSE %d: card %s refused (%s)", evse_id, id_token["idToken"],
                      decision.status)
             return
-        if self._authorization.is_master_pass(decision.info):
+        if self._authorization.is_master_pass(info):
             # C16 (station without a UI, C16.FR.02): a master pass stops every running
             # transaction, StopAuthorized / MasterPass; it never starts one (C16.FR.03).
             running = [e for e, t in self.open.items() if t.stopped_reason is None]
@@ -289,22 +332,32 @@ class Transactions:
                 self._deauthorize(evse, "StopAuthorized", "MasterPass", id_token)
             return
         if tx is not None and auth is not None:
-            if self._authorization.same_group(decision.info, auth.info):
+            if self._authorization.same_group(info, auth.info):
                 self._stop_by_token(evse_id, id_token)
             return
-        allowed, reservation_id = self._admit(evse_id, id_token, decision.info)
+        allowed, reservation_id = self._admit(evse_id, id_token, info)
         if not allowed:
             log.info("EVSE %d is reserved for another token: card %s refused", evse_id,
                      id_token["idToken"])
             return
-        self._auth[evse_id] = Grant(id_token, decision.info, since=self._clock.monotonic(),
-                                    reservation_id=reservation_id)
+        self._grant(evse_id, Grant(id_token, info, since=self._clock.monotonic(),
+                                   reservation_id=reservation_id))
         self._hardware.evses[evse_id].allow_lock_retry()   # a new card: try the lock again
         if tx is not None:
             tx.id_token = id_token
             self._event(tx, "Updated", "Authorized", id_token=id_token,
                         reservation_id=reservation_id)
         self._poke()
+
+    def _reservation_vouches(self, evse_id: int, id_token: dict[str, Any],
+                             decision: Any) -> bool:
+        """Refused only for want of the CSMS's answer (offline, no answer, an error: the
+        token is in neither the local list nor the cache), and a reservation here is for
+        this very token. A local entry that refuses it, or a refusal for another reason
+        (not yet registered), stands."""
+        return (self._reservations is not None and decision.offline
+                and not decision.from_cache and decision.status == "Invalid"
+                and self._reservations.reserved_for(evse_id, id_token))
 
     def _stop_by_token(self, evse_id: int, id_token: dict[str, Any]) -> None:
         self._deauthorize(evse_id, "StopAuthorized", "Local", id_token)
@@ -317,7 +370,7 @@ class Transactions:
         PowerPathClosed, EnergyTransfer) an Updated event says so and the transaction
         ends, with this stoppedReason, when its stop point is lost (the energy stops, the
         EV is unplugged)."""
-        self._auth.pop(evse_id, None)
+        self._drop_grant(evse_id)
         tx = self.open.get(evse_id)
         if tx is not None:
             stop = set(self._model.get_list("TxCtrlr", "TxStopPoint"))
@@ -368,7 +421,7 @@ class Transactions:
         if auth is not None and not auth.cabled and not connector.plugged and (
                 now - auth.since >= self._model.get_int("TxCtrlr", "EVConnectionTimeOut")):
             log.info("EVSE %d: no cable within EVConnectionTimeOut; authorization dropped", evse_id)
-            self._auth.pop(evse_id)
+            self._drop_grant(evse_id)
             auth = None
             if tx is not None:
                 self._end(evse_id, "EVConnectTimeout", "Timeout")
@@ -377,16 +430,18 @@ class Transactions:
         if free is not None and auth is None and connector.plugged and \
                 (tx is None or tx.stopped_reason is None) and \
                 evse_id not in self._free_sessions and \
-                self._admit(evse_id, free, {"status": "Accepted"})[0]:
+                (admitted := self._admit(evse_id, free, {"status": "Accepted"}))[0]:
             # AuthCtrlr.Enabled false: a plugged-in EV is authorized as it is, with the
             # token "" / NoAuthorization (appendix 3; errata 6.1.1).
-            auth = self._auth[evse_id] = Grant(free, {"status": "Accepted"}, since=now,
-                                               cabled=True)
+            auth = Grant(free, {"status": "Accepted"}, since=now, cabled=True,
+                         reservation_id=admitted[1])
+            self._grant(evse_id, auth)
             # One session per plug-in: one stopped while the EV stays does not restart.
             self._free_sessions.add(evse_id)
             if tx is not None:
                 tx.id_token = free
-                self._event(tx, "Updated", "Authorized", id_token=free)
+                self._event(tx, "Updated", "Authorized", id_token=free,
+                            reservation_id=auth.reservation_id)
         hw, evse = self._hardware.evses[evse_id], self._station.evses[evse_id]
         await charging.lock_for_session(hw, evse, auth is not None)
         reached = charging.reached_points(hw, evse, auth is not None)
@@ -399,7 +454,7 @@ class Transactions:
             if "EVConnected" not in reached and tx is None and auth is not None:
                 # The EV left before any transaction began (TxStartPoint EnergyTransfer):
                 # its authorization goes with it, not to the next EV plugged in.
-                self._auth.pop(evse_id, None)
+                self._drop_grant(evse_id)
                 auth = None
                 reached.discard("Authorized")
         # Only a point newly reached starts one: after an end the EV may still be
@@ -424,7 +479,7 @@ class Transactions:
                     reason = tx.stopped_reason
                 elif auth is None and "Authorized" in lost:
                     trigger, reason = "StopAuthorized", "Local"
-                self._auth.pop(evse_id, None)
+                self._drop_grant(evse_id)
                 self._end(evse_id, trigger, reason)
                 tx = None
         lock = hw.devices.lock
@@ -605,6 +660,9 @@ class Transactions:
             payload["idToken"] = id_token
         if reservation_id is not None:
             payload["reservationId"] = reservation_id   # the reservation it used up (H03)
+            grant = self._auth.get(tx.evse_id)
+            if grant is not None and grant.reservation_id == reservation_id:
+                grant.reservation_id = None   # named once: the next transaction is another
         if meter_values:
             payload["meterValue"] = meter_values
         sampler = sampler or self._samplers.get(tx.evse_id)
@@ -620,6 +678,8 @@ class Transactions:
                 self._save(tx)
             self._outbox.enqueue("TransactionEvent", payload, transaction_id=tx.id,
                                  droppable=droppable)
+            if reservation_id is not None and self._reservations is not None:
+                self._reservations.reported(reservation_id)   # H01.FR.15, same commit
             self._problems.report(tx.evse_id, tx.id, raise_=raise_,
                                   clear=tx.extra.get(PROBLEM) if event_type == "Ended" else None)
 
@@ -648,11 +708,22 @@ class Transactions:
 
     # -- remote control (F01-F04) ---------------------------------------------------------
 
+    def _choose_evse(self, id_token: dict[str, Any], info: dict[str, Any]) -> int | None:
+        """The EVSE a RequestStartTransaction without evseId goes to: a free one, and of
+        those first one reserved for this token, then one no reservation keeps from it
+        (H03: the reserved EVSEs are for their drivers; F01 leaves the choice to us)."""
+        free = [e for e in self._station.evses if e not in self.open and e not in self._auth]
+        if self._reservations is None or not free:
+            return free[0] if free else None
+        return min(free, key=lambda e: (
+            not self._reservations.reserved_for(e, id_token, info),
+            not self._reservations.allows(e, id_token, info), e))
+
     async def _on_request_start(self, request: Payload) -> Payload:
         evse_id = request.get("evseId")
-        if evse_id is None:
-            free = [e for e in self._station.evses if e not in self.open and e not in self._auth]
-            evse_id = free[0] if free else None
+        chosen = evse_id is None
+        if chosen:
+            evse_id = self._choose_evse(request["idToken"], {})
         if evse_id not in self._station.evses or evse_id in self._auth:
             return {"status": "Rejected"}
         # A transaction the plug-in started (TxStartPoint EVConnected) and nobody has
@@ -678,19 +749,38 @@ class Transactions:
             info = decision.info
         else:
             info = {"status": "Accepted"}
+        if self._reservations is not None and \
+                not self._authorization.needs_authorize_for_remote_start() and \
+                (not self._reservations.allows(evse_id, id_token, info)
+                 or (chosen and self._reservations.for_groups())):
+            # Its groupIdToken may be a reservation's: the token's entry in the local
+            # list or cache says (H03.FR.07), else the CSMS is asked (H03.FR.08, errata
+            # [684]: the incoming token is looked up, not the group).
+            known = self._authorization.known(id_token)
+            if known is not None:
+                info = known
+            else:
+                decision = await self._authorization.authorize(id_token, evse_id=evse_id)
+                if decision.accepted:
+                    info = decision.info
+        if chosen and self._reservations is not None:
+            # Chosen before the token's group was known: choose again knowing it.
+            again = self._choose_evse(id_token, info)
+            if again is not None and again != evse_id:
+                evse_id, tx = again, None
+                connector = self._station.evses[evse_id].connectors[1]
+                if not connector.operative or connector.faulted:
+                    return {"status": "Rejected", "statusInfo": {"reasonCode": "Unavailable"}}
+                if profile is not None and self._check_tx_profile is not None and \
+                        (reason := self._check_tx_profile(evse_id, profile)) is not None:
+                    return {"status": "Rejected", "statusInfo": {"reasonCode": reason}}
         allowed, reservation_id = self._admit(evse_id, id_token, info)
-        if not allowed and not self._authorization.needs_authorize_for_remote_start():
-            # Its groupIdToken may be the reservation's: ask (H03.FR.08).
-            decision = await self._authorization.authorize(id_token, evse_id=evse_id)
-            if decision.accepted:
-                info = decision.info
-                allowed, reservation_id = self._admit(evse_id, id_token, info)
         if not allowed:   # reserved for another token (TC_H_02)
             return {"status": "Rejected", "statusInfo": {"reasonCode": "Unspecified",
                     "additionalInfo": f"EVSE {evse_id} is reserved"}}
-        self._auth[evse_id] = Grant(id_token, info, request["remoteStartId"],
-                                    self._clock.monotonic(), profile,
-                                    reservation_id=reservation_id)
+        self._grant(evse_id, Grant(id_token, info, request["remoteStartId"],
+                                   self._clock.monotonic(), profile,
+                                   reservation_id=reservation_id))
         self._hardware.evses[evse_id].allow_lock_retry()
         self._poke()
         if tx is not None:

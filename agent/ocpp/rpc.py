@@ -105,6 +105,16 @@ def parse(text: str | bytes) -> Frame:
     kind = msg[0]
     message_id = msg[1] if len(msg) > 1 else None
     id_ok = isinstance(message_id, str) and 0 < len(message_id) <= MAX_MESSAGE_ID
+    if _LONE_SURROGATE_ESCAPE.search(text) and not _unicode(msg):
+        # "\ud800" is valid JSON but no Unicode text: kept, it would poison whatever
+        # repeats it (a stored token, the TransactionEvent naming it) with a frame that
+        # cannot be encoded as UTF-8, and the link would drop at every attempt.
+        reply_id = message_id if id_ok and _unicode(message_id) else "-1"
+        if kind == CALL:
+            raise FrameError(CallError(reply_id, "FormatViolation",
+                                       "a string is not Unicode text (lone surrogate)"),
+                             "lone surrogate")
+        raise FrameError(None, "lone surrogate in an answer")
     reply_id = message_id if id_ok else "-1"
     if isinstance(kind, bool) or not isinstance(kind, int):
         raise FrameError(CallError(reply_id, "RpcFrameworkError", "MessageTypeId is not a number"),
@@ -156,4 +166,22 @@ def encode(frame: Frame) -> str:
     else:
         msg = [CALLERROR, frame.message_id, frame.code,
                frame.description[:MAX_ERROR_DESCRIPTION], frame.details]
-    return json.dumps(msg, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    text = json.dumps(msg, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if not _unicode(text):
+        # A lone surrogate that got in before parse() refused them (a database from an
+        # older version): escaped, the frame is still valid JSON and can be sent.
+        text = json.dumps(msg, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return text
+
+
+_LONE_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _unicode(value: Any) -> bool:
+    """Whether every string in `value` is Unicode text (encodable as UTF-8)."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -9,7 +9,8 @@ blocks that use them (the station has the list: agent/blocks/local_auth_list.py)
 
 Where a case names both IdTokenCached and IdTokenLocalAuthList, the cache is prepared
 first (Part 6's order): the station does not copy a token the list holds into the cache,
-so a session run after the list was sent would cache nothing.
+so a session run after the list was sent would cache nothing. (A cached copy made before
+stays, shadowed by the list entry, until the token leaves the list: then it goes too.)
 """
 
 from __future__ import annotations
