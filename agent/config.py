@@ -157,7 +157,8 @@ class EvseConfig:
     max_current_a: float
     phases: int
     nominal_voltage_v: float
-    # [evse.<role>] tables (hal.driver = "hardware"): which driver, which settings.
+    # [evse.<role>] tables (hal.driver = "hardware"; "mock" takes [evse.power] only):
+    # which driver, which settings.
     devices: tuple[DriverSpec, ...] = ()
     # A DC EVSE: a power module sets the output (max_current_a is the DC output's
     # rating; phases and nominal_voltage_v describe its AC supply).
@@ -349,16 +350,17 @@ def _firmware(table: dict) -> FirmwareConfig:
 
 
 def _devices(entry: dict, prefix: str, hal_driver: str) -> tuple[DriverSpec, ...]:
-    """The [evse.<role>] tables, each checked by its driver (hal.drivers.check)."""
+    """The [evse.<role>] tables, each checked by its driver (hal.drivers.check). The mock
+    station takes one: a real power module (hal/drivers/mock/real_power.py)."""
     specs = []
     for role in DEVICE_ROLES:
         if role not in entry:
             continue
         name = f"{prefix}.{role}"
         table = entry[role]
-        if hal_driver != "hardware":
-            raise _Invalid(name, 'device tables need hal.driver = "hardware"; '
-                                 "remove the table or set the driver")
+        if hal_driver != "hardware" and role != "power":
+            raise _Invalid(name, 'device tables need hal.driver = "hardware" (the mock '
+                                 "takes only [evse.power]); remove the table or set the driver")
         if not isinstance(table, dict):
             raise _Invalid(name, f"expected a table [evse.{role}], got {_describe(table)}")
         driver = _str(table, name, "driver", required=True)
@@ -427,7 +429,7 @@ def _evses(entries: list | None, hal_driver: str) -> tuple[EvseConfig, ...]:
         dc = entry.get("dc", has_power)
         if not isinstance(dc, bool):
             raise _Invalid(f"{prefix}.dc", f"must be true or false, got {_describe(dc)}")
-        if hal_driver == "hardware" and dc != has_power:
+        if (hal_driver == "hardware" or has_power) and dc != has_power:
             raise _Invalid(f"{prefix}.dc", "a DC EVSE needs [evse.power], and an EVSE with "
                                            "[evse.power] is DC; remove the key or fix the tables")
         evses.append(EvseConfig(id=evse_id, max_current_a=current, phases=phases,

@@ -110,7 +110,10 @@ def build_hardware(config: Config, clock: Clock) -> Hardware:
         # The mock meters keep their registers under the storage dir, as real meters
         # keep theirs through a power cut.
         # The mock records its transitions itself, with the physics (recorder.py).
-        mock = MockStation(config.evses, clock, state_dir=config.storage.dir)
+        # A real power module ([evse.power]) feeds the simulated EV (real_power.py).
+        power = {e.id: create_device(spec, clock) for e in config.evses
+                 for spec in e.devices if spec.role == "power"}
+        mock = MockStation(config.evses, clock, state_dir=config.storage.dir, power=power)
         return Hardware({e.id: EvseHardware(e.id, mock.devices(e.id), clock=clock,
                                             rating_a=e.max_current_a)
                          for e in config.evses}, mock, installer, mock.external_limit)

@@ -368,7 +368,8 @@ class EvseOutputs:
 class Transition:
     """One change of an EVSE's hardware: `cause` names the input that changed (the
     station's commands: offer, contactor, module, setpoint, lock, stop; the world's: plug,
-    suspend, ev-max, fault, lock-jam, meter), `requested` the value a command asked for
+    suspend, ev-max, fault, lock-jam, meter, module-output: what a real power module in a
+    mock station reports), `requested` the value a command asked for
     (before a device clamped it), `at` the injected clock's monotonic seconds."""
 
     evse_id: int

@@ -11,6 +11,8 @@ agent's control socket. Time comes from the injected clock only.
 - station.py  MockStation: all EVSEs by id, the commands, snapshots
 - register.py RegisterFile: a meter's register kept on disk across restarts, as a real
               meter keeps it across a power cut
+- real_power.py ReportedPowerModule: a real power-module driver ([evse.power]) in place of
+              the simulated one; the EV takes what the real modules report
 """
 
 from hal.drivers.mock.devices import (MockContactor, MockExternalLimit, MockLock, MockMeter,

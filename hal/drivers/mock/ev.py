@@ -17,6 +17,11 @@ stops offering (state B, E or F), so a fault stops AC current at once; a DC EV t
 what the power module pushes while its own contactors are closed (plugged in and not
 suspended), so on a DC EVSE only switching the module off ends the current, after the
 module's ramp-down.
+
+A DC EVSE may also have a real power module (a driver such as `can_power` in a mock
+station, real_power.py): then the module's own reported output is what flows, not the
+set-point (`use_reported_output`, `set_reported_output`); the EV still takes no more
+than its maximum.
 """
 
 from __future__ import annotations
@@ -89,6 +94,9 @@ class SimulatedEv:
         # down; math.inf: one that ignores its off command). 0: at once.
         self.module_ramp_down_s = 0.0
         self._ramp_end: float | None = None     # when the output of a switched-off module ends
+        # A real module's output as it last reported it (volts, amperes); None: the
+        # simulated module, whose output is its set-point.
+        self._reported: tuple[float, float] | None = None
         # The meter's register: where it was when the mock last ran (register.py).
         self._register = register or RegisterFile(None)
         self._energy_wh = self._register.load()
@@ -118,7 +126,10 @@ class SimulatedEv:
 
     @property
     def module_output_on(self) -> bool:
-        """The DC module delivers: switched on, or switched off but still ramping down."""
+        """The DC module delivers: switched on, or switched off but still ramping down
+        (a real module: it reports an output)."""
+        if self._reported is not None:
+            return self._reported[0] > 0 or self._reported[1] > 0
         return self.dc_on or (self._ramp_end is not None
                               and self._clock.monotonic() < self._ramp_end)
 
@@ -132,7 +143,8 @@ class SimulatedEv:
             # fault (pilot F) does not stop a module that is still on.
             if not self.plugged or self.suspended or not self.module_output_on:
                 return 0.0
-            return min(self.ev_max_a, self.dc_current_a)
+            delivered = self.dc_current_a if self._reported is None else self._reported[1]
+            return min(self.ev_max_a, delivered)
         if self.pilot is not PilotState.C:
             return 0.0
         return min(self.ev_max_a, self.offered_a or 0.0)
@@ -140,6 +152,8 @@ class SimulatedEv:
     @property
     def voltage_v(self) -> float:
         if self.spec.dc:
+            if self._reported is not None:
+                return self._reported[0]
             return self.dc_voltage_v if self.module_output_on else 0.0
         return self.spec.nominal_voltage_v
 
@@ -248,6 +262,21 @@ class SimulatedEv:
             self.dc_voltage_v = voltage
             self.dc_current_a = current
         self._change(apply, "setpoint", current_a)
+
+    def use_reported_output(self) -> None:
+        """From now on the output is what a real module reports (set_reported_output),
+        nothing until it has; the set-point and on/off are then only what it was told."""
+        if not self.spec.dc:
+            raise ValueError(f"EVSE {self.spec.id} is an AC EVSE: it has no power module")
+        self._change(lambda: setattr(self, "_reported", (0.0, 0.0)), "module-output")
+
+    def set_reported_output(self, voltage_v: float, current_a: float) -> None:
+        """What the real module measures at its terminals now (use_reported_output)."""
+        if self._reported is None:
+            raise ValueError(f"EVSE {self.spec.id}: its power module is the simulated one")
+        reported = (max(float(voltage_v), 0.0), max(float(current_a), 0.0))
+        if reported != self._reported:
+            self._change(lambda: setattr(self, "_reported", reported), "module-output")
 
     def set_dc_on(self, on: bool) -> None:
         def apply() -> None:

@@ -2,19 +2,22 @@
 commands a person (through `station-agent sim`) or a test gives the simulated world.
 
 An AC EVSE has a socket with a lock (a detachable cable, sType2); a DC EVSE a fixed cable
-and a power module. With STATION_AGENT_TRANSITION_LOG set, every transition of every
-EVSE goes to that file (recorder.py).
+and a power module: the simulated one, or a real driver's (`power`, real_power.py). With
+STATION_AGENT_TRANSITION_LOG set, every transition of every EVSE goes to that file
+(recorder.py).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable, Mapping, Protocol
 
-from hal.api import Clock, EvseDevices, ExternalLimitSignal, PresentedToken, TransitionObserver
+from hal.api import (Clock, EvseDevices, ExternalLimitSignal, PowerModule, PresentedToken,
+                     TransitionObserver)
 from hal.drivers.mock.devices import (MockContactor, MockExternalLimit, MockLock, MockMeter,
                                       MockPilot, MockPowerModule, MockReader)
 from hal.drivers.mock.ev import FAULT_TEXT, MockEvseSpec, SimulatedEv
+from hal.drivers.mock.real_power import ReportedPowerModule
 from hal.drivers.mock.recorder import TransitionLog, from_env
 from hal.drivers.mock.register import RegisterFile
 
@@ -48,14 +51,19 @@ class UnknownEvse(KeyError, ValueError):
 
 class _Evse:
     def __init__(self, spec: MockEvseSpec, clock: Clock, meter_poll_s: float,
-                 state_dir: Path | None) -> None:
+                 state_dir: Path | None, real_power: PowerModule | None = None) -> None:
         register = RegisterFile(register_path(state_dir, spec.id) if state_dir is not None else None)
         self.ev = SimulatedEv(spec, clock, register)
         self.reader = MockReader()
+        power: PowerModule | None = None
+        if real_power is not None:
+            power = ReportedPowerModule(real_power, self.ev, clock, meter_poll_s)
+        elif spec.dc:
+            power = MockPowerModule(self.ev)
         self.devices = EvseDevices(
             meter=MockMeter(self.ev, clock, meter_poll_s), contactor=MockContactor(self.ev),
             pilot=MockPilot(self.ev), lock=MockLock(self.ev) if spec.has_lock else None,
-            reader=self.reader, power=MockPowerModule(self.ev) if spec.dc else None)
+            reader=self.reader, power=power)
 
 
 class MockStation:
@@ -66,11 +74,15 @@ class MockStation:
 
     `state_dir`: where the meters keep their registers across restarts, as real meters
     do (register.py); None keeps them in memory (every start at 0 Wh).
+    `power`: real power-module drivers (not started) by DC EVSE id, in place of the
+    simulated module: the EV takes what they report (real_power.py).
     """
 
     def __init__(self, evses: Iterable[EvseLike], clock: Clock, *, meter_poll_s: float = 1.0,
-                 state_dir: Path | None = None) -> None:
+                 state_dir: Path | None = None,
+                 power: Mapping[int, PowerModule] | None = None) -> None:
         self._evses: dict[int, _Evse] = {}
+        power = dict(power or {})
         for e in evses:
             # A DC EVSE's output has no phases (its supply's do not matter here).
             spec = e if isinstance(e, MockEvseSpec) else MockEvseSpec(
@@ -78,9 +90,15 @@ class MockStation:
                 e.nominal_voltage_v)
             if spec.id in self._evses:
                 raise ValueError(f"duplicate EVSE id {spec.id}")
-            self._evses[spec.id] = _Evse(spec, clock, meter_poll_s, state_dir)
+            real_power = power.pop(spec.id, None)
+            if real_power is not None and not spec.dc:
+                raise ValueError(f"EVSE {spec.id} is an AC EVSE: it takes no power module")
+            self._evses[spec.id] = _Evse(spec, clock, meter_poll_s, state_dir, real_power)
         if not self._evses:
             raise ValueError("a mock station needs at least one EVSE")
+        if power:
+            raise ValueError(f"power modules for EVSEs the station does not have: "
+                             f"{', '.join(map(str, sorted(power)))}")
         # One for the whole station, as an energy manager or a grid operator's box caps the
         # connection point, not an EVSE. Nothing to start or stop: it only holds a value.
         self.external_limit = MockExternalLimit()
@@ -163,10 +181,12 @@ class MockStation:
         """How long the DC power module keeps delivering after it is switched off
         (math.inf: never, a module that ignores its off command). ValueError on an AC
         EVSE or for a negative time."""
-        ev = self._get(evse_id).ev
-        if not ev.spec.dc:
+        evse = self._get(evse_id)
+        if not evse.ev.spec.dc:
             raise ValueError(f"EVSE {evse_id} is an AC EVSE: it has no power module")
-        ev.set_module_ramp_down(seconds)
+        if isinstance(evse.devices.power, ReportedPowerModule):
+            raise ValueError(f"EVSE {evse_id} has a real power module: it ramps down as it does")
+        evse.ev.set_module_ramp_down(seconds)
 
     def replace_meter(self, evse_id: int, register_wh: float = 0.0) -> None:
         """A technician swaps (or resets) the EVSE's meter: its register shows
