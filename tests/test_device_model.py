@@ -196,7 +196,7 @@ def test_unimplemented_features_report_unavailable(fresh: Opener, feature: str,
 
 def test_get_returns_defaults(model: DeviceModel):
     got = model.get(COMM, Variable("WebSocketPingInterval"))
-    assert (got.status, got.value) == ("Accepted", "600")
+    assert (got.status, got.value) == ("Accepted", "900")
     got = model.get(COMM, Variable("MessageTimeout", "Default"))
     assert (got.status, got.value) == ("Accepted", "30")
     assert model.get(Component("ChargingStation"), Variable("VendorName")).value == "Example"
@@ -469,7 +469,7 @@ def test_an_invalid_persisted_value_falls_back_to_the_default(open_model: Opener
                for d in standard_definitions(spec())]
     with caplog.at_level(logging.WARNING):
         again = open_model(definitions=changed)
-    assert again.get_int("OCPPCommCtrlr", "WebSocketPingInterval") == 600
+    assert again.get_int("OCPPCommCtrlr", "WebSocketPingInterval") == 900
     assert again.get_list("TxCtrlr", "TxStartPoint") == ["PowerPathClosed"]
     assert "WebSocketPingInterval" in caplog.text and "TxStartPoint" in caplog.text
     assert {str(r.definition.variable) for r in again.repairs} == {"WebSocketPingInterval",

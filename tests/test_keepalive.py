@@ -7,6 +7,7 @@ from agent.ocpp.keepalive import InMemory, KeepAlivePolicy, MetaMemory
 from agent.store import Store
 from tests.pipes import PipeConnection
 from tests.test_connection import Opener, Settings, run, settle, setup
+from tests.test_outbox import status
 
 
 class NatPipe(PipeConnection):
@@ -139,3 +140,71 @@ def test_a_damaged_memory_falls_back_to_the_setting(tmp_path):
         policy.dropped_while_pinging(40)
         policy.reconnected(40, first_attempt=True)
     assert policy.interval(40) == 30, "never below the floor"
+
+
+async def connected_outbox(tmp_path):
+    """A connected, registered link (ping 900 s, MessageTimeout 30 s) with the durable
+    outbox delivering over it (2 attempts, 60 s apart)."""
+    from agent.ocpp.outbox import Outbox
+    from tests.test_outbox import Model
+    clock, opener, manager = setup(Settings(ping=900, timeout=30))
+    task = asyncio.ensure_future(manager.run())
+    await settle()
+    manager.accepted.set()
+    outbox = Outbox(Store(tmp_path / "db"), manager, clock, Model(attempts=2, interval=60))
+    return clock, opener, manager, task, outbox, asyncio.ensure_future(outbox.run())
+
+
+def test_a_link_gone_dark_does_not_use_up_the_attempts_of_a_waiting_message(tmp_path):
+    """A cellular link that goes dark without a reset: TCP would retransmit for many
+    minutes and the busy link never looks idle to the keep-alive. Each unanswered
+    TransactionEvent is followed by a probe ping; no pong, so the link is dropped, the
+    attempt does not count, and after 20 minutes of darkness (more than the 5 attempts
+    would last) the event is delivered on the next connection, not given up."""
+    async def main():
+        clock, opener, manager, task, outbox, delivering = await connected_outbox(tmp_path)
+        dark = opener.conns[0]
+        dark.answer_pings = False          # nothing comes back any more
+        opener.up = False                  # and reconnecting fails while it lasts
+        outbox.enqueue("StatusNotification", status(1))
+        await settle()
+        assert (await dark.next_sent())[2] == "StatusNotification"
+        await advance(clock, 60)           # 30 s without an answer, then 30 s without a pong
+        assert dark.pings == 1 and dark.closed, "the probe found the link dead and dropped it"
+        await advance(clock, 20 * 60)
+        assert outbox.dropped == 0 and outbox.pending() == 1
+        opener.up = True                   # the link is back
+        for _ in range(60):                # within the back-off (at most 44 s here)
+            if opener.conns[-1] is not dark:
+                break
+            await advance(clock, 1, step=1)
+        fresh = opener.conns[-1]
+        assert fresh is not dark
+        call = await fresh.next_sent()
+        assert call[2] == "StatusNotification"
+        fresh.feed([3, call[1], {}])
+        await advance(clock, 10)
+        assert fresh.nothing_sent(), "sent once on the new connection"
+        assert outbox.pending() == 0 and outbox.dropped == 0
+        delivering.cancel()
+        task.cancel()
+        await asyncio.gather(delivering, task, return_exceptions=True)
+
+    run(main())
+
+
+def test_an_unanswered_call_on_a_live_link_is_an_attempt(tmp_path):
+    """The CSMS answers pings but not the call: the link is fine, the CSMS is not, and
+    the attempts count (E13): given up after MessageAttempts."""
+    async def main():
+        clock, opener, manager, task, outbox, delivering = await connected_outbox(tmp_path)
+        outbox.enqueue("StatusNotification", status(1))
+        await advance(clock, 30 + 60 + 30 + 10)
+        conn = opener.conns[0]
+        assert len(opener.conns) == 1 and not conn.closed and conn.pings >= 2
+        assert outbox.dropped == 1 and outbox.pending() == 0
+        delivering.cancel()
+        task.cancel()
+        await asyncio.gather(delivering, task, return_exceptions=True)
+
+    run(main())

@@ -89,7 +89,7 @@ def test_full_inventory_is_everything(model: DeviceModel):
         "unit": "W", "dataType": "decimal", "maxLimit": 22080, "supportsMonitoring": False}
     assert [a["type"] for a in power["variableAttribute"]] == ["Actual", "MaxSet"]
     ping = by_name[("OCPPCommCtrlr", None, "WebSocketPingInterval", None)]
-    assert ping["variableAttribute"] == [{"type": "Actual", "value": "600",
+    assert ping["variableAttribute"] == [{"type": "Actual", "value": "900",
                                           "mutability": "ReadWrite", "persistent": True,
                                           "constant": False}]
     assert ping["variableCharacteristics"]["unit"] == "s"

@@ -180,8 +180,8 @@ def _comm(b: _Builder, station: StationSpec) -> None:
     b.add(c, "MessageTimeout", T.INTEGER, _ro(30, persistent=True), instance="Default",
           unit="s", min_limit=1, max_limit=HOUR_S)
     # TransactionEvent retries when the CSMS fails to process one (E13): 5 attempts,
-    # 60 s apart (growing linearly). 5 x 60 s = 300 s > WebSocketPingInterval, as Part 4
-    # §8.4 recommends, so a dead link is noticed before the retries run out.
+    # 60 s apart (growing linearly). An unanswered call counts only if the link answers a
+    # ping (agent/ocpp/outbox.py): a dead link never uses the attempts up.
     b.add(c, "MessageAttempts", T.INTEGER, _rw(5), instance="TransactionEvent", min_limit=1,
           max_limit=20)
     b.add(c, "MessageAttemptInterval", T.INTEGER, _rw(60), instance="TransactionEvent",
@@ -213,13 +213,17 @@ def _comm(b: _Builder, station: StationSpec) -> None:
         b.add(c, "UnlockOnEVSideDisconnect", T.BOOLEAN, _ro(False, constant=True))
     else:
         b.add(c, "UnlockOnEVSideDisconnect", T.BOOLEAN, _rw(True))
-    # 600 s: carriers ask for keep-alives no more often than every 5 minutes and IoT SIM
-    # NATs keep idle TCP for hours, so a ping every 10 idle minutes (a quiet station sends
-    # aligned meter values every 15) keeps the month within the 5 MB target. On a network
-    # that forgets idle mappings sooner, the station learns a shorter interval by itself
-    # (agent/ocpp/keepalive.py). 0 disables the station's pings; negative values are not
-    # allowed (Part 4 §8.4).
-    b.add(c, "WebSocketPingInterval", T.INTEGER, _rw(600), unit="s", min_limit=0,
+    # 900 s: carriers ask for keep-alives no more often than every 5 minutes and IoT SIM
+    # NATs keep idle TCP for hours; a quiet station sends aligned meter values every 15
+    # minutes, so at 900 s those keep the link alive and no ping is sent at all (at 600 s
+    # one went every idle quarter: 0.4 MB of a 5 MB month, README "Monthly data"). On a
+    # network that forgets idle mappings sooner, the station learns a shorter interval by
+    # itself (agent/ocpp/keepalive.py). A link that dies while messages wait for answers
+    # is not left to the pings: a call without an answer probes the link first
+    # (agent/ocpp/outbox.py), so Part 4's advice (an interval below MessageAttempts x
+    # MessageAttemptInterval, lest dead links use up the attempts) is met otherwise.
+    # 0 disables the station's pings; negative values are not allowed (Part 4 §8.4).
+    b.add(c, "WebSocketPingInterval", T.INTEGER, _rw(900), unit="s", min_limit=0,
           max_limit=DAY_S)
 
 

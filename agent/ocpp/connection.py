@@ -59,6 +59,7 @@ class ConnectionManager:
         self._on_frame = on_frame
         self.keepalive = keepalive or KeepAlivePolicy(InMemory())
         self.session: Session | None = None
+        self._conn: WsConnection | None = None
         self._live = asyncio.Event()
         # Set by the Provisioning block when BootNotification is Accepted; stays set
         # across reconnects (Part 4, 5.3: no new BootNotification just for a reconnect).
@@ -122,7 +123,7 @@ class ConnectionManager:
     async def _serve(self, conn: WsConnection) -> None:
         session = Session(conn, self._router, self._clock, self._settings.message_timeout,
                           self._on_frame)
-        self.session = session
+        self.session, self._conn = session, conn
         self._live.set()
         helpers = [asyncio.ensure_future(self._keep_alive(session, conn))]
         helpers += [asyncio.ensure_future(_guarded(hook(session))) for hook in self.on_open]
@@ -131,7 +132,7 @@ class ConnectionManager:
         finally:
             self._live.clear()
             self._last_call_sent = max(self._last_call_sent, session.last_call_sent)
-            self.session = None
+            self.session, self._conn = None, None
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
@@ -166,6 +167,27 @@ class ConnectionManager:
                 return
             self.keepalive.pong()
             session.last_activity = self._clock.monotonic()
+
+    async def probe(self) -> bool:
+        """After a call went unanswered: is the link itself alive? A ping answered within
+        MessageTimeout says yes. Else the connection is closed (run() reconnects) and the
+        answer is no: on a cellular link that went dark without a reset, TCP can go on
+        retransmitting for many minutes, and nothing else would notice while calls keep
+        the link from looking idle to the keep-alive."""
+        session, conn = self.session, self._conn
+        if session is None or conn is None or session.closed:
+            return False
+        try:
+            pong = await conn.ping()
+            await wait_for(self._clock, pong, self._settings.message_timeout())
+        except ConnectionClosed:
+            return False
+        except TimeoutError:
+            log.warning("no pong within %.0f s after an unanswered call: dropping the "
+                        "connection", self._settings.message_timeout())
+            await session.close()
+            return False
+        return True
 
     async def disconnect(self) -> None:
         """Close the current connection; run() reconnects at once (new credentials)."""

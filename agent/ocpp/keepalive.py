@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 STRIKES = 2
-SHRINK = 0.45     # from 600 s to 270 s: under the shortest NAT timeouts reported (~300 s)
+SHRINK = 0.45     # from 600 s to 270 s
+CEILING = 270.0   # a learned interval is under the shortest NAT timeouts reported (~300 s)
 FLOOR = 30.0
 
 
@@ -70,7 +71,7 @@ class KeepAlivePolicy:
         if self.strikes < STRIKES:
             return None
         self.strikes = 0
-        learned = max(FLOOR, round(idle * SHRINK))
+        learned = max(FLOOR, min(CEILING, round(idle * SHRINK)))
         if learned >= self.interval(configured):
             return None
         self.memory.save((configured, learned))

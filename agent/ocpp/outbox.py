@@ -11,7 +11,9 @@ Retries (E13 / OCPPCommCtrlr): a CALLERROR or no answer counts as a failed attem
 MessageAttempts[TransactionEvent] attempts, spaced MessageAttemptInterval x attempt
 number apart, the message is given up (logged), so one message the CSMS refuses cannot
 block the queue for ever. A lost connection is not an attempt: the message waits for the
-next one.
+next one. Nor is no answer on a dead link: an unanswered call is an attempt only if the
+link then answers a ping (ConnectionManager.probe); else the link is dropped and the
+message goes again on the next connection.
 
 Bounded: above `capacity` queued messages the oldest *droppable* one is discarded first
 (periodic meter-value updates of a transaction); Started and Ended events, and anything
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from agent.clock import Clock
-from agent.ocpp.session import CallFailed, NotConnected, Payload
+from agent.ocpp.session import CallFailed, CallTimeout, NotConnected, Payload
 from agent.ocpp.validation import PayloadError, validate
 from agent.store import Store
 
@@ -148,6 +150,16 @@ class Outbox:
             answer = await self._link.call(message.action, message.payload)
         except NotConnected:
             return  # not an attempt: the link went; the call waits for the next one
+        except CallTimeout as exc:
+            # No answer counts as an attempt only if the link is alive (it answers a
+            # ping): a dead link must not use up the attempts and drop the message.
+            probe = getattr(self._link, "probe", None)
+            if probe is not None and not await probe():
+                log.warning("%s (queue id %d) unanswered on a dead link: sent again on the "
+                            "next connection", message.action, message.id)
+                return
+            await self._failed(message, exc)
+            return
         except CallFailed as exc:
             await self._failed(message, exc)
             return
