@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import platform
@@ -33,9 +34,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -44,7 +47,6 @@ import ssl  # noqa: E402
 import agent.daemon as daemon_module  # noqa: E402
 from agent.clock import ManualClock  # noqa: E402
 from agent.config import load_config  # noqa: E402
-from agent.demo.csms import Csms  # noqa: E402
 
 STATION = "CS-MONTH"
 PASSWORD = "month-password-000001"
@@ -52,18 +54,19 @@ HEADER = 52          # IPv4 20 + TCP 20 + timestamps option 12
 CONNECTION_SEGMENTS = 7  # SYN, SYN-ACK, ACK, FIN, ACK, FIN, ACK
 SESSION_HOURS = (6, 11, 16, 20)
 RECONNECT_HOUR = 3
+START = datetime(2026, 3, 1, tzinfo=timezone.utc)
 
 
-def make_certs(directory: Path) -> tuple[Path, Path, Path]:
-    """A throwaway CA and a server certificate for 127.0.0.1 (openssl CLI)."""
+def make_certs(directory: Path, address: str = "127.0.0.1") -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for `address` (openssl CLI)."""
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
     run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
         "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=bench-ca", "-days", "2",
         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")
     run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
-    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+        "-keyout", "server.key", "-out", "server.csr", "-subj", f"/CN={address}")
+    (directory / "san.ext").write_text(f"subjectAltName=IP:{address}\n")
     run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
         "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext")
     return directory / "ca.pem", directory / "server.pem", directory / "server.key"
@@ -155,10 +158,10 @@ def config_text(url: str, ca: Path, storage: Path) -> str:
             "[[evse]]\nid = 1\nmax_current_a = 16\nphases = 3\n")
 
 
-async def main(days: int, heartbeat_interval: int, ping_interval: int | None,
-               nat_timeout: float | None) -> None:
-    logging.disable(logging.WARNING)
-    captured: dict[str, object] = {}
+@asynccontextmanager
+async def month_daemon(config: Path, clock: ManualClock) -> AsyncIterator[tuple[Any, Any]]:
+    """The daemon of `station-agent run` on `clock`: yields its runtime and mock station."""
+    captured: dict[str, Any] = {}
     build_hardware, runtime_init = daemon_module.build_hardware, daemon_module.Runtime.__init__
 
     def capture_hardware(config, clock):  # type: ignore[no-untyped-def]
@@ -171,63 +174,96 @@ async def main(days: int, heartbeat_interval: int, ping_interval: int | None,
 
     daemon_module.build_hardware = capture_hardware
     daemon_module.Runtime.__init__ = capture_runtime  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    daemon = asyncio.ensure_future(daemon_module.run_daemon(load_config(config), stop, clock=clock))
+    try:
+        while "rt" not in captured:
+            if daemon.done():
+                daemon.result()
+                raise RuntimeError("the daemon ended before it started")
+            await asyncio.sleep(0.01)
+        yield captured["rt"], captured["hw"].mock
+    finally:
+        stop.set()
+        await daemon
+        daemon_module.build_hardware = build_hardware
+        daemon_module.Runtime.__init__ = runtime_init  # type: ignore[method-assign]
+
+
+def set_ping_interval(rt: Any, ping_interval: int | None) -> int:
+    if ping_interval is not None:
+        from agent.model.types import Component, Variable
+        rt.model.set(Component("OCPPCommCtrlr"), Variable("WebSocketPingInterval"),
+                     str(ping_interval))
+    return rt.model.get_int("OCPPCommCtrlr", "WebSocketPingInterval")
+
+
+async def idle(rt: Any, timeout: float = 10) -> None:
+    """Real I/O after each step: wait until the station is connected and has nothing
+    unanswered or queued."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        session = rt.link.session
+        if (rt.link.connected and session is not None and session._pending is None
+                and rt.outbox.pending() == 0):
+            for _ in range(5):
+                await asyncio.sleep(0)
+            if session._pending is None and rt.outbox.pending() == 0:
+                return
+        await asyncio.sleep(0.001)
+
+
+async def drive_month(days: int, clock: ManualClock, mock: Any,
+                      settle: Callable[[], Awaitable[None]],
+                      reconnect: Callable[[], Awaitable[None]]) -> int:
+    """DESIGN.md's month, minute by minute: a session at each SESSION_HOURS (card, plug,
+    unplug 2 h later), a reconnect at RECONNECT_HOUR. The number of sessions."""
+    card = 0
+    for minute in range(days * 24 * 60):
+        hour, minute_of_hour = divmod(minute % (24 * 60), 60)
+        if minute_of_hour == 0 and hour in SESSION_HOURS:
+            card += 1
+            mock.swipe(f"{card:08X}", evse_id=1)
+            await settle()
+            mock.plug(1)
+        if minute_of_hour == 0 and (hour - 2) in SESSION_HOURS:
+            mock.unplug(1)
+        if minute_of_hour == 0 and hour == RECONNECT_HOUR:
+            await reconnect()
+        await settle()
+        await clock.advance(60)
+        await settle()
+    return card
+
+
+async def main(days: int, heartbeat_interval: int, ping_interval: int | None,
+               nat_timeout: float | None) -> None:
+    from agent.demo.csms import Csms  # the CSMS peer needs the PyPI `ocpp` (not in a guest)
+    logging.disable(logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         ca, cert, key = make_certs(directory)
         server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         server_tls.load_cert_chain(cert, key)
-        start = datetime(2026, 3, 1, tzinfo=timezone.utc)
-        clock = ManualClock(start)
+        clock = ManualClock(START)
         async with Csms(passwords={STATION: PASSWORD}, ssl_context=server_tls,
                         heartbeat_interval=heartbeat_interval, now=clock.now) as csms:
             proxy = CountingProxy(csms.port, clock, nat_timeout)
             await proxy.start()
             path = directory / "month.toml"
             path.write_text(config_text(f"wss://127.0.0.1:{proxy.port}/ocpp", ca, directory / "state"))
-            stop = asyncio.Event()
-            daemon = asyncio.ensure_future(daemon_module.run_daemon(load_config(path), stop, clock=clock))
-            link = await csms.wait_station(STATION, timeout=10)
-            await link.expect_call("StatusNotification", timeout=10)
-            rt, mock = captured["rt"], captured["hw"].mock  # type: ignore[attr-defined]
-            if ping_interval is not None:
-                from agent.model.types import Component, Variable
-                rt.model.set(Component("OCPPCommCtrlr"), Variable("WebSocketPingInterval"),
-                             str(ping_interval))
-            ping = rt.model.get_int("OCPPCommCtrlr", "WebSocketPingInterval")
+            async with month_daemon(path, clock) as (rt, mock):
+                link = await csms.wait_station(STATION, timeout=10)
+                await link.expect_call("StatusNotification", timeout=10)
+                ping = set_ping_interval(rt, ping_interval)
 
-            async def settle() -> None:
-                # Real I/O after each step: wait until the station is connected and idle.
-                deadline = time.monotonic() + 10
-                while time.monotonic() < deadline:
-                    session = rt.link.session
-                    if (rt.link.connected and session is not None and session._pending is None
-                            and rt.outbox.pending() == 0):
-                        for _ in range(5):
-                            await asyncio.sleep(0)
-                        if session._pending is None and rt.outbox.pending() == 0:
-                            return
-                    await asyncio.sleep(0.001)
-
-            wall = time.perf_counter()
-            card = 0
-            for minute in range(days * 24 * 60):
-                hour, minute_of_hour = divmod(minute % (24 * 60), 60)
-                if minute_of_hour == 0 and hour in SESSION_HOURS:
-                    card += 1
-                    mock.swipe(f"{card:08X}", evse_id=1)
-                    await settle()
-                    mock.plug(1)
-                if minute_of_hour == 0 and (hour - 2) in SESSION_HOURS:
-                    mock.unplug(1)
-                if minute_of_hour == 0 and hour == RECONNECT_HOUR:
+                async def reconnect() -> None:
                     await csms.links[STATION][-1].close()
-                await settle()
-                await clock.advance(60)
-                await settle()
-            wall = time.perf_counter() - wall
-            effective = rt.link.keepalive.interval(ping)
-            stop.set()
-            await daemon
+
+                wall = time.perf_counter()
+                card = await drive_month(days, clock, mock, lambda: idle(rt), reconnect)
+                wall = time.perf_counter() - wall
+                effective = rt.link.keepalive.interval(ping)
             counts = proxy.counts
             events = sum(len(l.calls("TransactionEvent")) for l in csms.links[STATION])
             heartbeats = sum(len(l.calls("Heartbeat")) for l in csms.links[STATION])
@@ -245,6 +281,67 @@ async def main(days: int, heartbeat_interval: int, ping_interval: int | None,
           f"({total / (days * 24 * 60):.0f} B a minute); per 30 days: {total / days * 30 / 1e6:.2f} MB")
 
 
+# ---- in the VM guest (bench/data_month_vm.py runs this file there with --guest)
+
+def kernel_counters() -> dict[str, int]:
+    """The guest kernel's own counts: IP octets (IpExt, every IP and TCP header
+    included; no link layer) and IP packets, TCP segments."""
+    counts: dict[str, int] = {}
+    for name in ("/proc/net/netstat", "/proc/net/snmp"):
+        lines = Path(name).read_text().splitlines()
+        for head, values in zip(lines[::2], lines[1::2]):
+            prefix, keys = head.split(":", 1)
+            for key, value in zip(keys.split(), values.split(":", 1)[1].split()):
+                if f"{prefix}.{key}" in ("IpExt.InOctets", "IpExt.OutOctets", "Ip.InReceives",
+                                         "Ip.OutRequests", "Tcp.InSegs", "Tcp.OutSegs",
+                                         "Tcp.RetransSegs"):
+                    counts[f"{prefix}.{key}"] = int(value)
+    return counts
+
+
+async def guest(url: str, ca: Path, days: int, ping_interval: int | None,
+                quiet: float) -> None:
+    """The month in the guest, on the injectable clock; prints one JSON line with the
+    kernel's counters over it. After a minute in which the station sent anything, the
+    clock waits until the wire has been quiet for `quiet` real seconds, so that every
+    delayed ACK and late answer of that exchange happens as it would with the whole
+    minute to come."""
+    logging.disable(logging.WARNING)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "month.toml"
+        path.write_text(config_text(url, ca, Path(tmp) / "state"))
+        clock = ManualClock(START)
+        async with month_daemon(path, clock) as (rt, mock):
+            await idle(rt, timeout=300)
+            ping = set_ping_interval(rt, ping_interval)
+            await idle(rt, timeout=300)
+
+            last = kernel_counters()
+
+            async def settle() -> None:
+                # Compared with the previous settle, not with the start of this one: a
+                # keep-alive ping goes out inside clock.advance(), and its pong must be
+                # in before the clock jumps again (or the ping times out on the jump).
+                nonlocal last
+                await idle(rt, timeout=300)
+                now = kernel_counters()
+                while now != last:
+                    last = now
+                    await asyncio.sleep(quiet)
+                    await idle(rt, timeout=300)
+                    now = kernel_counters()
+
+            await settle()
+            start, wall = kernel_counters(), time.perf_counter()
+            card = await drive_month(days, clock, mock, settle, rt.link.disconnect)
+            await settle()
+            end, wall = kernel_counters(), time.perf_counter() - wall
+            effective = rt.link.keepalive.interval(ping)
+    print(json.dumps({"days": days, "sessions": card, "ping_interval": ping,
+                      "effective_ping_interval": effective, "wall_s": round(wall, 1),
+                      "counters": {k: end[k] - start[k] for k in end}}))
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--days", type=int, default=30)
@@ -253,5 +350,13 @@ if __name__ == "__main__":
                         help="WebSocketPingInterval to set first (default: the agent's default)")
     parser.add_argument("--nat-timeout", type=float, default=None,
                         help="play a NAT that drops connections idle this long (seconds)")
+    parser.add_argument("--guest", metavar="URL", default=None,
+                        help="(bench/data_month_vm.py) run in the VM guest against URL")
+    parser.add_argument("--ca", type=Path, default=None, help="with --guest: the CSMS's CA")
+    parser.add_argument("--quiet", type=float, default=0.5,
+                        help="with --guest: real seconds of silence that end an exchange")
     args = parser.parse_args()
-    asyncio.run(main(args.days, args.heartbeat_interval, args.ping_interval, args.nat_timeout))
+    if args.guest:
+        asyncio.run(guest(args.guest, args.ca, args.days, args.ping_interval, args.quiet))
+    else:
+        asyncio.run(main(args.days, args.heartbeat_interval, args.ping_interval, args.nat_timeout))

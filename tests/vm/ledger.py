@@ -82,6 +82,18 @@ class Ledger:
                    for seq, _ in self.distinct(tx_id).items()
                    if sum(e.seq_no == seq for e in self.transactions[tx_id]) > 1)
 
+    def out_of_order(self) -> list[str]:
+        """Transactions whose events the CSMS first accepted out of seqNo order."""
+        bad = []
+        for tx_id, events in self.transactions.items():
+            order: list[int] = []
+            for event in events:
+                if event.accepted and event.seq_no not in order:
+                    order.append(event.seq_no)
+            if order != sorted(order):
+                bad.append(tx_id)
+        return bad
+
     def after_ended(self) -> list[str]:
         """Transactions with events after their Ended (by seqNo)."""
         bad = []

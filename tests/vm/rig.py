@@ -23,7 +23,9 @@ The control channel is a virtio-serial port (`vmrig.control`, served in the gues
 tests/vm/guest/vm-control), not the network, so tests can break the guest's network and
 still drive it. The guest's network is QEMU user networking: the guest is 10.0.2.15 and
 reaches the host's 127.0.0.1 as 10.0.2.2 (host-side servers listen on 127.0.0.1 only);
-nothing in the guest is reachable from outside.
+nothing in the guest is reachable from outside. With `tap=` the NIC is on a tap device of
+a private network namespace instead (netns.py), where the host side is 10.0.2.2 itself:
+then the guest's TCP peer is a real kernel, not QEMU's slirp.
 
 Without /dev/kvm QEMU runs with TCG (slow; timeouts are scaled by `Vm.slowdown`).
 """
@@ -132,17 +134,23 @@ class Vm:
     """One guest on a private copy of the image's disk; boots, cuts and boots again."""
 
     def __init__(self, image: Path, work: Path, *, memory_mb: int = 1024, cpus: int = 2,
-                 scratch_mb: int = 16) -> None:
+                 scratch_mb: int = 16, tap: str | None = None) -> None:
         self.image, self.work = Path(image), Path(work)
         self.work.mkdir(parents=True, exist_ok=True)
         self.disk_path = self.work / "disk.raw"
         # A sparse copy (a reflink where the file system can): the cached image stays clean.
         subprocess.run(["cp", "--sparse=always", "--reflink=auto",
                         str(self.image / "disk.raw"), str(self.disk_path)], check=True)
+        # The kernel and initrd too: a newer build-image removes older images from the
+        # cache, which must not pull them from under a guest that boots again later.
+        for name in ("vmlinuz", "initrd.img"):
+            shutil.copyfile(self.image / name, self.work / name)
         self.scratch_path = self.work / "scratch.raw"
         with self.scratch_path.open("wb") as f:
             f.truncate(scratch_mb << 20)
         self.memory_mb, self.cpus = memory_mb, cpus
+        # None: QEMU's user networking; else a tap device to attach the NIC to (netns.py).
+        self.tap = tap
         self.accel, self.accel_why = accelerator()
         self.kvm = self.accel == "kvm"
         self.slowdown = 1 if self.kvm else 3
@@ -174,10 +182,12 @@ class Vm:
         return ["qemu-system-x86_64", *accel, "-m", str(self.memory_mb),
                 "-smp", str(self.cpus), "-nodefaults", "-no-user-config", "-display", "none",
                 "-no-reboot",
-                "-kernel", str(self.image / "vmlinuz"), "-initrd", str(self.image / "initrd.img"),
+                "-kernel", str(self.work / "vmlinuz"), "-initrd", str(self.work / "initrd.img"),
                 "-append", KERNEL_CMDLINE,
                 *drives,
-                "-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0",
+                "-netdev", (f"tap,id=net0,ifname={self.tap},script=no,downscript=no"
+                            if self.tap else "user,id=net0"),
+                "-device", "virtio-net-pci,netdev=net0",
                 "-device", "virtio-serial-pci",
                 "-chardev", f"socket,id=ctl,path={self.control_socket},server=on,wait=off",
                 "-device", f"virtserialport,chardev=ctl,name={CONTROL_PORT}",

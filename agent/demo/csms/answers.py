@@ -110,6 +110,8 @@ class _CsmsChargePoint(_OcppChargePoint):
                 raise InternalError(details={"cause": repr(exc)[:_DESCRIPTION_MAX]}) from exc
             if result is None:
                 return None
+            if self._csms.answer_delay > 0:
+                await asyncio.sleep(self._csms.answer_delay)
             if isinstance(result, RawReply):
                 await self._send(result.text)
             else:

@@ -46,6 +46,7 @@ class Csms:
         on_frame: Callable[[str, str, str], None] | None = None,
         ping_interval: float | None = None,
         now: Callable[[], dt.datetime] | None = None,
+        answer_delay: float = 0.0,
     ):
         self.host = host
         self.port = port
@@ -55,6 +56,9 @@ class Csms:
         self.heartbeat_interval = heartbeat_interval
         self.on_frame = on_frame
         self.ping_interval = ping_interval  # None: the CSMS sends no WebSocket pings
+        #: Real seconds the CSMS takes to answer a station's CALL (a busy back end's
+        #: database write); what the station's TCP then does is bench/data_month_vm.py's.
+        self.answer_delay = answer_delay
         self.now = now or (lambda: dt.datetime.now(dt.timezone.utc))
         #: Test overrides of the default answers, by action: payload -> answer.
         self.responders: dict[str, Responder] = {}
