@@ -588,6 +588,7 @@ async def run_daemon(config: Config, stop: asyncio.Event, clock: Clock | None = 
     notifier = ServiceNotifier()
     pinger: asyncio.Task[None] | None = None
     reason = ("StartupOfTheDevice", f"station-agent {__version__} started")
+    reexec = False
     try:
         log.info("station-agent %s starting as %s", __version__, config.station.id)
         await hardware.start()
@@ -620,12 +621,17 @@ async def run_daemon(config: Config, stop: asyncio.Event, clock: Clock | None = 
                     lambda: cast(Runtime, runtime).service_state()))
             outcome = await runtime.run(stop)
             if outcome != "restart":
+                reexec = outcome == "reexec"
                 return outcome
             reason = ("ResetOrReboot", "Reset requested by the CSMS")
             retries = runtime.model.get_int("OCPPCommCtrlr", "ResetRetries")
             log.info("restarting the station's work after Reset")
     finally:
-        notifier.stopping()
+        # The same PID goes on after an exec: systemd must not wait for it to exit.
+        if reexec:
+            notifier.reexecuting()
+        else:
+            notifier.stopping()
         if pinger is not None:
             await _cancel_all([pinger])
         if control is not None:

@@ -1,4 +1,4 @@
-"""Telling systemd how the service is: READY=1, STATUS=, WATCHDOG=1, STOPPING=1.
+"""Telling systemd how the service is: READY=1, STATUS=, WATCHDOG=1, STOPPING=1, RELOADING=1.
 
 Under `Type=notify` systemd waits for READY=1 before it calls the unit started, shows the
 last STATUS= line in `systemctl status`, and with `WatchdogSec=` kills and restarts the
@@ -77,6 +77,13 @@ class ServiceNotifier:
 
     def stopping(self) -> None:
         self.send("STOPPING=1", "STATUS=stopping")
+
+    def reexecuting(self) -> None:
+        """The process is about to exec itself (after a firmware install), keeping its
+        PID. Not STOPPING=1: systemd would then wait TimeoutStopSec for the PID to exit
+        and SIGKILL the new agent (seen on a real kernel: tests/vm/install_cuts.py).
+        RELOADING=1 says "back shortly"; the new process's READY=1 ends it."""
+        self.send("RELOADING=1", "STATUS=restarting into the installed firmware")
 
     def status(self, state: StationState) -> None:
         line = state.line()
