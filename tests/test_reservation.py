@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from agent.blocks.reservation import Reservation, feasible, same_token
 from agent.clock import format_datetime
 from tests.conformance.rig import EVSE, VALID_TOKEN, run, station
@@ -384,11 +386,13 @@ def test_reservation_survives_a_power_cycle_and_expires_while_down(tmp_path):
     run(case())
 
 
-def test_reservation_survives_reset(tmp_path):
+@pytest.mark.parametrize("kind", ["Immediate", "OnIdle"])
+def test_reservation_survives_reset(tmp_path, kind):
+    """TC_B_24's check (Reserved persists reset), with and without a transaction to wait for."""
     async def case():
         async with station(tmp_path) as rig:
             await reserve(rig, 3)
-            assert (await rig.call("Reset", {"type": "Immediate"}))["status"] == "Accepted"
+            assert (await rig.call("Reset", {"type": kind}))["status"] == "Accepted"
             await rig.new_link()
             await rig.expect("BootNotification")
             status = await rig.expect("StatusNotification")

@@ -386,28 +386,7 @@ def test_reservation_ids_span_the_32_bit_range(tmp_path):
     run(case())
 
 
-# ---- Reset OnIdle (TC_B_24: Reserved persists reset) ------------------------------------------
-
-def test_reservation_survives_an_on_idle_reset(tmp_path):
-    """Check (TC_B_24, Reserved persists reset): OnIdle with no transaction."""
-    async def case():
-        async with station(tmp_path) as rig:
-            await reserve(rig, 19)
-            assert (await rig.call("Reset", {"type": "OnIdle"}))["status"] == "Accepted"
-            await rig.new_link()
-            await rig.expect("BootNotification")
-            status = await rig.expect("StatusNotification")
-            assert status["connectorStatus"] == "Reserved"
-            await rig.settle()
-            await rig.present(OTHER_TOKEN)
-            await rig.plug()
-            await rig.advance(2)
-            assert started_events(rig) == []
-            await rig.present(VALID_TOKEN)
-            await rig.advance(2)
-            assert started_events(rig)[-1]["reservationId"] == 19
-    run(case())
-
+# (Reset OnIdle and Immediate keep a reservation: tests/test_reservation.py)
 
 # ---- a firmware update waiting for idle EVSEs -------------------------------------------------
 
