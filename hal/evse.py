@@ -224,8 +224,10 @@ class EvseHardware:
             await self._guarded("open the contactor", self._open())
 
     async def _ramped_down(self) -> None:
-        """Until the module's read-back current is below SWITCH_CURRENT_A, or the time
-        is up (then latch the fault: the contactor opens under load)."""
+        """Until the module's read-back says it is off and its current is below
+        SWITCH_CURRENT_A, or the time is up (then latch the fault: the contactor opens
+        under load). Off as well as no current: with the EV gone the current is 0 at once,
+        while the module may not yet have taken the off command (a CAN bus under load)."""
         power = self.devices.power
         assert power is not None
         deadline = self._clock.monotonic() + self._ramp_down_timeout_s
@@ -238,7 +240,7 @@ class EvseHardware:
                 log.exception("EVSE %d: power module read failed", self.evse_id)
             if readback is not None:
                 self._module_current_a = readback.current_a
-                if readback.current_a < SWITCH_CURRENT_A:
+                if readback.current_a < SWITCH_CURRENT_A and not readback.on:
                     return
                 if readback.on and not told_again:
                     # It says it is still on: the off command may have been lost.
