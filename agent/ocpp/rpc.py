@@ -167,7 +167,7 @@ def encode(frame: Frame) -> str:
         msg = [CALLERROR, frame.message_id, frame.code,
                frame.description[:MAX_ERROR_DESCRIPTION], frame.details]
     text = json.dumps(msg, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    if not _unicode(text):
+    if not text.isascii() and not _unicode(text):
         # A lone surrogate that got in before parse() refused them (a database from an
         # older version): escaped, the frame is still valid JSON and can be sent.
         text = json.dumps(msg, separators=(",", ":"), ensure_ascii=True, allow_nan=False)

@@ -8,6 +8,7 @@ parsed items on the event loop) and the retry loop around it.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
@@ -77,8 +78,10 @@ class SerialCardReader(IdTokenReader):
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
+    @abc.abstractmethod
     async def _run(self) -> None:
-        raise NotImplementedError
+        """The reader's own loop: open the port, read cards (each to `_offer`), and on an
+        error `_fail` and try again; each reader (RDM6300, PN532) speaks its protocol."""
 
     def _open(self) -> serial.Serial:
         # Opening is quick (pyserial opens non-blocking), so it stays on the loop.
