@@ -37,7 +37,9 @@ class Agent(InProcessAgent):
 
 @contextlib.asynccontextmanager
 async def csms_and_clock():
-    clock = ManualClock(datetime.now(timezone.utc).replace(microsecond=0))
+    # 30 s before an AlignedDataCtrlr instant (Interval 900 s), so that every run meets
+    # the clock-aligned values the same way instead of one run in 15.
+    clock = ManualClock(datetime.now(timezone.utc).replace(minute=14, second=30, microsecond=0))
     async with Csms(passwords={STATION: PASSWORD}, now=clock.now) as csms:
         yield csms, clock
 
@@ -104,10 +106,12 @@ def test_tx_default_profile_limits_the_offered_current(tmp_path):
                 assert status["offered_current_a"] == 16
                 assert status["contactor_closed"] is True
                 assert 0 < status["power_w"] <= 16 * 3 * VOLTS
-                # Meter values say what is offered.
+                # Meter values say what is offered. The periodic sample carries the
+                # TxUpdatedMeasurands; a clock-aligned one (Interval 900 s) may also fall
+                # within these 60 s and carries the AlignedDataCtrlr's measurands instead.
                 await agent.advance(60)
                 updated = await link.expect_call("TransactionEvent", where=lambda p: (
-                    p["eventType"] == "Updated" and "meterValue" in p))
+                    p["eventType"] == "Updated" and p["triggerReason"] == "MeterValuePeriodic"))
                 offered = {v["measurand"]: v["value"] for m in updated["meterValue"]
                            for v in m["sampledValue"] if v.get("measurand", "").endswith("Offered")}
                 assert offered == {"Current.Offered": 16, "Power.Offered": 16 * 3 * VOLTS}
