@@ -76,6 +76,10 @@ class Record:
     # unplug confirmed before the cut: must end with EVDisconnected
     unplugged: set[str] = field(default_factory=set)
     sessions: int = 0
+    # BootNotification reasons after a cut: each must be PowerUp (B01: the station knows
+    # it lost power, not a reset or a crash of its own)
+    boot_reasons: dict[str, int] = field(default_factory=dict)
+    wrong_reasons: list[str] = field(default_factory=list)
 
 
 class Run:
@@ -215,7 +219,11 @@ class Run:
             extra = f", then {into:.1f} s into the next boot"
         took = await self.vm.boot()
         self.record.boot_s.append(took)
-        await self.registered()
+        link = await self.registered()
+        reason = link.calls("BootNotification")[0]["reason"]
+        self.record.boot_reasons[reason] = self.record.boot_reasons.get(reason, 0) + 1
+        if reason != "PowerUp":
+            self.record.wrong_reasons.append(f"{self.station} boot {self.vm.boots}: {reason}")
         await self.check_db()
         await self.check_variables()
         self.record.cycle_s.append(time.monotonic() - started)
@@ -282,6 +290,9 @@ def summary(record: Record, csms: Csms, seed: int, stations: list[str]) -> bool:
         (not backwards and not restarts,
          f"energy: {len(backwards)} readings going backwards within a transaction, "
          f"{len(restarts)} transactions beginning below the previous one's end"),
+        (not record.wrong_reasons,
+         f"boot reasons after cuts: {', '.join(f'{n} {r}' for r, n in sorted(record.boot_reasons.items()))}"
+         f" ({len(record.wrong_reasons)} not PowerUp)"),
         (not record.corrupt, f"databases: {record.db_checks} integrity checks after boots, "
                              f"{len(record.corrupt)} corrupt or not opening"),
         (not record.model_changed and not record.variables_lost and not record.security_log_lost,
@@ -291,7 +302,7 @@ def summary(record: Record, csms: Csms, seed: int, stations: list[str]) -> bool:
         (not csms.schema_errors, f"schema: {len(csms.schema_errors)} invalid frames"),
     ]
     for detail in (incomplete, lost_tx, gaps, conflicting, after, wrong_reason, unplug_reason,
-                   backwards, restarts, record.corrupt, record.model_changed, record.variables_lost,
+                   backwards, restarts, record.wrong_reasons, record.corrupt, record.model_changed, record.variables_lost,
                    record.security_log_lost, csms.schema_errors):
         if detail:
             print(f"  detail: {str(detail)[:1500]}")
