@@ -78,6 +78,22 @@ def test_mock_installer_records_the_version_of_a_mock_image(tmp_path):
     assert asyncio.run(installer.install(good)).ok
     assert installer.running_version() == "2.1.0"
 
+    # What it recorded is the whole state: no temporary file left beside it.
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["mock-firmware-version"]
+
+
+def test_mock_installer_that_cannot_record_fails_and_keeps_the_running_version(tmp_path):
+    state = tmp_path / "state"
+    installer = MockInstaller(state)
+    image = tmp_path / "image"
+    image.write_bytes(mock_image("2.1.0"))
+    assert asyncio.run(installer.install(image)).ok
+    (state / "mock-firmware-version.tmp").mkdir()      # the temporary file cannot be written
+    image.write_bytes(mock_image("3.0.0"))
+    outcome = asyncio.run(installer.install(image))
+    assert not outcome.ok and "cannot record the version" in outcome.detail
+    assert installer.running_version() == "2.1.0"
+
 
 @pytest.mark.parametrize("table, message", [
     ({"install_command": "rauc install"}, "firmware.install_command: must name the image as {file}"),

@@ -500,9 +500,9 @@ def test_register_is_written_only_when_it_moved(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     import hal.drivers.mock.register as register
     writes: list[str] = []
-    original = register.os.replace
-    monkeypatch.setattr(register.os, "replace", lambda a, b: (writes.append(str(b)),
-                                                              original(a, b)))
+    original = register.replace_durably
+    monkeypatch.setattr(register, "replace_durably", lambda path, text: (
+        writes.append(str(path)), original(path, text)))
 
     async def test(station: MockStation, clock: ManualClock) -> None:
         await clock.advance(3600)                     # idle: nothing flows, nothing written

@@ -8,10 +8,10 @@ broken image would; anything else is not a mock image and fails too.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from hal.api import FirmwareInstaller, InstallOutcome
+from hal.durable import replace_durably
 
 MAGIC = "station-agent mock firmware "
 VERSION_FILE = "mock-firmware-version"
@@ -39,13 +39,13 @@ class MockInstaller(FirmwareInstaller):
         if "fail-install" in lines[1:]:
             return InstallOutcome(False, "mock installer: the image asks to fail")
         version = lines[0][len(MAGIC):].strip()[:50]
-        self._file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._file.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            f.write(version + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._file)
+        try:
+            # Durable before Installed is reported: a cut right after must not bring the
+            # old version back while the CSMS was told the new one is installed.
+            replace_durably(self._file, version + "\n")
+        except OSError as exc:
+            return InstallOutcome(False, f"mock installer: cannot record the version: "
+                                         f"{exc.strerror or exc}")
         return InstallOutcome(True, f"mock installer: version {version} installed")
 
     def running_version(self) -> str | None:

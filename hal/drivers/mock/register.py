@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
+
+from hal.durable import replace_durably
 
 log = logging.getLogger(__name__)
 
@@ -64,19 +65,9 @@ class RegisterFile:
         written is logged once and the meter goes on (it only loses its memory)."""
         if self.path is None or wh == self._saved:
             return
-        tmp = self.path.with_name(self.path.name + ".tmp")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w") as f:
-                f.write(repr(float(wh)) + "\n")   # repr: the float read back is the same
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            directory = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(directory)   # the rename itself survives a power cut too
-            finally:
-                os.close(directory)
+            # repr: the float read back is the same
+            replace_durably(self.path, repr(float(wh)) + "\n")
         except OSError as exc:
             if not self._broken:
                 log.warning("mock meter register %s cannot be written (%s): it will not "
