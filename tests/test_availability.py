@@ -53,6 +53,9 @@ class Link:
         self.connected = False
         self.sent: list[tuple[str, dict]] = []
 
+    async def probe(self) -> bool:
+        return True
+
     async def call(self, action: str, payload: dict, **kwargs: Any) -> dict:
         self.sent.append((action, payload))
         return {}

@@ -26,7 +26,7 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from agent.clock import Clock
 from agent.ocpp.session import CallFailed, CallTimeout, NotConnected, Payload
@@ -64,8 +64,19 @@ class Queued:
     attempts: int
 
 
+class OutboxLink(Protocol):
+    """What the outbox needs of the ConnectionManager."""
+
+    async def call(self, action: str, payload: Payload) -> Payload: ...
+
+    async def probe(self) -> bool:
+        """After an unanswered call: True if the link answers a ping (the call counts as
+        an attempt), False if it is dead (it was dropped; the call waits for the next)."""
+        ...
+
+
 class Outbox:
-    def __init__(self, store: Store, link: Any, clock: Clock, model: Any,
+    def __init__(self, store: Store, link: OutboxLink, clock: Clock, model: Any,
                  capacity: int = DEFAULT_CAPACITY) -> None:
         self._store = store
         self._link = link
@@ -153,8 +164,7 @@ class Outbox:
         except CallTimeout as exc:
             # No answer counts as an attempt only if the link is alive (it answers a
             # ping): a dead link must not use up the attempts and drop the message.
-            probe = getattr(self._link, "probe", None)
-            if probe is not None and not await probe():
+            if not await self._link.probe():
                 log.warning("%s (queue id %d) unanswered on a dead link: sent again on the "
                             "next connection", message.action, message.id)
                 return
