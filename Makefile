@@ -31,11 +31,14 @@ csms: $(VENV)/.installed
 
 test: test-latest test-bookworm
 
+# Test processes (pytest-xdist); 2 is what CI has.
+TEST_JOBS ?= 2
+
 test-latest: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n $(TEST_JOBS)
 
 test-bookworm: $(VENV_BOOKWORM)/.installed
-	$(VENV_BOOKWORM)/bin/python -m pytest -q
+	$(VENV_BOOKWORM)/bin/python -m pytest -q -n $(TEST_JOBS)
 
 # The Part 6 Core cases (they also run in `make test`), and docs/conformance.md from them.
 conformance: $(VENV)/.installed
