@@ -4,6 +4,7 @@ forgets idle connections (agent/ocpp/keepalive.py)."""
 import asyncio
 
 from agent.ocpp.keepalive import InMemory, KeepAlivePolicy, MetaMemory
+from agent.ocpp.session import CallTimeout
 from agent.store import Store
 from tests.pipes import PipeConnection
 from tests.test_connection import Opener, Settings, run, settle, setup
@@ -186,6 +187,52 @@ def test_a_link_gone_dark_does_not_use_up_the_attempts_of_a_waiting_message(tmp_
         await advance(clock, 10)
         assert fresh.nothing_sent(), "sent once on the new connection"
         assert outbox.pending() == 0 and outbox.dropped == 0
+        delivering.cancel()
+        task.cancel()
+        await asyncio.gather(delivering, task, return_exceptions=True)
+
+    run(main())
+
+
+def test_any_unanswered_call_gets_a_dark_link_dropped(tmp_path):
+    """Not only the outbox's messages: a best-effort StatusNotification that goes
+    unanswered on a dark link starts the probe too, so a station with no transaction
+    running notices the link is gone and reconnects instead of waiting for TCP."""
+    async def main():
+        clock, opener, manager, task, outbox, delivering = await connected_outbox(tmp_path)
+        dark = opener.conns[0]
+        dark.answer_pings = False
+        opener.up = False
+        call = asyncio.ensure_future(manager.call("StatusNotification", status(1)))
+        await settle()
+        assert (await dark.next_sent())[2] == "StatusNotification"
+        await advance(clock, 30)
+        assert isinstance(call.exception(), CallTimeout)
+        await advance(clock, 30)           # 30 s more without a pong
+        assert dark.pings == 1 and dark.closed, "the probe found the link dead and dropped it"
+        opener.up = True
+        for _ in range(60):
+            if opener.conns[-1] is not dark:
+                break
+            await advance(clock, 1, step=1)
+        assert opener.conns[-1] is not dark, "reconnected within the back-off"
+        delivering.cancel()
+        task.cancel()
+        await asyncio.gather(delivering, task, return_exceptions=True)
+
+    run(main())
+
+
+def test_an_unanswered_call_on_a_live_link_keeps_the_link(tmp_path):
+    """The CSMS answers pings but not the call: one probe ping, and the connection stays."""
+    async def main():
+        clock, opener, manager, task, outbox, delivering = await connected_outbox(tmp_path)
+        conn = opener.conns[0]
+        call = asyncio.ensure_future(manager.call("StatusNotification", status(1)))
+        await settle()
+        await advance(clock, 40)
+        assert isinstance(call.exception(), CallTimeout)
+        assert conn.pings == 1 and not conn.closed and len(opener.conns) == 1
         delivering.cancel()
         task.cancel()
         await asyncio.gather(delivering, task, return_exceptions=True)

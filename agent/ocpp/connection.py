@@ -16,8 +16,8 @@ from typing import Any, Awaitable, Callable, Protocol
 from agent.clock import Clock, wait_for
 from agent.ocpp.backoff import reconnect_delay
 from agent.ocpp.keepalive import InMemory, KeepAlivePolicy
-from agent.ocpp.session import (CallFailed, ConnectionClosed, NotConnected, Payload, Router,
-                                Session)
+from agent.ocpp.session import (CallFailed, CallTimeout, ConnectionClosed, NotConnected,
+                                Payload, Router, Session)
 from agent.ocpp.transport import Endpoint, TransportError, WsConnection, open_connection
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,8 @@ class ConnectionManager:
         self.connects = 0
         self.failed_attempts = 0
         self._reconnect_now = False
+        # The probe running after an unanswered call, shared by every caller that asks.
+        self._probing: asyncio.Task[bool] | None = None
 
     @property
     def connected(self) -> bool:
@@ -173,7 +175,16 @@ class ConnectionManager:
         MessageTimeout says yes. Else the connection is closed (run() reconnects) and the
         answer is no: on a cellular link that went dark without a reset, TCP can go on
         retransmitting for many minutes, and nothing else would notice while calls keep
-        the link from looking idle to the keep-alive."""
+        the link from looking idle to the keep-alive. Every unanswered call starts one
+        (call() below); callers asking meanwhile share it: one ping, not one each."""
+        return await asyncio.shield(self._start_probe())
+
+    def _start_probe(self) -> asyncio.Task[bool]:
+        if self._probing is None or self._probing.done():
+            self._probing = asyncio.ensure_future(self._probe())
+        return self._probing
+
+    async def _probe(self) -> bool:
         session, conn = self.session, self._conn
         if session is None or conn is None or session.closed:
             return False
@@ -205,7 +216,13 @@ class ConnectionManager:
                 before_accepted or self.accepted.is_set())
             if ready:
                 assert session is not None
-                return await session.call(action, payload, timeout)
+                try:
+                    return await session.call(action, payload, timeout)
+                except CallTimeout:
+                    # Any unanswered call, not only the outbox's: a StatusNotification
+                    # lost in a dark period must get the dead link noticed too.
+                    self._start_probe()
+                    raise
             if not wait:
                 raise NotConnected(f"{action}: not connected to the CSMS")
             await self._wait_ready(before_accepted)
