@@ -23,8 +23,7 @@ checked once everything queued is delivered:
   the link up (no answer within MessageTimeout, then no pong within MessageTimeout) and
   reconnected after Part 4's back-off; in the 75 s one a CALL the station sent early
   enough to be given up within it (two MessageTimeouts before its end) must end the
-  connection: not arrive on the old one afterwards, a new connection within the bound
-  (the station noticed the dead link). With nothing sent in that window it cannot notice,
+  connection: a new connection within the bound (the station noticed the dead link). With nothing sent in that window it cannot notice,
   and keeping the connection is right.
 
     .venv/bin/python tests/vm/lossy_link.py --image DIR [--seed N]
@@ -234,18 +233,15 @@ def long_dark_noticed(start: float, end: float, connected: list[float],
                       calls: list[tuple[float, float]]) -> tuple[bool, str]:
     """Whether the station noticed the long dark period when it could. A CALL it sent
     early in it (2 MessageTimeouts before its end: time to go unanswered, then to probe
-    with an unanswered ping) must end the connection: it may not arrive on the old one
-    after the dark (TCP's retransmission, the link never given up), and a new connection
-    must follow. A station with nothing to say in that window cannot notice, and keeping
-    its connection is right."""
+    with an unanswered ping) must end the connection: a new connection must follow within
+    the bound. (The old connection's send queue may still reach the CSMS first: its
+    kernel retransmits what was queued before the station closed it.) A station with
+    nothing to say in that window cannot notice, and keeping its connection is right."""
     early = [(got, sent) for got, sent in calls
              if start - CLOCK_SKEW_S <= sent <= end - 2 * MESSAGE_TIMEOUT_S - CLOCK_SKEW_S]
     if not early:
         return True, "no CALL early in it: nothing to notice it by"
     fresh = next((t for t in connected if t > start), None)
-    stale = [got for got, _ in early if got > end and (fresh is None or got < fresh)]
-    if stale:
-        return False, f"{len(stale)} CALLs sent early in it arrived on the old connection after it"
     if fresh is None or fresh - end > RESUME_BOUND_S:
         return False, f"{len(early)} CALLs sent early in it, no new connection within the bound"
     return True, f"{len(early)} CALLs sent early in it; new connection {fresh - end:+.1f} s from its end"
