@@ -310,8 +310,6 @@ class Findings:
     ids_checks: int = 0
     ids_disagree: list[str] = field(default_factory=list)
     stray: set[str] = field(default_factory=set)
-    boot_reasons: dict[str, int] = field(default_factory=dict)
-    wrong_reasons: list[str] = field(default_factory=list)
     restart_checks: int = 0
     restarts: list[str] = field(default_factory=list)
 
@@ -399,10 +397,7 @@ class Lab:
         self.run.record.boot_s.append(took)
         await self.run.registered()
         await self.run.check_db()
-        reason = self.run.link.calls("BootNotification")[0]["reason"]
-        self.found.boot_reasons[reason] = self.found.boot_reasons.get(reason, 0) + 1
-        if reason not in ("PowerUp", "FirmwareUpdate"):
-            self.found.wrong_reasons.append(f"boot {self.vm.boots}: {reason}")
+        self.run.note_boot_reason(("PowerUp", "FirmwareUpdate"))
         return took
 
     async def newest_link(self, timeout: float = 120):
@@ -844,9 +839,9 @@ def summary(found: Findings, record: Record, csms: Csms, seed: int) -> bool:
          f"InstallCertificate cut: {found.root_cuts_kept} stored, {found.root_cuts_absent} not; "
          f"{found.ids_checks} GetInstalledCertificateIds, {len(found.ids_disagree)} disagreeing "
          f"with the files"),
-        (not found.wrong_reasons,
-         f"boot reasons after cuts: {', '.join(f'{n} {r}' for r, n in sorted(found.boot_reasons.items()))}"
-         f" ({len(found.wrong_reasons)} not PowerUp or the recorded FirmwareUpdate)"),
+        (not record.wrong_reasons,
+         f"boot reasons after cuts: {', '.join(f'{n} {r}' for r, n in sorted(record.boot_reasons.items()))}"
+         f" ({len(record.wrong_reasons)} not PowerUp or the recorded FirmwareUpdate)"),
         (not found.restarts,
          f"service: {found.restart_checks} checks of systemd's NRestarts, "
          f"{len(found.restarts)} boots where systemd restarted the agent (crash, watchdog, kill)"),
@@ -860,7 +855,7 @@ def summary(found: Findings, record: Record, csms: Csms, seed: int) -> bool:
     for detail in (found.invalid_paths, found.no_final, found.behind, found.claimed_installed,
                    found.install_unreported, found.partial_files, found.corrupted_downloads,
                    found.refused, found.pair_problems, found.accepted_lost, found.pending_lost,
-                   found.bad_files, found.ids_disagree, found.wrong_reasons, found.restarts,
+                   found.bad_files, found.ids_disagree, record.wrong_reasons, found.restarts,
                    record.corrupt, record.model_changed,
                    record.security_log_lost, csms.schema_errors):
         if detail:

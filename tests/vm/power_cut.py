@@ -125,6 +125,13 @@ class Run:
         (await self.vm.run("sync")).check("sync")
         await self.check_db()
 
+    def note_boot_reason(self, allowed: tuple[str, ...]) -> None:
+        """Tally the reason the newest BootNotification gave; one not `allowed` is wrong."""
+        reason = self.link.calls("BootNotification")[0]["reason"]
+        self.record.boot_reasons[reason] = self.record.boot_reasons.get(reason, 0) + 1
+        if reason not in allowed:
+            self.record.wrong_reasons.append(f"{self.station} boot {self.vm.boots}: {reason}")
+
     async def check_db(self) -> None:
         result = await self.vm.run("runuser", "-u", "station-agent", "--", "python3", "-c",
                                    DB_CHECK, timeout=60)
@@ -219,11 +226,8 @@ class Run:
             extra = f", then {into:.1f} s into the next boot"
         took = await self.vm.boot()
         self.record.boot_s.append(took)
-        link = await self.registered()
-        reason = link.calls("BootNotification")[0]["reason"]
-        self.record.boot_reasons[reason] = self.record.boot_reasons.get(reason, 0) + 1
-        if reason != "PowerUp":
-            self.record.wrong_reasons.append(f"{self.station} boot {self.vm.boots}: {reason}")
+        await self.registered()
+        self.note_boot_reason(("PowerUp",))
         await self.check_db()
         await self.check_variables()
         self.record.cycle_s.append(time.monotonic() - started)
